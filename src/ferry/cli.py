@@ -1,0 +1,485 @@
+"""The ``ferry`` command: one sub-command per role, plus ``ferry demo``.
+
+Every flag can also be set through the environment variable named in its ``--help`` line
+(``FERRY_<ROLE>_<FLAG>``). Each role writes its ``--ready-file`` (JSON) once it is usable, so
+scripts and tests can wait for it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from ferry import __version__
+from ferry.errors import ConfigError, FerryError
+from ferry.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from ferry.transport.webrtc import WebRtcConfig
+
+console = Console(stderr=True, highlight=False)
+app = typer.Typer(
+    name="ferry",
+    help="ferry: reach the open internet through volunteers' browsers, end-to-end encrypted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def parse_listen(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` → (host, port); :class:`ConfigError` if bad."""
+    text = value.strip()
+    host, port_text = default_host, text
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ConfigError(f"--listen {value!r}: write an IPv6 address as [ADDRESS]:PORT")
+        host, port_text = text[1:end], text[end + 2 :]
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--listen {value!r}: the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--listen {value!r}: the port must be between 0 and 65535")
+    if not host:
+        raise ConfigError(f"--listen {value!r}: the host is empty")
+    return host, port
+
+
+def write_ready_file(path: Path | None, content: dict[str, object]) -> None:
+    """Write ``content`` as JSON to ``path`` atomically (rename), if a path was given."""
+    if path is None:
+        return
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` until it returns; SIGINT/SIGTERM set ``stop``. Errors exit 1."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except FerryError as exc:
+        console.print(f"[bold red]ferry:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _logging(verbose: bool, unsafe_logging: bool) -> None:
+    configure_logging(verbose=verbose, unsafe_logging=unsafe_logging)
+    if unsafe_logging:
+        console.print(
+            "[yellow]--unsafe-logging is on: logs will contain addresses and destinations.[/]"
+        )
+
+
+def _webrtc_config(ice_addresses: list[str] | None) -> WebRtcConfig:
+    from ferry.transport.webrtc import WebRtcConfig
+
+    if not ice_addresses:
+        return WebRtcConfig()
+    return WebRtcConfig(host_candidate_addresses=tuple(ice_addresses))
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")]
+ReadyFile = Annotated[
+    Path | None,
+    typer.Option(help="Write JSON here once the role is usable (for scripts and tests)."),
+]
+
+
+def _unsafe_logging_option(role: str) -> object:
+    return typer.Option(
+        "--unsafe-logging",
+        envvar=f"FERRY_{role}_UNSAFE_LOGGING",
+        help="Log client addresses and destinations. For debugging only: it endangers users.",
+    )
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"ferry {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def demo(
+    port: Annotated[
+        int, typer.Option(envvar="FERRY_DEMO_PORT", help="Client proxy port (0 = any free port).")
+    ] = 1080,
+    volunteers: Annotated[
+        int, typer.Option(envvar="FERRY_DEMO_VOLUNTEERS", min=1, max=50, help="Volunteers to run.")
+    ] = 2,
+    ready_file: ReadyFile = None,
+    unsafe_allow_private_destinations: Annotated[
+        bool,
+        typer.Option(
+            envvar="FERRY_DEMO_UNSAFE_ALLOW_PRIVATE_DESTINATIONS",
+            help="Let the egress reach loopback and private addresses (local testing only).",
+        ),
+    ] = False,
+    unsafe_logging: Annotated[bool, _unsafe_logging_option("DEMO")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a whole ferry network on this machine: broker, egress, volunteers and a client."""
+    from ferry.demo import LoopbackNetwork, LoopbackNetworkConfig
+
+    _logging(verbose, unsafe_logging)
+
+    async def main(stop: asyncio.Event) -> None:
+        network = LoopbackNetwork(
+            LoopbackNetworkConfig(
+                proxy_port=port,
+                volunteers=volunteers,
+                client_paths=min(2, volunteers),
+                allow_private_destinations=unsafe_allow_private_destinations,
+            )
+        )
+        try:
+            await network.start()
+            host, proxy_port = network.proxy
+            console.print(f"[bold]ferry demo[/] {__version__}: a whole network on this machine")
+            console.print(f"  broker     {network.broker_url}  (matches clients with volunteers)")
+            console.print(f"  egress     {network.egress_url}  (exit to the internet)")
+            console.print(f"  volunteers {volunteers} Python volunteers relaying over WebRTC")
+            console.print(f"  client     SOCKS5 and HTTP proxy on {host}:{proxy_port}")
+            console.print("Waiting for the client's encrypted session to the egress...")
+            ready = asyncio.create_task(network.wait_ready())
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                if not ready.done():
+                    ready.cancel()
+            if stop.is_set():
+                return
+            ready.result()
+            write_ready_file(
+                ready_file,
+                {
+                    "proxy": f"{host}:{proxy_port}",
+                    "broker": network.broker_url,
+                    "egress": network.egress_url,
+                },
+            )
+            console.print("[green]Ready.[/] Try it:")
+            target = (
+                "http://127.0.0.1:8000/"
+                if unsafe_allow_private_destinations
+                else ("https://example.com/")
+            )
+            console.print(f"  curl --socks5-hostname {host}:{proxy_port} {target}")
+            console.print(f"  curl --proxytunnel -x http://{host}:{proxy_port} {target}")
+            if not unsafe_allow_private_destinations:
+                console.print(
+                    "  (the egress refuses loopback and private addresses; to reach a server on "
+                    "this machine, restart with --unsafe-allow-private-destinations)"
+                )
+            console.print("Press Ctrl-C to stop.")
+            await stop.wait()
+            console.print("Stopping...")
+        finally:
+            await network.close()
+
+    run_until_signal(main)
+
+
+@app.command()
+def broker(
+    listen: Annotated[
+        str, typer.Option(envvar="FERRY_BROKER_LISTEN", help="Address to listen on, HOST:PORT.")
+    ] = "127.0.0.1:8080",
+    egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_BROKER_EGRESS",
+            help="An egress WebSocket URL volunteers may be sent to (repeat for several).",
+        ),
+    ] = None,
+    ready_file: ReadyFile = None,
+    unsafe_logging: Annotated[bool, _unsafe_logging_option("BROKER")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a broker: matches clients with volunteers."""
+    from prometheus_client import CollectorRegistry
+
+    from ferry.broker.server import Broker, BrokerConfig
+
+    _logging(verbose, unsafe_logging)
+    if not egress:
+        console.print("[bold red]ferry broker:[/] give at least one --egress URL")
+        raise typer.Exit(2)
+    try:
+        host, port = parse_listen(listen)
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry broker:[/] {exc}")
+        raise typer.Exit(2) from None
+
+    async def main(stop: asyncio.Event) -> None:
+        server = Broker(
+            BrokerConfig(host=host, port=port, allowed_egresses=tuple(egress)),
+            registry=CollectorRegistry(),
+        )
+        url = await server.start()
+        try:
+            console.print(f"ferry broker listening on {url}, sending volunteers to:")
+            for url_ in egress:
+                console.print(f"  {url_}")
+            write_ready_file(ready_file, {"broker": url})
+            await stop.wait()
+        finally:
+            await server.close()
+
+    run_until_signal(main)
+
+
+@app.command("egress")
+def egress_command(
+    listen: Annotated[
+        str, typer.Option(envvar="FERRY_EGRESS_LISTEN", help="Address to listen on, HOST:PORT.")
+    ] = "127.0.0.1:8443",
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="FERRY_EGRESS_STATE_DIR", help="Folder for the egress's key and certificate."
+        ),
+    ] = Path("ferry-egress"),
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_EGRESS_PUBLIC_URL",
+            help="The ws:// or wss:// URL volunteers reach this egress at "
+            "(default: built from --listen).",
+        ),
+    ] = None,
+    unsafe_allow_private_destinations: Annotated[
+        bool,
+        typer.Option(
+            envvar="FERRY_EGRESS_UNSAFE_ALLOW_PRIVATE_DESTINATIONS",
+            help="Let clients reach loopback and private addresses (local testing only).",
+        ),
+    ] = False,
+    ready_file: ReadyFile = None,
+    unsafe_logging: Annotated[bool, _unsafe_logging_option("EGRESS")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run an egress: the exit from ferry to the internet."""
+    from prometheus_client import CollectorRegistry
+
+    from ferry.egress.policy import DestinationPolicy
+    from ferry.egress.server import Egress, EgressConfig
+
+    _logging(verbose, unsafe_logging)
+    try:
+        host, port = parse_listen(listen)
+        config = EgressConfig(
+            state_dir=state_dir,
+            host=host,
+            port=port,
+            public_url=public_url,
+            policy=DestinationPolicy(allow_private=unsafe_allow_private_destinations),
+        )
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry egress:[/] {exc}")
+        raise typer.Exit(2) from None
+
+    async def main(stop: asyncio.Event) -> None:
+        server = Egress(config, registry=CollectorRegistry())
+        bridge = await server.start()
+        try:
+            if server.created_identity:
+                console.print(f"Created a new egress identity in {state_dir}.")
+            console.print(f"ferry egress listening for volunteers at {bridge.url}")
+            if unsafe_allow_private_destinations:
+                console.print("[yellow]Private and loopback destinations are allowed.[/]")
+            console.print(f"Bridge line for clients (also in {state_dir / 'bridge-line'}):")
+            typer.echo(str(bridge))
+            write_ready_file(ready_file, {"egress": bridge.url, "bridge": str(bridge)})
+            await stop.wait()
+        finally:
+            await server.close()
+
+    run_until_signal(main)
+
+
+@app.command()
+def volunteer(
+    broker_url: Annotated[
+        str, typer.Option("--broker", envvar="FERRY_VOLUNTEER_BROKER", help="The broker's URL.")
+    ],
+    capacity: Annotated[
+        int,
+        typer.Option(envvar="FERRY_VOLUNTEER_CAPACITY", min=1, max=1000, help="Clients at once."),
+    ] = 5,
+    ice_address: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_VOLUNTEER_ICE_ADDRESS",
+            help="Offer WebRTC host candidates only on this local address (repeatable; "
+            "default: every interface).",
+        ),
+    ] = None,
+    ready_file: ReadyFile = None,
+    unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a volunteer: relay encrypted traffic for people behind censorship."""
+    from ferry.volunteer.relay import Volunteer, VolunteerConfig
+
+    _logging(verbose, unsafe_logging)
+
+    async def main(stop: asyncio.Event) -> None:
+        relay = Volunteer(
+            VolunteerConfig(
+                broker_url=broker_url, capacity=capacity, webrtc=_webrtc_config(ice_address)
+            )
+        )
+        relay.start()
+        try:
+            console.print(
+                f"ferry volunteer polling {broker_url} for clients (up to {capacity} at once)"
+            )
+            write_ready_file(ready_file, {"broker": broker_url, "capacity": capacity})
+            await stop.wait()
+        finally:
+            await relay.close()
+
+    run_until_signal(main)
+
+
+@app.command()
+def client(
+    broker_url: Annotated[
+        str, typer.Option("--broker", envvar="FERRY_CLIENT_BROKER", help="The broker's URL.")
+    ],
+    bridge: Annotated[
+        str,
+        typer.Option(envvar="FERRY_CLIENT_BRIDGE", help="The bridge line of the egress to use."),
+    ],
+    listen: Annotated[
+        str,
+        typer.Option(envvar="FERRY_CLIENT_LISTEN", help="Proxy address, HOST:PORT (loopback)."),
+    ] = "127.0.0.1:1080",
+    volunteers: Annotated[
+        int,
+        typer.Option(envvar="FERRY_CLIENT_VOLUNTEERS", min=1, max=8, help="Volunteers to keep."),
+    ] = 2,
+    username: Annotated[
+        str | None,
+        typer.Option(envvar="FERRY_CLIENT_USERNAME", help="Require this SOCKS5/HTTP username."),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="FERRY_CLIENT_PASSWORD", help="Require this password with it."),
+    ] = None,
+    ice_address: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_CLIENT_ICE_ADDRESS",
+            help="Offer WebRTC host candidates only on this local address (repeatable; "
+            "default: every interface).",
+        ),
+    ] = None,
+    ready_file: ReadyFile = None,
+    unsafe_logging: Annotated[bool, _unsafe_logging_option("CLIENT")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a client: a local SOCKS5/HTTP proxy that reaches the internet through ferry."""
+    from ferry.client.app import ClientApp, ClientConfig
+    from ferry.client.local_proxy import LocalProxyConfig
+    from ferry.client.session import TunnelConfig
+    from ferry.core.bridge_line import parse_bridge_line
+    from ferry.core.proxy_handshake import Credentials
+
+    _logging(verbose, unsafe_logging)
+    try:
+        bridge_line = parse_bridge_line(bridge)
+        host, port = parse_listen(listen)
+        if (username is None) != (password is None):
+            raise ConfigError("give both --username and --password, or neither")
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry client:[/] {exc}")
+        raise typer.Exit(2) from None
+    credentials = (
+        Credentials(username=username, password=password)
+        if username is not None and password is not None
+        else None
+    )
+    config = ClientConfig(
+        broker_url=broker_url,
+        tunnel=TunnelConfig(
+            bridge=bridge_line, volunteers=volunteers, webrtc=_webrtc_config(ice_address)
+        ),
+        proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        client_app = ClientApp(config)
+        proxy_host, proxy_port = await client_app.start()
+        try:
+            console.print(f"ferry client: SOCKS5 and HTTP proxy on {proxy_host}:{proxy_port}")
+            console.print("Looking for volunteers...")
+            assert client_app.tunnel is not None
+            session_task = asyncio.create_task(client_app.tunnel.ensure_session())
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                while not stop.is_set():
+                    await asyncio.wait({session_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    if stop.is_set():
+                        break
+                    try:
+                        session_task.result()
+                    except FerryError as exc:
+                        console.print(f"[yellow]Not connected yet:[/] {exc}. Still trying...")
+                        session_task = asyncio.create_task(client_app.tunnel.ensure_session())
+                        continue
+                    console.print("[green]Connected[/] to the egress through a volunteer.")
+                    write_ready_file(
+                        ready_file,
+                        {
+                            "proxy": f"{proxy_host}:{proxy_port}",
+                            "broker": broker_url,
+                            "egress": bridge_line.url,
+                        },
+                    )
+                    await stop.wait()
+            finally:
+                stopper.cancel()
+                session_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await session_task
+        finally:
+            await client_app.close()
+
+    run_until_signal(main)
+
+
+def main() -> None:
+    """Entry point of the ``ferry`` command."""
+    app()

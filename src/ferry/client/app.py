@@ -1,0 +1,68 @@
+"""The whole client role: the tunnel to the egress plus the local SOCKS5/HTTP proxy port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from ferry.client.local_proxy import LocalProxy, LocalProxyConfig
+from ferry.client.rendezvous import HttpRendezvous, Rendezvous
+from ferry.client.session import TunnelClient, TunnelConfig
+from ferry.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Settings of the client role."""
+
+    broker_url: str
+    """The broker's base URL."""
+    tunnel: TunnelConfig
+    """The tunnel: bridge line, volunteers, timeouts."""
+    proxy: LocalProxyConfig = field(default_factory=LocalProxyConfig)
+    """The local proxy port."""
+
+
+class ClientApp:
+    """A running client: local proxy → tunnel → volunteers → egress."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        rendezvous: Rendezvous | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self._http: aiohttp.ClientSession | None = None
+        self._rendezvous = rendezvous
+        self.tunnel: TunnelClient | None = None
+        self.proxy: LocalProxy | None = None
+        self.proxy_address: tuple[str, int] = ("", 0)
+
+    async def start(self) -> tuple[str, int]:
+        """Open the proxy port and start looking for volunteers; returns the proxy address."""
+        rendezvous = self._rendezvous
+        if rendezvous is None:
+            self._http = aiohttp.ClientSession()
+            rendezvous = HttpRendezvous(self.config.broker_url, self._http)
+        self.tunnel = TunnelClient(self.config.tunnel, rendezvous)
+        self.proxy = LocalProxy(self.tunnel, self.config.proxy, self.registry)
+        self.proxy_address = await self.proxy.start()
+        self.tunnel.start()
+        return self.proxy_address
+
+    async def close(self) -> None:
+        """Close the proxy port, the tunnel and the HTTP client."""
+        if self.proxy is not None:
+            await self.proxy.close()
+        if self.tunnel is not None:
+            await self.tunnel.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

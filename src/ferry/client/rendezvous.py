@@ -1,0 +1,126 @@
+"""How a client trades its WebRTC offer for a volunteer's answer.
+
+:class:`Rendezvous` is one method, so direct HTTP(S), domain fronting or any other channel to
+the broker are interchangeable (and tests can pass a fake). :class:`HttpRendezvous` talks to
+the broker directly, with the messages of ``docs/protocol.md`` §2.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from ferry.core.broker_messages import (
+    MAX_BODY_BYTES,
+    ClientOffer,
+    MessageError,
+    decode_client_answer,
+    decode_error_body,
+    encode,
+)
+from ferry.errors import BrokerError, ConfigError, NoVolunteerError
+
+
+class Rendezvous(Protocol):
+    """Gets a volunteer's SDP answer for a client's SDP offer."""
+
+    async def exchange(self, offer_sdp: str, egress_url: str) -> str:
+        """Send ``offer_sdp`` for the egress at ``egress_url``; return the volunteer's answer.
+
+        Raises :class:`~ferry.errors.NoVolunteerError` when no volunteer answered within the
+        broker's wait, and :class:`~ferry.errors.BrokerError` when the broker refused the
+        offer (its message says why) or could not be reached.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRendezvousConfig:
+    """Limits of :class:`HttpRendezvous`."""
+
+    timeout: float = 20.0
+    """Longest, in seconds, one exchange may take in all (the broker holds an offer up to
+    its ``client_timeout``, 10 s by default, so keep this above it)."""
+    max_response_bytes: int = MAX_BODY_BYTES
+    """Largest broker response read, in bytes; a larger one is a :class:`BrokerError`."""
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ConfigError("the rendezvous timeout must be a positive number of seconds")
+        if self.max_response_bytes < 1:
+            raise ConfigError("max_response_bytes must be at least 1")
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(16384):
+        body += chunk
+        if len(body) > limit:
+            raise BrokerError(f"the broker's response is larger than {limit} bytes")
+    return bytes(body)
+
+
+class HttpRendezvous:
+    """:class:`Rendezvous` by direct HTTP(S) ``POST {broker_url}/v1/client/offer``.
+
+    Uses ``session`` if given (the caller closes it); otherwise creates one on first use and
+    closes it in :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        config: HttpRendezvousConfig | None = None,
+    ) -> None:
+        if not broker_url.startswith(("http://", "https://")):
+            raise ConfigError(f"the broker URL must start with http:// or https://: {broker_url}")
+        self._offer_url = broker_url.rstrip("/") + "/v1/client/offer"
+        self._session = session
+        self._owns_session = session is None
+        self.config = config if config is not None else HttpRendezvousConfig()
+
+    async def exchange(self, offer_sdp: str, egress_url: str) -> str:
+        """See :meth:`Rendezvous.exchange`."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        body = encode(ClientOffer(offer=offer_sdp, egress=egress_url))
+        try:
+            async with self._session.post(
+                self._offer_url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = await _read_limited(response, self.config.max_response_bytes)
+        except TimeoutError as exc:
+            raise BrokerError(
+                f"the broker did not answer within {self.config.timeout:g} seconds"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BrokerError(
+                "could not reach the broker; check the broker URL and the network"
+            ) from exc
+        if status == 200:
+            try:
+                return decode_client_answer(payload).answer
+            except MessageError as exc:
+                raise BrokerError(f"the broker sent a malformed answer: {exc}") from exc
+        try:
+            reason = decode_error_body(payload).error
+        except MessageError:
+            reason = f"HTTP status {status}"
+        if status == 503:
+            raise NoVolunteerError(f"no volunteer is available: {reason}")
+        raise BrokerError(f"the broker refused the offer (HTTP {status}): {reason}")
+
+    async def close(self) -> None:
+        """Close the HTTP session if this object created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None

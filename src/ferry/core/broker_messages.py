@@ -1,0 +1,484 @@
+"""Broker HTTP messages (``docs/protocol.md`` §2), decoded strictly and encoded canonically.
+
+Every message is a JSON object in UTF-8 of at most :data:`MAX_BODY_BYTES`. Requests (client
+offer, volunteer poll, volunteer answer) carry ``"version": 1``; responses do not. Decoding is
+strict, in this order, and stops at the first problem:
+
+1. the body is at most 64 KiB (``reason="too_large"``);
+2. it is UTF-8 (``"not_utf8"``) holding one JSON value (``"not_json"``) that is an object
+   (``"not_object"``) with no key given twice (``"duplicate_field"``);
+3. for requests, ``version`` is present and is the integer 1 (``"bad_version"``);
+4. every key is one this message has (``"unknown_field"``) and none is missing
+   (``"missing_field"``);
+5. each value has its type (``"wrong_type"``; a JSON ``true`` is not an integer) and obeys its
+   rule: SDP (``"bad_sdp"``), identifier (``"bad_id"``), egress URL (``"bad_egress"``),
+   capacity (``"bad_capacity"``).
+
+A failure raises :class:`MessageError`, whose ``field`` names the offending field (dotted for
+nested ones, as ``match.offer``; ``None`` when the body as a whole is wrong) and whose
+``reason`` is the label above, used by the broker as a metrics label.
+
+This module is sans-IO: no sockets, no asyncio, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ferry.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+"""The only value of ``version`` this code speaks."""
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest body, request or response, in bytes."""
+
+MAX_SDP_BYTES = 32 * 1024
+"""Largest SDP offer or answer, in UTF-8 bytes."""
+
+MAX_EGRESS_URL_LENGTH = 2048
+"""Longest egress URL, in characters."""
+
+MIN_CAPACITY = 1
+"""Smallest ``capacity`` a volunteer may announce in a poll."""
+
+MAX_CAPACITY = 1000
+"""Largest ``capacity`` a volunteer may announce in a poll."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+"""A value as :func:`json.loads` returns it."""
+
+
+class MessageError(ProtocolError):
+    """A broker message broke a rule of ``docs/protocol.md`` §2.
+
+    ``field`` names the field at fault (dotted when nested, e.g. ``match.offer``), or is
+    ``None`` when the body as a whole is wrong (too large, not JSON, not an object).
+    """
+
+    def __init__(self, message: str, *, field: str | None, reason: str) -> None:
+        super().__init__(message, reason=reason)
+        self.field = field
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOffer:
+    """``POST /v1/client/offer`` request: a client asks for a volunteer."""
+
+    offer: str
+    """The client's SDP offer (starts with ``v=0``, has an ``m=application`` line)."""
+    egress: str
+    """The ``ws://``/``wss://`` URL of the egress from the client's bridge line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAnswer:
+    """``POST /v1/client/offer`` 200 response: the matched volunteer's answer."""
+
+    answer: str
+    """The volunteer's SDP answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolunteerPoll:
+    """``POST /v1/volunteer/poll`` request: a volunteer offers to relay."""
+
+    volunteer_id: str
+    """The volunteer's self-chosen identifier, 16..64 characters of ``[A-Za-z0-9_-]``."""
+    capacity: int
+    """How many more clients the volunteer can take now, 1..1000."""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchOffer:
+    """A client's offer handed to a volunteer, nested in :class:`PollResponse`."""
+
+    id: str
+    """The match identifier the volunteer quotes in its answer (16..64 of ``[A-Za-z0-9_-]``)."""
+    offer: str
+    """The client's SDP offer."""
+    egress: str
+    """The egress URL the volunteer must relay this client to."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollResponse:
+    """``POST /v1/volunteer/poll`` 200 response."""
+
+    match: MatchOffer | None
+    """The client to serve, or ``None`` when no client came within the poll's wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolunteerAnswer:
+    """``POST /v1/volunteer/answer`` request: a volunteer's answer to a match."""
+
+    match_id: str
+    """The ``id`` of the :class:`MatchOffer` being answered."""
+    answer: str
+    """The volunteer's SDP answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerAccepted:
+    """``POST /v1/volunteer/answer`` 200 response: the waiting client got the answer."""
+
+    ok: bool = True
+    """Always ``True``; a refused answer is an :class:`ErrorBody` with status 404."""
+
+
+@dataclass(frozen=True, slots=True)
+class EgressList:
+    """``GET /v1/egresses`` 200 response."""
+
+    egresses: tuple[str, ...]
+    """The egress URLs this broker sends volunteers to."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """The body of every non-200 broker response."""
+
+    error: str
+    """A sentence for a human saying what was wrong."""
+    field: str | None
+    """The request field at fault, or ``None`` when no single field is."""
+
+
+BrokerMessage = (
+    ClientOffer
+    | ClientAnswer
+    | VolunteerPoll
+    | PollResponse
+    | VolunteerAnswer
+    | AnswerAccepted
+    | EgressList
+    | ErrorBody
+)
+"""Every message :func:`encode` accepts."""
+
+
+# --- field rules (shared with the broker's configuration checks) ----------------------------
+
+
+def check_sdp(value: str, field: str) -> None:
+    """Raise :class:`MessageError` unless ``value`` is an acceptable SDP (§2)."""
+    if len(value.encode("utf-8", errors="surrogatepass")) > MAX_SDP_BYTES:
+        raise MessageError(
+            f"{field} is longer than {MAX_SDP_BYTES} bytes", field=field, reason="bad_sdp"
+        )
+    if not value.startswith("v=0"):
+        raise MessageError(
+            f'{field} is not an SDP: it must begin with "v=0"', field=field, reason="bad_sdp"
+        )
+    if not any(line.startswith("m=application ") for line in value.splitlines()):
+        raise MessageError(
+            f'{field} has no "m=application" line: ferry needs a data channel',
+            field=field,
+            reason="bad_sdp",
+        )
+
+
+def check_identifier(value: str, field: str) -> None:
+    """Raise :class:`MessageError` unless ``value`` is 16..64 of ``[A-Za-z0-9_-]``."""
+    if _IDENTIFIER.fullmatch(value) is None:
+        raise MessageError(
+            f"{field} must be 16 to 64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            field=field,
+            reason="bad_id",
+        )
+
+
+def check_egress_url(value: str, field: str) -> None:
+    """Raise :class:`MessageError` unless ``value`` is a ``ws://``/``wss://`` URL (§2)."""
+
+    def refuse(why: str) -> MessageError:
+        return MessageError(f"{field} {why}", field=field, reason="bad_egress")
+
+    if len(value) > MAX_EGRESS_URL_LENGTH:
+        raise refuse(f"is longer than {MAX_EGRESS_URL_LENGTH} characters")
+    if _CONTROL_OR_SPACE.search(value) is not None:
+        raise refuse("contains spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError as exc:
+        raise refuse(f"is not a valid URL ({exc})") from exc
+    if parts.scheme not in ("ws", "wss"):
+        raise refuse("must be a ws:// or wss:// URL")
+    if not parts.hostname:
+        raise refuse("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("must not carry a user name or password")
+    if parts.fragment or value.endswith("#"):
+        raise refuse("must not have a #fragment")
+
+
+def check_capacity(value: int, field: str) -> None:
+    """Raise :class:`MessageError` unless ``value`` is within 1..1000."""
+    if not MIN_CAPACITY <= value <= MAX_CAPACITY:
+        raise MessageError(
+            f"{field} must be between {MIN_CAPACITY} and {MAX_CAPACITY}, not {value}",
+            field=field,
+            reason="bad_capacity",
+        )
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> JsonValue:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValue]:
+    result: dict[str, JsonValue] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MessageError(
+                f"field {key!r} is given twice", field=key[:64], reason="duplicate_field"
+            )
+        result[key] = value
+    return result
+
+
+def _parse_object(body: bytes) -> dict[str, JsonValue]:
+    if len(body) > MAX_BODY_BYTES:
+        raise MessageError(
+            f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are allowed",
+            field=None,
+            reason="too_large",
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(
+            f"the body is not UTF-8 (bad byte at offset {exc.start})",
+            field=None,
+            reason="not_utf8",
+        ) from exc
+    try:
+        value: JsonValue = json.loads(
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except MessageError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(
+            f"the body is not valid JSON ({exc})", field=None, reason="not_json"
+        ) from exc
+    if not isinstance(value, dict):
+        raise MessageError("the body must be a JSON object", field=None, reason="not_object")
+    return value
+
+
+def _check_version(fields: dict[str, JsonValue]) -> None:
+    if "version" not in fields:
+        raise MessageError(
+            'the request has no "version" field', field="version", reason="missing_field"
+        )
+    version = fields["version"]
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise MessageError(
+            f"version must be {PROTOCOL_VERSION}, not {json.dumps(version)[:32]}",
+            field="version",
+            reason="bad_version",
+        )
+
+
+def _check_keys(fields: dict[str, JsonValue], expected: tuple[str, ...], prefix: str) -> None:
+    for key in fields:
+        if key not in expected:
+            name = prefix + key[:64]
+            raise MessageError(f"unknown field {name!r}", field=name, reason="unknown_field")
+    for key in expected:
+        if key not in fields:
+            name = prefix + key
+            raise MessageError(f"missing field {name!r}", field=name, reason="missing_field")
+
+
+def _string(fields: dict[str, JsonValue], key: str, prefix: str) -> str:
+    value = fields[key]
+    if not isinstance(value, str):
+        name = prefix + key
+        raise MessageError(f"{name} must be a string", field=name, reason="wrong_type")
+    return value
+
+
+def _integer(fields: dict[str, JsonValue], key: str, prefix: str) -> int:
+    value = fields[key]
+    if type(value) is not int:
+        name = prefix + key
+        raise MessageError(f"{name} must be an integer", field=name, reason="wrong_type")
+    return value
+
+
+def _request_fields(body: bytes, expected: tuple[str, ...]) -> dict[str, JsonValue]:
+    fields = _parse_object(body)
+    _check_version(fields)
+    _check_keys(fields, ("version", *expected), "")
+    return fields
+
+
+def decode_client_offer(body: bytes) -> ClientOffer:
+    """Decode a ``POST /v1/client/offer`` body; raise :class:`MessageError` if invalid."""
+    fields = _request_fields(body, ("offer", "egress"))
+    offer = _string(fields, "offer", "")
+    check_sdp(offer, "offer")
+    egress = _string(fields, "egress", "")
+    check_egress_url(egress, "egress")
+    return ClientOffer(offer=offer, egress=egress)
+
+
+def decode_client_answer(body: bytes) -> ClientAnswer:
+    """Decode the 200 response to a client offer; raise :class:`MessageError` if invalid."""
+    fields = _parse_object(body)
+    _check_keys(fields, ("answer",), "")
+    answer = _string(fields, "answer", "")
+    check_sdp(answer, "answer")
+    return ClientAnswer(answer=answer)
+
+
+def decode_volunteer_poll(body: bytes) -> VolunteerPoll:
+    """Decode a ``POST /v1/volunteer/poll`` body; raise :class:`MessageError` if invalid."""
+    fields = _request_fields(body, ("volunteer_id", "capacity"))
+    volunteer_id = _string(fields, "volunteer_id", "")
+    check_identifier(volunteer_id, "volunteer_id")
+    capacity = _integer(fields, "capacity", "")
+    check_capacity(capacity, "capacity")
+    return VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity)
+
+
+def _decode_match_offer(value: JsonValue) -> MatchOffer:
+    prefix = "match."
+    if not isinstance(value, dict):
+        raise MessageError("match must be an object or null", field="match", reason="wrong_type")
+    _check_keys(value, ("id", "offer", "egress"), prefix)
+    match_id = _string(value, "id", prefix)
+    check_identifier(match_id, "match.id")
+    offer = _string(value, "offer", prefix)
+    check_sdp(offer, "match.offer")
+    egress = _string(value, "egress", prefix)
+    check_egress_url(egress, "match.egress")
+    return MatchOffer(id=match_id, offer=offer, egress=egress)
+
+
+def decode_poll_response(body: bytes) -> PollResponse:
+    """Decode the 200 response to a volunteer poll; raise :class:`MessageError` if invalid."""
+    fields = _parse_object(body)
+    _check_keys(fields, ("match",), "")
+    value = fields["match"]
+    return PollResponse(match=None if value is None else _decode_match_offer(value))
+
+
+def decode_volunteer_answer(body: bytes) -> VolunteerAnswer:
+    """Decode a ``POST /v1/volunteer/answer`` body; raise :class:`MessageError` if invalid."""
+    fields = _request_fields(body, ("match_id", "answer"))
+    match_id = _string(fields, "match_id", "")
+    check_identifier(match_id, "match_id")
+    answer = _string(fields, "answer", "")
+    check_sdp(answer, "answer")
+    return VolunteerAnswer(match_id=match_id, answer=answer)
+
+
+def decode_answer_accepted(body: bytes) -> AnswerAccepted:
+    """Decode the 200 response to a volunteer answer; raise :class:`MessageError` if invalid."""
+    fields = _parse_object(body)
+    _check_keys(fields, ("ok",), "")
+    if fields["ok"] is not True:
+        raise MessageError("ok must be true", field="ok", reason="wrong_type")
+    return AnswerAccepted()
+
+
+def decode_egress_list(body: bytes) -> EgressList:
+    """Decode the ``GET /v1/egresses`` response; raise :class:`MessageError` if invalid."""
+    fields = _parse_object(body)
+    _check_keys(fields, ("egresses",), "")
+    values = fields["egresses"]
+    if not isinstance(values, list):
+        raise MessageError("egresses must be a list", field="egresses", reason="wrong_type")
+    egresses: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise MessageError("egresses must hold strings", field="egresses", reason="wrong_type")
+        check_egress_url(value, "egresses")
+        egresses.append(value)
+    return EgressList(egresses=tuple(egresses))
+
+
+def decode_error_body(body: bytes) -> ErrorBody:
+    """Decode the body of a non-200 broker response; raise :class:`MessageError` if invalid."""
+    fields = _parse_object(body)
+    _check_keys(fields, ("error", "field"), "")
+    error = _string(fields, "error", "")
+    field = fields["field"]
+    if field is not None and not isinstance(field, str):
+        raise MessageError("field must be a string or null", field="field", reason="wrong_type")
+    return ErrorBody(error=error, field=field)
+
+
+DECODERS: dict[str, Callable[[bytes], BrokerMessage]] = {
+    "client_offer": decode_client_offer,
+    "client_answer": decode_client_answer,
+    "volunteer_poll": decode_volunteer_poll,
+    "poll_response": decode_poll_response,
+    "volunteer_answer": decode_volunteer_answer,
+    "answer_accepted": decode_answer_accepted,
+    "egress_list": decode_egress_list,
+    "error_body": decode_error_body,
+}
+"""Each decoder by the message name the test vectors (``tests/vectors/``) use."""
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _match_fields(match: MatchOffer) -> dict[str, JsonValue]:
+    return {"id": match.id, "offer": match.offer, "egress": match.egress}
+
+
+def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
+    match message:
+        case ClientOffer(offer=offer, egress=egress):
+            return {"version": PROTOCOL_VERSION, "offer": offer, "egress": egress}
+        case ClientAnswer(answer=answer):
+            return {"answer": answer}
+        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity):
+            return {
+                "version": PROTOCOL_VERSION,
+                "volunteer_id": volunteer_id,
+                "capacity": capacity,
+            }
+        case PollResponse(match=None):
+            return {"match": None}
+        case PollResponse(match=MatchOffer() as match):
+            return {"match": _match_fields(match)}
+        case VolunteerAnswer(match_id=match_id, answer=answer):
+            return {"version": PROTOCOL_VERSION, "match_id": match_id, "answer": answer}
+        case AnswerAccepted():
+            return {"ok": True}
+        case EgressList(egresses=egresses):
+            return {"egresses": list(egresses)}
+        case ErrorBody(error=error, field=field):
+            return {"error": error, "field": field}
+    raise TypeError(f"not a broker message: {type(message).__name__}")  # pragma: no cover
+
+
+def encode(message: BrokerMessage) -> bytes:
+    """The JSON body of ``message`` (compact, ASCII-only; requests get ``"version": 1``).
+
+    Encoding does not validate: encode only messages you decoded or built from valid parts.
+    """
+    return json.dumps(_fields(message), separators=(",", ":")).encode("ascii")

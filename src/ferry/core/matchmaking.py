@@ -1,0 +1,362 @@
+"""Matching clients that need a relay with volunteers that offer one (sans-IO).
+
+The broker's HTTP handlers are thin shells over a :class:`Matchmaker`. A client's offer and a
+volunteer's poll each become a *ticket*; the matchmaker pairs them and reports what each
+waiting request should be told as events, which the caller drains with
+:meth:`Matchmaker.next_event` after every call (as with aioquic's ``QuicConnection``):
+
+* :class:`PollMatched` — give this poll this client's offer;
+* :class:`PollEnded` — answer this poll with "no client" (its wait ran out, or the same
+  volunteer polled again);
+* :class:`ClientAnswered` — give this client this answer;
+* :class:`ClientTimedOut` — tell this client no volunteer answered in time.
+
+Every ticket ends with exactly one event, unless the caller cancels it first. Time is passed
+in as ``now`` (seconds on any monotonic clock, never decreasing); :meth:`Matchmaker.next_deadline`
+says when :meth:`Matchmaker.expire` should next be called.
+
+Policy:
+
+* Waiting clients are served oldest first. A client's offer goes to the waiting volunteer
+  with the most free capacity (the least loaded); among equals, the one waiting longest.
+* A client waits at most ``client_timeout`` in all. Once matched, the volunteer's answer must
+  come within ``answer_timeout``; if it does not (the volunteer vanished) and the client still
+  has time, the client goes back to the head of the queue for another volunteer, and a late
+  answer to the old match is refused.
+* Both queues are bounded; beyond the bound a new request is refused with
+  :class:`ferry.errors.BrokerError`.
+* Nothing about a client outlives its ticket: the offer and egress are dropped as soon as
+  the client is answered, times out or is cancelled.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NewType
+
+from ferry.core.broker_messages import MatchOffer
+from ferry.errors import BrokerError, ConfigError
+
+ClientTicket = NewType("ClientTicket", int)
+"""Identifies one waiting client offer within a :class:`Matchmaker`."""
+
+PollTicket = NewType("PollTicket", int)
+"""Identifies one waiting volunteer poll within a :class:`Matchmaker`."""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchmakerConfig:
+    """Timeouts and bounds of the matchmaker."""
+
+    client_timeout: float = 10.0
+    """Longest a client's offer waits, in seconds, for a volunteer's answer (all included)."""
+    poll_timeout: float = 10.0
+    """Longest a volunteer's poll waits, in seconds, for a client before "no client"."""
+    answer_timeout: float = 10.0
+    """Longest, in seconds, a matched volunteer may take to answer before the match is void."""
+    max_waiting_clients: int = 1000
+    """Most client offers waiting or matched at once; more are refused."""
+    max_waiting_volunteers: int = 10000
+    """Most volunteer polls waiting at once; more are refused."""
+
+    def __post_init__(self) -> None:
+        for name in ("client_timeout", "poll_timeout", "answer_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        for name in ("max_waiting_clients", "max_waiting_volunteers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class PollMatched:
+    """A waiting poll got a client: reply to it with ``match``."""
+
+    poll: PollTicket
+    """The poll to reply to."""
+    match: MatchOffer
+    """The client's offer, egress and the match id the volunteer must quote."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollEnded:
+    """A waiting poll ends without a client (timed out, or replaced by a newer poll)."""
+
+    poll: PollTicket
+    """The poll to reply to with ``{"match": null}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAnswered:
+    """A volunteer answered a client's offer: reply to the client with ``answer``."""
+
+    client: ClientTicket
+    """The client to reply to."""
+    answer: str
+    """The volunteer's SDP answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimedOut:
+    """No volunteer answered a client within ``client_timeout``."""
+
+    client: ClientTicket
+    """The client to reply to with "no volunteer"."""
+
+
+MatchmakerEvent = PollMatched | PollEnded | ClientAnswered | ClientTimedOut
+"""Everything :meth:`Matchmaker.next_event` returns."""
+
+
+@dataclass(slots=True)
+class _Client:
+    ticket: ClientTicket
+    offer: str
+    egress: str
+    deadline: float
+    match_id: str | None = None
+    answer_deadline: float = 0.0
+
+
+@dataclass(slots=True)
+class _Poll:
+    ticket: PollTicket
+    volunteer_id: str
+    capacity: int
+    deadline: float
+
+
+def _new_match_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Matchmaker:
+    """Pairs client offers with volunteer polls; see the module docstring for the policy.
+
+    ``new_match_id`` makes the unguessable match identifiers (16..64 of ``[A-Za-z0-9_-]``); a
+    match id is the only proof a volunteer has that it was given the match.
+    """
+
+    def __init__(
+        self,
+        config: MatchmakerConfig | None = None,
+        *,
+        new_match_id: Callable[[], str] = _new_match_id,
+    ) -> None:
+        self.config = config if config is not None else MatchmakerConfig()
+        self._new_match_id = new_match_id
+        self._tickets = itertools.count(1)
+        self._clients: dict[ClientTicket, _Client] = {}
+        """Every live client, waiting or matched."""
+        self._client_queue: deque[ClientTicket] = deque()
+        """Waiting (unmatched) clients, oldest first; may hold stale tickets."""
+        self._matches: dict[str, ClientTicket] = {}
+        """Matched clients by match id."""
+        self._polls: dict[PollTicket, _Poll] = {}
+        """Waiting polls in arrival order."""
+        self._poll_of_volunteer: dict[str, PollTicket] = {}
+        self._poll_choice: list[tuple[int, int, PollTicket]] = []
+        """Heap of (-capacity, arrival, ticket) over waiting polls; may hold stale entries."""
+        self._timers: list[tuple[float, int, int]] = []
+        """Heap of (deadline, order, ticket) for clients, matches and polls; may be stale."""
+        self._events: deque[MatchmakerEvent] = deque()
+
+    # --- what the caller reads ---------------------------------------------------------------
+
+    @property
+    def waiting_clients(self) -> int:
+        """Clients waiting for a volunteer or for their match's answer."""
+        return len(self._clients)
+
+    @property
+    def waiting_volunteers(self) -> int:
+        """Volunteer polls waiting for a client."""
+        return len(self._polls)
+
+    @property
+    def pending_matches(self) -> int:
+        """Matches handed to a volunteer whose answer has not come yet."""
+        return len(self._matches)
+
+    def next_event(self) -> MatchmakerEvent | None:
+        """The oldest undelivered event, or ``None``."""
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` should next be called, or ``None`` if nothing waits."""
+        while self._timers:
+            deadline, _, ticket = self._timers[0]
+            if self._deadline_is_current(deadline, ticket):
+                return deadline
+            heapq.heappop(self._timers)
+        return None
+
+    # --- clients -----------------------------------------------------------------------------
+
+    def client_offer(self, offer: str, egress: str, now: float) -> ClientTicket:
+        """Queue a client's (already validated) offer; match it at once if a volunteer waits.
+
+        Raises :class:`~ferry.errors.BrokerError` when ``max_waiting_clients`` are waiting.
+        """
+        self.expire(now)
+        if len(self._clients) >= self.config.max_waiting_clients:
+            raise BrokerError("too many clients are waiting for a volunteer; try again later")
+        ticket = ClientTicket(next(self._tickets))
+        client = _Client(ticket, offer, egress, deadline=now + self.config.client_timeout)
+        self._clients[ticket] = client
+        self._client_queue.append(ticket)
+        self._arm(client.deadline, ticket)
+        self._match_waiting(now)
+        return ticket
+
+    def cancel_client(self, ticket: ClientTicket) -> None:
+        """Forget a client that gave up (no event follows). Unknown tickets are ignored."""
+        client = self._clients.pop(ticket, None)
+        if client is not None and client.match_id is not None:
+            del self._matches[client.match_id]
+
+    # --- volunteers --------------------------------------------------------------------------
+
+    def volunteer_poll(self, volunteer_id: str, capacity: int, now: float) -> PollTicket:
+        """Register a volunteer's poll; match it at once if a client waits.
+
+        A newer poll from the same ``volunteer_id`` replaces the older, which ends with
+        :class:`PollEnded`. Raises :class:`~ferry.errors.BrokerError` when
+        ``max_waiting_volunteers`` polls are waiting.
+        """
+        self.expire(now)
+        previous = self._poll_of_volunteer.get(volunteer_id)
+        if previous is not None:
+            self._end_poll(previous)
+        elif len(self._polls) >= self.config.max_waiting_volunteers:
+            raise BrokerError("too many volunteers are waiting for clients; poll again later")
+        ticket = PollTicket(next(self._tickets))
+        poll = _Poll(ticket, volunteer_id, capacity, deadline=now + self.config.poll_timeout)
+        self._polls[ticket] = poll
+        self._poll_of_volunteer[volunteer_id] = ticket
+        heapq.heappush(self._poll_choice, (-capacity, ticket, ticket))
+        self._arm(poll.deadline, ticket)
+        self._match_waiting(now)
+        return ticket
+
+    def cancel_poll(self, ticket: PollTicket) -> None:
+        """Forget a poll whose volunteer went away (no event follows). Unknown: ignored."""
+        poll = self._polls.pop(ticket, None)
+        if poll is not None:
+            del self._poll_of_volunteer[poll.volunteer_id]
+
+    def volunteer_answer(self, match_id: str, answer: str, now: float) -> bool:
+        """Deliver a volunteer's answer; ``False`` if the match is unknown or has expired.
+
+        On ``True`` a :class:`ClientAnswered` event is queued and the client is forgotten.
+        """
+        self.expire(now)
+        ticket = self._matches.pop(match_id, None)
+        if ticket is None:
+            return False
+        del self._clients[ticket]
+        self._events.append(ClientAnswered(ticket, answer))
+        return True
+
+    def abandon_match(self, match_id: str, now: float) -> None:
+        """The match could not be handed to its volunteer: give the client another chance.
+
+        The client returns to the head of the queue (it keeps its original deadline); the
+        match id becomes unknown. Unknown match ids are ignored.
+        """
+        ticket = self._matches.pop(match_id, None)
+        if ticket is not None:
+            self._requeue(self._clients[ticket])
+        self.expire(now)
+        self._match_waiting(now)
+
+    # --- time --------------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """End every wait whose deadline is at or before ``now``."""
+        requeued = False
+        while self._timers and self._timers[0][0] <= now:
+            deadline, _, ticket = heapq.heappop(self._timers)
+            if not self._deadline_is_current(deadline, ticket):
+                continue
+            poll = self._polls.get(PollTicket(ticket))
+            if poll is not None:
+                self._end_poll(poll.ticket)
+                continue
+            client = self._clients[ClientTicket(ticket)]
+            if client.deadline <= now:
+                self.cancel_client(client.ticket)
+                self._events.append(ClientTimedOut(client.ticket))
+            else:  # the answer did not come in time, but the client still may wait
+                assert client.match_id is not None
+                del self._matches[client.match_id]
+                self._requeue(client)
+                requeued = True
+        if requeued:
+            self._match_waiting(now)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _arm(self, deadline: float, ticket: int) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._tickets), ticket))
+
+    def _deadline_is_current(self, deadline: float, ticket: int) -> bool:
+        poll = self._polls.get(PollTicket(ticket))
+        if poll is not None:
+            return poll.deadline == deadline
+        client = self._clients.get(ClientTicket(ticket))
+        if client is None:
+            return False
+        if client.match_id is None:
+            return client.deadline == deadline
+        return client.answer_deadline == deadline
+
+    def _end_poll(self, ticket: PollTicket) -> None:
+        self.cancel_poll(ticket)
+        self._events.append(PollEnded(ticket))
+
+    def _requeue(self, client: _Client) -> None:
+        client.match_id = None
+        self._client_queue.appendleft(client.ticket)
+
+    def _oldest_waiting_client(self) -> _Client | None:
+        while self._client_queue:
+            client = self._clients.get(self._client_queue[0])
+            if client is not None and client.match_id is None:
+                return client
+            self._client_queue.popleft()
+        return None
+
+    def _least_loaded_poll(self) -> _Poll | None:
+        while self._poll_choice:
+            _, _, ticket = self._poll_choice[0]
+            poll = self._polls.get(ticket)
+            if poll is not None:
+                return poll
+            heapq.heappop(self._poll_choice)
+        return None
+
+    def _match_waiting(self, now: float) -> None:
+        while True:
+            client = self._oldest_waiting_client()
+            if client is None:
+                return
+            poll = self._least_loaded_poll()
+            if poll is None:
+                return
+            self._client_queue.popleft()
+            heapq.heappop(self._poll_choice)
+            self.cancel_poll(poll.ticket)
+            match_id = self._new_match_id()
+            client.match_id = match_id
+            client.answer_deadline = min(client.deadline, now + self.config.answer_timeout)
+            self._matches[match_id] = client.ticket
+            self._arm(client.answer_deadline, client.ticket)
+            self._events.append(
+                PollMatched(poll.ticket, MatchOffer(match_id, client.offer, client.egress))
+            )

@@ -1,0 +1,143 @@
+"""The whole ferry network in one process on loopback: broker, egress, volunteers, client.
+
+``ferry demo`` runs it for a newcomer; the integration tests and benchmarks run the same
+:class:`LoopbackNetwork`, so what the demo shows is what the tests check.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+
+from prometheus_client import CollectorRegistry
+
+from ferry.broker.server import Broker, BrokerConfig
+from ferry.client.app import ClientApp, ClientConfig
+from ferry.client.local_proxy import LocalProxyConfig
+from ferry.client.session import TunnelConfig
+from ferry.egress.policy import DestinationPolicy
+from ferry.egress.server import Egress, EgressConfig
+from ferry.egress.upstream import Resolver
+from ferry.transport.webrtc import WebRtcConfig
+from ferry.volunteer.relay import RelayTap, Volunteer, VolunteerConfig
+
+LOOPBACK_WEBRTC = WebRtcConfig(host_candidate_addresses=("127.0.0.1",))
+"""WebRTC that gathers candidates on loopback only: the demo never leaves this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoopbackNetworkConfig:
+    """Shape of an in-process network."""
+
+    proxy_port: int = 0
+    """The client's proxy port (0 = any free port)."""
+    volunteers: int = 2
+    """Python volunteers to start."""
+    client_paths: int = 2
+    """Volunteer paths the client keeps open."""
+    allow_private_destinations: bool = False
+    """Let the egress reach loopback and private addresses (local testing only)."""
+    state_dir: Path | None = None
+    """Egress state folder (default: a temporary folder removed at close)."""
+    resolver: Resolver | None = None
+    """The egress's name resolver (default: the system's); tests pass a fixed table."""
+    volunteer_tap: RelayTap | None = None
+    """Sees every datagram the volunteers relay (tests)."""
+    tunnel: TunnelConfig | None = None
+    """Overrides for the client's tunnel (its bridge is filled in from the egress)."""
+
+
+class LoopbackNetwork:
+    """Starts and stops a whole network on 127.0.0.1."""
+
+    def __init__(self, config: LoopbackNetworkConfig | None = None) -> None:
+        self.config = config or LoopbackNetworkConfig()
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        self.broker: Broker | None = None
+        self.egress: Egress | None = None
+        self.volunteers: list[Volunteer] = []
+        self.client: ClientApp | None = None
+        self.broker_url = ""
+        self.egress_url = ""
+        self.bridge_line = ""
+        self.proxy: tuple[str, int] = ("", 0)
+
+    async def start(self) -> None:
+        """Start every role; returns once the client's proxy port is open."""
+        config = self.config
+        state_dir = config.state_dir
+        if state_dir is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="ferry-demo-")
+            state_dir = Path(self._temp.name)
+        self.egress = Egress(
+            EgressConfig(
+                state_dir=state_dir,
+                host="127.0.0.1",
+                port=0,
+                policy=DestinationPolicy(allow_private=config.allow_private_destinations),
+            ),
+            registry=CollectorRegistry(),
+            resolver=config.resolver,
+        )
+        bridge = await self.egress.start()
+        self.egress_url, self.bridge_line = bridge.url, str(bridge)
+        self.broker = Broker(
+            BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=(bridge.url,)),
+            registry=CollectorRegistry(),
+        )
+        self.broker_url = await self.broker.start()
+        for _ in range(config.volunteers):
+            volunteer = Volunteer(
+                VolunteerConfig(broker_url=self.broker_url, webrtc=LOOPBACK_WEBRTC),
+                tap=config.volunteer_tap,
+            )
+            volunteer.start()
+            self.volunteers.append(volunteer)
+        if config.tunnel is None:
+            tunnel = TunnelConfig(
+                bridge=bridge, volunteers=config.client_paths, webrtc=LOOPBACK_WEBRTC
+            )
+        else:
+            tunnel = replace(config.tunnel, bridge=bridge)
+        self.client = ClientApp(
+            ClientConfig(
+                broker_url=self.broker_url,
+                tunnel=tunnel,
+                proxy=LocalProxyConfig(host="127.0.0.1", port=config.proxy_port),
+            ),
+            registry=CollectorRegistry(),
+        )
+        self.proxy = await self.client.start()
+
+    async def wait_ready(self) -> None:
+        """Wait until the client's first session to the egress is up."""
+        assert self.client is not None and self.client.tunnel is not None
+        await self.client.tunnel.ensure_session()
+
+    async def close(self) -> None:
+        """Stop every role (client first, so volunteers see their channels close)."""
+        if self.client is not None:
+            await self.client.close()
+        for volunteer in self.volunteers:
+            await volunteer.close()
+        if self.broker is not None:
+            await self.broker.close()
+        if self.egress is not None:
+            await self.egress.close()
+        if self._temp is not None:
+            self._temp.cleanup()
+            self._temp = None
+
+    async def __aenter__(self) -> LoopbackNetwork:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

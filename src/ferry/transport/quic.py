@@ -1,0 +1,466 @@
+"""QUIC over any datagram path: a thin asyncio driver around aioquic's sans-IO connection.
+
+aioquic's :class:`~aioquic.quic.connection.QuicConnection` never touches a socket: it takes
+datagrams and ``now`` in and gives datagrams, events and a timer deadline out. This module is
+the one place that turns that into asyncio:
+
+* :class:`QuicSession` owns one connection, one timer handle, and the streams of that
+  connection. Incoming datagrams are fed with :meth:`QuicSession.receive_datagram`; outgoing
+  ones go to a ``send`` callback that the caller (client path pool, egress router) routes
+  onto a volunteer path. Work is coalesced: many datagrams arriving in one loop iteration
+  cause one ``datagrams_to_send`` pass.
+* :class:`QuicByteStream` adapts one bidirectional QUIC stream to
+  :class:`ferry.transport.stream.ByteStream`, with backpressure on the send side.
+
+Both ends give aioquic one constant, synthetic network address per session
+(:data:`SESSION_ADDRESS`): which volunteer carries a packet is the router's business, not
+QUIC's, so aioquic never starts path validation when a session moves between volunteers (the
+"Turbo Tunnel" design; the egress routes by connection ID).
+
+One deliberate dependency on aioquic internals: :func:`send_backlog` reads the size of a
+stream's send buffer (unsent plus unacknowledged bytes), which aioquic does not expose. It is
+the only way to apply backpressure to a writer; ``tests/unit/test_quic_internals.py`` pins it,
+so an aioquic upgrade that changes it fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import (
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    ConnectionTerminated,
+    HandshakeCompleted,
+    PingAcknowledged,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+
+from ferry.errors import RemoteError, SessionError
+
+ALPN = "ferry/1"
+"""The ALPN protocol id of a ferry session (``docs/protocol.md`` §5)."""
+
+SERVER_NAME = "ferry-egress"
+"""The TLS server name every client sends; it identifies nothing."""
+
+SESSION_ADDRESS = ("ferry-session", 0)
+"""The synthetic network address both ends give aioquic for every datagram of a session."""
+
+STREAM_ERROR_ABORTED = 0x100
+"""Application error code used when a stream is reset because its TCP side failed."""
+
+SESSION_ERROR_IDENTITY = 0x101
+"""Application error code used when the client closes a session over a wrong certificate."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuicSettings:
+    """Tunables of a ferry QUIC session, shared by client and egress."""
+
+    max_datagram_size: int = 1200
+    """Largest QUIC datagram we send. 1200 fits every path; larger packets cut per-packet
+    CPU (see issue 8) but must fit the data channel's message size."""
+    idle_timeout: float = 30.0
+    """Seconds without any packet from the peer after which the session is dropped."""
+    keepalive_interval: float = 10.0
+    """Seconds between PINGs the client sends on an otherwise idle session."""
+    handshake_timeout: float = 15.0
+    """Seconds the client waits for the TLS handshake with the egress."""
+    stream_send_buffer: int = 1024 * 1024
+    """Bytes a stream may hold unsent or unacknowledged before ``send_all`` waits."""
+    stream_receive_buffer: int = 8 * 1024 * 1024
+    """Bytes a stream may hold unread; beyond it the stream is reset (memory bound)."""
+    max_data: int = 4 * 1024 * 1024
+    """Initial connection-level flow-control window granted to the peer."""
+    max_stream_data: int = 2 * 1024 * 1024
+    """Initial per-stream flow-control window granted to the peer."""
+
+    def configuration(self, *, is_client: bool) -> QuicConfiguration:
+        """An aioquic configuration for one end of a ferry session.
+
+        The client does no CA verification (``CERT_NONE``): it pins the egress's certificate
+        by fingerprint after the handshake instead (:func:`peer_certificate_fingerprint`),
+        before it opens any stream.
+        """
+        return QuicConfiguration(
+            is_client=is_client,
+            verify_mode=ssl.CERT_NONE,
+            alpn_protocols=[ALPN],
+            server_name=SERVER_NAME if is_client else None,
+            idle_timeout=self.idle_timeout,
+            max_datagram_size=self.max_datagram_size,
+            max_data=self.max_data,
+            max_stream_data=self.max_stream_data,
+        )
+
+
+def send_backlog(connection: QuicConnection, stream_id: int) -> int:
+    """Bytes of ``stream_id`` that aioquic holds unsent or unacknowledged (0 if unknown)."""
+    stream = connection._streams.get(stream_id)
+    if stream is None:
+        return 0
+    return len(stream.sender._buffer)
+
+
+def peer_certificate_fingerprint(connection: QuicConnection) -> bytes | None:
+    """SHA-256 of the DER certificate the peer presented, once the handshake has it.
+
+    aioquic verifies the certificate's signature over the handshake (CertificateVerify)
+    whatever the verify mode, so a pinned fingerprint is as strong as CA verification.
+    """
+    certificate = connection.tls._peer_certificate
+    if certificate is None:
+        return None
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+
+
+class QuicByteStream:
+    """One bidirectional QUIC stream as a :class:`ferry.transport.stream.ByteStream`."""
+
+    def __init__(self, session: QuicSession, stream_id: int) -> None:
+        self._session = session
+        self.stream_id = stream_id
+        self._received: deque[bytes] = deque()
+        self._received_bytes = 0
+        self._receive_eof = False
+        self._send_eof = False
+        self._error: RemoteError | None = None
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    # -- called by the session -------------------------------------------------------------
+
+    def _on_data(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._received.append(data)
+            self._received_bytes += len(data)
+            self.bytes_received += len(data)
+            if self._received_bytes > self._session.settings.stream_receive_buffer:
+                self._fail(RemoteError("the stream's reader fell too far behind"))
+                self._session._reset_stream(self.stream_id)
+                return
+        if end_stream:
+            self._receive_eof = True
+        self._readable.set()
+
+    def _fail(self, error: RemoteError) -> None:
+        if self._error is None:
+            self._error = error
+        self._readable.set()
+        self._writable.set()
+
+    def _update_writable(self) -> None:
+        if self._error is not None or self._session.stream_backlog(self.stream_id) < (
+            self._session.settings.stream_send_buffer
+        ):
+            self._writable.set()
+
+    # -- ByteStream ------------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        while not self._received:
+            if self._error is not None:
+                raise self._error
+            if self._receive_eof:
+                return b""
+            self._readable.clear()
+            await self._readable.wait()
+        chunk = self._received.popleft()
+        if len(chunk) > max_bytes:
+            self._received.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self._received_bytes -= len(chunk)
+        return chunk
+
+    async def send_all(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._send_eof:
+            raise RemoteError("send_all() after send_eof()")
+        if data:
+            self._session._send_stream_data(self.stream_id, data, end_stream=False)
+            self.bytes_sent += len(data)
+        while self._session.stream_backlog(self.stream_id) >= (
+            self._session.settings.stream_send_buffer
+        ):
+            if self._error is not None:
+                raise self._error
+            self._writable.clear()
+            await self._writable.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def send_eof(self) -> None:
+        if self._error is not None or self._send_eof:
+            return
+        self._send_eof = True
+        self._session._send_stream_data(self.stream_id, b"", end_stream=True)
+
+    def abort(self) -> None:
+        if self._error is None:
+            self._fail(RemoteError("the stream was aborted"))
+            self._session._reset_stream(self.stream_id)
+
+    @property
+    def is_finished(self) -> bool:
+        """Both directions ended (EOF seen and sent) or the stream failed."""
+        return self._error is not None or (self._receive_eof and self._send_eof)
+
+
+StreamHandler = Callable[[QuicByteStream], None]
+"""Called by an egress session for each stream the client opens (with the new stream)."""
+
+
+class QuicSession:
+    """One QUIC connection driven over asyncio, with its streams.
+
+    ``send`` receives every datagram to transmit; ``on_stream`` (egress side) is called for
+    each new peer-initiated stream; ``on_event`` sees every aioquic event after the session
+    handled it (the egress uses it for connection-ID routing). Call :meth:`close` to end it;
+    :attr:`closed` is set when the connection is terminated for any reason.
+    """
+
+    def __init__(
+        self,
+        connection: QuicConnection,
+        *,
+        settings: QuicSettings,
+        send: Callable[[bytes], None],
+        on_stream: StreamHandler | None = None,
+        on_event: Callable[[QuicEvent], None] | None = None,
+    ) -> None:
+        self.connection = connection
+        self.settings = settings
+        self._send = send
+        self._on_stream = on_stream
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_scheduled = False
+        self._streams: dict[int, QuicByteStream] = {}
+        self._highest_peer_stream = -1
+        self._handshake: asyncio.Future[None] = self._loop.create_future()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._ping_waiters: dict[int, asyncio.Future[None]] = {}
+        self._next_ping = 0
+        self.datagrams_received = 0
+        self.datagrams_sent = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.created_at = self._loop.time()
+        self.last_received_at = self.created_at
+
+    # -- datagrams in and out --------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start the handshake (client side)."""
+        self.connection.connect(SESSION_ADDRESS, now=self._loop.time())
+        self._flush()
+
+    def receive_datagram(self, datagram: bytes) -> None:
+        """Feed one datagram that arrived on any path of this session."""
+        if self.closed.is_set():
+            return
+        self.datagrams_received += 1
+        self.bytes_received += len(datagram)
+        now = self._loop.time()
+        self.last_received_at = now
+        self.connection.receive_datagram(datagram, SESSION_ADDRESS, now=now)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Handle pending events, transmit pending datagrams and re-arm the timer."""
+        self._flush_scheduled = False
+        self._process_events()
+        now = self._loop.time()
+        for data, _address in self.connection.datagrams_to_send(now=now):
+            self.datagrams_sent += 1
+            self.bytes_sent += len(data)
+            self._send(data)
+        finished = []
+        for stream in self._streams.values():
+            stream._update_writable()
+            if stream.is_finished and self.stream_backlog(stream.stream_id) == 0:
+                finished.append(stream.stream_id)
+        for stream_id in finished:
+            del self._streams[stream_id]
+        self._arm_timer()
+        self._process_events()
+
+    def _arm_timer(self) -> None:
+        deadline = self.connection.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.connection.handle_timer(now=self._loop.time())
+        self._flush()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _process_events(self) -> None:
+        while (event := self.connection.next_event()) is not None:
+            self._handle_event(event)
+            if self._on_event is not None:
+                self._on_event(event)
+
+    def _handle_event(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                if (
+                    self.connection.configuration.is_client
+                    or self._on_stream is None
+                    or event.stream_id <= self._highest_peer_stream
+                ):
+                    return  # late data for a stream we already forgot
+                self._highest_peer_stream = event.stream_id
+                stream = QuicByteStream(self, event.stream_id)
+                self._streams[event.stream_id] = stream
+                self._on_stream(stream)
+            stream._on_data(event.data, event.end_stream)
+        elif isinstance(event, StreamReset):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._fail(RemoteError("the peer reset the stream"))
+        elif isinstance(event, StopSendingReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._fail(RemoteError("the peer stopped reading the stream"))
+        elif isinstance(event, HandshakeCompleted):
+            if not self._handshake.done():
+                self._handshake.set_result(None)
+        elif isinstance(event, PingAcknowledged):
+            waiter = self._ping_waiters.pop(event.uid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminate(event.reason_phrase or f"error code {event.error_code:#x}")
+        elif isinstance(event, ConnectionIdIssued | ConnectionIdRetired):
+            pass
+
+    def _terminate(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        error = SessionError(f"the session to the egress ended: {reason}")
+        for stream in self._streams.values():
+            stream._fail(error)
+        if not self._handshake.done():
+            self._handshake.set_exception(
+                SessionError(f"the handshake with the egress failed: {reason}")
+            )
+            self._handshake.exception()  # retrieved here so an unawaited failure is not logged
+        for waiter in self._ping_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._ping_waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.closed.set()
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def open_stream(self) -> QuicByteStream:
+        """Open a new client-initiated bidirectional stream."""
+        if self.closed.is_set():
+            raise SessionError(f"the session to the egress ended: {self.close_reason}")
+        stream_id = self.connection.get_next_available_stream_id()
+        stream = QuicByteStream(self, stream_id)
+        self._streams[stream_id] = stream
+        return stream
+
+    def forget_stream(self, stream: QuicByteStream) -> None:
+        """Drop our reference to a finished stream."""
+        self._streams.pop(stream.stream_id, None)
+
+    def stream_backlog(self, stream_id: int) -> int:
+        """Bytes of the stream not yet acknowledged by the peer."""
+        return send_backlog(self.connection, stream_id)
+
+    def _send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        if self.closed.is_set():
+            raise SessionError(f"the session to the egress ended: {self.close_reason}")
+        self.connection.send_stream_data(stream_id, data, end_stream=end_stream)
+        self._schedule_flush()
+
+    def _reset_stream(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+        if self.closed.is_set():
+            return
+        with contextlib.suppress(AssertionError, ValueError):
+            self.connection.reset_stream(stream_id, STREAM_ERROR_ABORTED)
+            self.connection.stop_stream(stream_id, STREAM_ERROR_ABORTED)
+        self._schedule_flush()
+
+    @property
+    def open_streams(self) -> int:
+        """Streams this session currently tracks."""
+        return len(self._streams)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def wait_handshake(self, timeout: float) -> None:
+        """Wait for the TLS handshake; :class:`SessionError` if it fails or times out."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._handshake), timeout)
+        except TimeoutError:
+            raise SessionError(
+                f"the egress did not complete the handshake within {timeout:g} s "
+                "(the volunteer may be unable to reach it)"
+            ) from None
+
+    async def ping(self, timeout: float) -> None:
+        """Send a PING and wait for its acknowledgement."""
+        self._next_ping += 1
+        uid = self._next_ping
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._ping_waiters[uid] = waiter
+        self.connection.send_ping(uid)
+        self._schedule_flush()
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._ping_waiters.pop(uid, None)
+
+    def close(self, reason: str = "closed", *, error_code: int = 0) -> None:
+        """Close the connection (sends CONNECTION_CLOSE once) and fail every stream."""
+        if self.closed.is_set():
+            return
+        self.connection.close(error_code=error_code, reason_phrase=reason)
+        for data, _address in self.connection.datagrams_to_send(now=self._loop.time()):
+            self._send(data)
+        self._terminate(reason)

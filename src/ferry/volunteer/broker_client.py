@@ -1,0 +1,140 @@
+"""The volunteer's side of the broker (``docs/protocol.md`` §2.2–2.4).
+
+A volunteer long-polls ``POST /v1/volunteer/poll`` for a client, answers the client's offer
+with ``POST /v1/volunteer/answer``, and learns where it may relay from ``GET /v1/egresses``.
+Every failure is translated into :class:`~ferry.errors.BrokerError`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import aiohttp
+
+from ferry.core.broker_messages import (
+    MAX_BODY_BYTES,
+    BrokerMessage,
+    MatchOffer,
+    MessageError,
+    VolunteerAnswer,
+    VolunteerPoll,
+    decode_answer_accepted,
+    decode_egress_list,
+    decode_error_body,
+    decode_poll_response,
+    encode,
+)
+from ferry.errors import BrokerError, ConfigError
+
+
+def new_volunteer_id() -> str:
+    """A fresh random volunteer identifier (32 characters of ``[A-Za-z0-9_-]``)."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerClientConfig:
+    """Limits of :class:`BrokerClient`."""
+
+    timeout: float = 20.0
+    """Longest, in seconds, one request may take in all (the broker holds a poll up to its
+    ``poll_timeout``, 10 s by default, so keep this above it)."""
+    max_response_bytes: int = MAX_BODY_BYTES
+    """Largest broker response read, in bytes; a larger one is a :class:`BrokerError`."""
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ConfigError("the broker client timeout must be a positive number of seconds")
+        if self.max_response_bytes < 1:
+            raise ConfigError("max_response_bytes must be at least 1")
+
+
+class BrokerClient:
+    """Talks to the broker at ``broker_url`` through ``session`` (which the caller owns)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        config: BrokerClientConfig | None = None,
+    ) -> None:
+        if not broker_url.startswith(("http://", "https://")):
+            raise ConfigError(f"the broker URL must start with http:// or https://: {broker_url}")
+        self._base_url = broker_url.rstrip("/")
+        self._session = session
+        self.config = config if config is not None else BrokerClientConfig()
+
+    async def poll(self, volunteer_id: str, capacity: int) -> MatchOffer | None:
+        """Wait (up to the broker's poll timeout) for a client; ``None`` if none came."""
+        status, payload = await self._request(
+            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity)
+        )
+        if status != 200:
+            raise self._refusal("poll", status, payload)
+        try:
+            return decode_poll_response(payload).match
+        except MessageError as exc:
+            raise BrokerError(f"the broker sent a malformed poll response: {exc}") from exc
+
+    async def answer(self, match_id: str, answer_sdp: str) -> bool:
+        """Send the answer to a match; ``False`` if the client is no longer waiting (404)."""
+        status, payload = await self._request(
+            "POST", "/v1/volunteer/answer", VolunteerAnswer(match_id, answer_sdp)
+        )
+        if status == 404:
+            return False
+        if status != 200:
+            raise self._refusal("answer", status, payload)
+        try:
+            decode_answer_accepted(payload)
+        except MessageError as exc:
+            raise BrokerError(f"the broker sent a malformed answer response: {exc}") from exc
+        return True
+
+    async def egresses(self) -> tuple[str, ...]:
+        """The egress URLs this broker sends volunteers to."""
+        status, payload = await self._request("GET", "/v1/egresses", None)
+        if status != 200:
+            raise self._refusal("egress list request", status, payload)
+        try:
+            return decode_egress_list(payload).egresses
+        except MessageError as exc:
+            raise BrokerError(f"the broker sent a malformed egress list: {exc}") from exc
+
+    async def _request(
+        self, method: str, path: str, message: BrokerMessage | None
+    ) -> tuple[int, bytes]:
+        limit = self.config.max_response_bytes
+        try:
+            async with self._session.request(
+                method,
+                self._base_url + path,
+                data=None if message is None else encode(message),
+                headers=None if message is None else {"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                allow_redirects=False,
+            ) as response:
+                payload = bytearray()
+                async for chunk in response.content.iter_chunked(16384):
+                    payload += chunk
+                    if len(payload) > limit:
+                        raise BrokerError(f"the broker's response is larger than {limit} bytes")
+                return response.status, bytes(payload)
+        except TimeoutError as exc:
+            raise BrokerError(
+                f"the broker did not answer within {self.config.timeout:g} seconds"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BrokerError(
+                "could not reach the broker; check the broker URL and the network"
+            ) from exc
+
+    @staticmethod
+    def _refusal(what: str, status: int, payload: bytes) -> BrokerError:
+        try:
+            reason = decode_error_body(payload).error
+        except MessageError:
+            reason = f"HTTP status {status}"
+        return BrokerError(f"the broker refused the {what} (HTTP {status}): {reason}")

@@ -1,0 +1,128 @@
+"""The QUIC driver over an in-memory datagram pair: handshake, pinning, streams, backpressure.
+
+Also pins the two aioquic internals :mod:`ferry.transport.quic` relies on (the stream send
+buffer and the peer certificate), so an aioquic upgrade that changes them fails here first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+from aioquic.quic.connection import QuicConnection
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ferry.egress.identity import create_identity
+from ferry.transport.quic import (
+    QuicByteStream,
+    QuicSession,
+    QuicSettings,
+    peer_certificate_fingerprint,
+    send_backlog,
+)
+
+
+class Pair:
+    """A client and a server session joined by direct calls (synchronous delivery)."""
+
+    def __init__(self, settings: QuicSettings) -> None:
+        identity = create_identity()
+        self.identity = identity
+        server_configuration = settings.configuration(is_client=False)
+        server_configuration.certificate = identity.certificate
+        server_configuration.private_key = identity.private_key
+        self.accepted: asyncio.Queue[QuicByteStream] = asyncio.Queue()
+        self.lost_to_server = 0
+        self.drop_to_server = False
+        client_connection = QuicConnection(configuration=settings.configuration(is_client=True))
+        self.client = QuicSession(client_connection, settings=settings, send=self._to_server)
+        self.server: QuicSession | None = None
+        self._server_configuration = server_configuration
+        self._settings = settings
+
+    def _to_server(self, datagram: bytes) -> None:
+        if self.drop_to_server:
+            self.lost_to_server += 1
+            return
+        if self.server is None:
+            from aioquic.buffer import Buffer
+            from aioquic.quic.packet import pull_quic_header
+
+            header = pull_quic_header(Buffer(data=datagram), host_cid_length=8)
+            connection = QuicConnection(
+                configuration=self._server_configuration,
+                original_destination_connection_id=header.destination_cid,
+            )
+            self.server = QuicSession(
+                connection,
+                settings=self._settings,
+                send=self.client.receive_datagram,
+                on_stream=self.accepted.put_nowait,
+            )
+        self.server.receive_datagram(datagram)
+
+
+async def test_handshake_and_certificate_fingerprint() -> None:
+    pair = Pair(QuicSettings())
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    expected = hashlib.sha256(pair.identity.certificate.public_bytes(Encoding.DER)).digest()
+    assert peer_certificate_fingerprint(pair.client.connection) == expected
+    assert pair.identity.fingerprint == expected
+    pair.client.close("done")
+    assert pair.client.closed.is_set()
+
+
+async def test_stream_round_trip_with_half_close() -> None:
+    pair = Pair(QuicSettings())
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    stream = pair.client.open_stream()
+    payload = os.urandom(300_000)
+    await stream.send_all(payload)
+    await stream.send_eof()
+    server_stream = await asyncio.wait_for(pair.accepted.get(), 5)
+    received = bytearray()
+    async with asyncio.timeout(10):
+        while chunk := await server_stream.receive_some():
+            received += chunk
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    await server_stream.send_all(b"reply")
+    await server_stream.send_eof()
+    assert await stream.receive_some() == b"reply"
+    assert await stream.receive_some() == b""
+
+
+async def test_send_backlog_reflects_unacknowledged_bytes() -> None:
+    settings = QuicSettings(stream_send_buffer=64 * 1024)
+    pair = Pair(settings)
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    stream = pair.client.open_stream()
+    pair.drop_to_server = True  # nothing is acknowledged now
+    writer = asyncio.create_task(stream.send_all(os.urandom(256 * 1024)))
+    await asyncio.sleep(0.05)
+    assert not writer.done(), "send_all must wait while the backlog is above the limit"
+    assert send_backlog(pair.client.connection, stream.stream_id) >= 64 * 1024
+    pair.drop_to_server = False
+    await asyncio.wait_for(writer, 20)  # retransmissions get through, acks drain the backlog
+    assert send_backlog(pair.client.connection, stream.stream_id) < 64 * 1024
+
+
+async def test_session_close_fails_streams(tmp_path: Path) -> None:
+    pair = Pair(QuicSettings())
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    stream = pair.client.open_stream()
+    await stream.send_all(b"x")
+    assert pair.server is not None
+    pair.server.close("egress going away")
+    await asyncio.wait_for(pair.client.closed.wait(), 5)
+    try:
+        await stream.receive_some()
+    except Exception as exc:
+        assert "egress going away" in str(exc)
+    else:
+        raise AssertionError("a stream of a closed session must fail")

@@ -98,6 +98,7 @@ class PathPool:
         self.paths_opened = 0
         self.paths_lost = 0
         self.datagrams_dropped = 0
+        self._closing = False
 
     def start(self) -> None:
         """Begin opening paths in the background."""
@@ -148,7 +149,8 @@ class PathPool:
                 self.paths.remove(path)
                 self.paths_lost += 1
                 log.info("volunteer path %d closed (%d left)", path.number, len(self.paths))
-            self._tasks.spawn(peer.close(), name="close-peer")
+            if not self._closing:
+                self._tasks.spawn(peer.close(), name="close-peer")
             self._changed.set()
 
         channel.start(self._on_datagram, on_close)
@@ -178,6 +180,7 @@ class PathPool:
 
     async def close(self) -> None:
         """Close every path and stop opening new ones."""
+        self._closing = True
         await self._tasks.close()
         for path in list(self.paths):
             await path.channel.close()

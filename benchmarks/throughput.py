@@ -1,0 +1,529 @@
+"""Throughput and CPU cost of one download through a whole ferry chain on loopback.
+
+Starts, as separate processes through the ``ferry`` command line, an egress, a broker, one
+volunteer and a client (``--volunteers 1``), all on 127.0.0.1, plus an origin HTTP server (a
+thread in this process) serving ``--megabytes`` MB of random bytes. Each run then downloads the
+payload with curl
+
+* through the client's SOCKS5 port (``curl --socks5-hostname``), and
+* directly from the origin over loopback TCP,
+
+checks the SHA-256 of both against the payload, and reports MB/s for each, the ratio
+ferry ÷ direct, and the CPU time (user + system, from ``/proc/PID/stat``) that each ferry
+process spent during the ferry download, in milliseconds per MB. MB means 10**6 bytes.
+
+Usage::
+
+    python benchmarks/throughput.py [--megabytes 50] [--runs 3]
+
+Exits 1 if a download fails or its hash does not match, 2 if the network does not come up.
+Only 127.0.0.1 is ever contacted, and only the processes this script started are stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+MEGABYTE = 1_000_000
+ROLES = ("client", "volunteer", "egress", "broker")
+READY_POLL_INTERVAL = 0.1
+"""Seconds between two looks at a ready file."""
+STOP_TIMEOUT = 10.0
+"""Seconds a ferry process gets to exit after SIGTERM before it is killed."""
+MAX_REQUEST_HEAD = 65536
+"""Largest HTTP request head the origin reads."""
+SEND_CHUNK = 256 * 1024
+"""Bytes the origin hands to the socket at once."""
+RUN_FERRY = "import sys; from ferry.cli import main; sys.argv[0] = 'ferry'; main()"
+"""Runs the ``ferry`` command with this interpreter (no PATH or shim between us and the PID)."""
+
+
+class BenchmarkError(Exception):
+    """The benchmark could not run or a result was wrong; the message says which."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Origin server
+
+
+class OriginHandler(socketserver.BaseRequestHandler):
+    """Answers ``GET /payload`` with the payload, anything else with 404; one request per
+    connection."""
+
+    server: OriginServer
+
+    def handle(self) -> None:
+        connection: socket.socket = self.request
+        connection.settimeout(30.0)
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST_HEAD:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        request_line = head.split(b"\r\n", 1)[0].split()
+        if len(request_line) < 2 or request_line[0] != b"GET" or request_line[1] != b"/payload":
+            connection.sendall(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            return
+        payload = memoryview(self.server.payload)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        for offset in range(0, len(payload), SEND_CHUNK):
+            connection.sendall(payload[offset : offset + SEND_CHUNK])
+
+
+class OriginServer(socketserver.ThreadingTCPServer):
+    """A loopback HTTP server that serves one payload from memory."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        super().__init__((LOOPBACK, 0), OriginHandler)
+
+    @property
+    def url(self) -> str:
+        """The payload's URL."""
+        return f"http://{LOOPBACK}:{self.server_address[1]}/payload"
+
+
+@contextlib.contextmanager
+def running_origin(payload: bytes) -> Iterator[OriginServer]:
+    """Serve ``payload`` from a background thread until the block ends."""
+    server = OriginServer(payload)
+    thread = threading.Thread(target=server.serve_forever, name="origin", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=STOP_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------------------------
+# ferry processes
+
+
+@dataclass(slots=True)
+class FerryProcess:
+    """One ferry role started by this script."""
+
+    role: str
+    """Which role (client, volunteer, egress, broker)."""
+    process: subprocess.Popen[bytes]
+    """The running process."""
+    log_path: Path
+    """Its stdout and stderr."""
+    ready_path: Path
+    """The ready file it writes once usable."""
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of its output, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def ferry_environment() -> dict[str, str]:
+    """This environment minus proxy variables and FERRY_* settings that could change a role."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.lower().endswith("_proxy") and not name.startswith("FERRY_")
+    }
+
+
+def start_role(role: str, arguments: list[str], folder: Path) -> FerryProcess:
+    """Start ``ferry ROLE ARGUMENTS --ready-file ...`` with output to a log file."""
+    ready_path = folder / f"{role}.ready.json"
+    log_path = folder / f"{role}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUN_FERRY, role, *arguments, "--ready-file", str(ready_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ferry_environment(),
+            start_new_session=True,
+        )
+    return FerryProcess(role=role, process=process, log_path=log_path, ready_path=ready_path)
+
+
+def wait_ready(role: FerryProcess, timeout: float) -> dict[str, object]:
+    """Wait (bounded) for ``role``'s ready file and return its JSON."""
+    for _ in range(int(timeout / READY_POLL_INTERVAL) + 1):
+        if role.ready_path.exists():
+            content = json.loads(role.ready_path.read_text())
+            if not isinstance(content, dict):
+                raise BenchmarkError(f"{role.role}: ready file is not a JSON object")
+            return content
+        if role.process.poll() is not None:
+            raise BenchmarkError(
+                f"{role.role} exited with status {role.process.returncode} before it was "
+                f"ready:\n{role.log_tail()}"
+            )
+        time.sleep(READY_POLL_INTERVAL)
+    raise BenchmarkError(f"{role.role} was not ready after {timeout:.0f} s:\n{role.log_tail()}")
+
+
+def ready_text(content: dict[str, object], key: str, role: str) -> str:
+    """One string field of a ready file."""
+    value = content.get(key)
+    if not isinstance(value, str):
+        raise BenchmarkError(f"{role}: ready file has no string {key!r}: {content}")
+    return value
+
+
+def stop_roles(roles: list[FerryProcess]) -> None:
+    """SIGTERM each started process by PID, wait (bounded), then SIGKILL what is left."""
+    for role in roles:
+        if role.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                role.process.send_signal(signal.SIGTERM)
+    for role in roles:
+        try:
+            role.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                role.process.kill()
+            role.process.wait(timeout=STOP_TIMEOUT)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """One finished download."""
+
+    seconds: float
+    """curl's total time, from start to the last byte."""
+    size: int
+    """Bytes received."""
+    sha256: str
+    """Hex SHA-256 of what was received."""
+
+    def megabytes_per_second(self) -> float:
+        """Throughput in MB (10**6 bytes) per second."""
+        return self.size / MEGABYTE / self.seconds
+
+
+def download(url: str, output: Path, timeout: float, socks_proxy: str | None) -> Download:
+    """Fetch ``url`` with curl (through ``socks_proxy`` if given) into ``output``."""
+    command = [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--max-time",
+        f"{timeout:.0f}",
+        "--output",
+        str(output),
+        "--write-out",
+        "%{time_total} %{size_download}",
+    ]
+    if socks_proxy is None:
+        command += ["--noproxy", "*"]
+    else:
+        command += ["--socks5-hostname", socks_proxy]
+    command.append(url)
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=timeout + 10,
+            env=ferry_environment(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"curl {url} did not finish in {timeout + 10:.0f} s") from None
+    if result.returncode != 0:
+        raise BenchmarkError(
+            f"curl {url} failed (exit {result.returncode}): {result.stderr.decode().strip()}"
+        )
+    seconds_text, size_text = result.stdout.decode().split()
+    digest = hashlib.sha256()
+    with output.open("rb") as received:
+        while chunk := received.read(1 << 20):
+            digest.update(chunk)
+    output.unlink()
+    return Download(seconds=float(seconds_text), size=int(size_text), sha256=digest.hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The figures of one run."""
+
+    ferry_rate: float
+    """MB/s through ferry."""
+    direct_rate: float
+    """MB/s directly from the origin."""
+    cpu_ms_per_megabyte: dict[str, float]
+    """CPU milliseconds per MB during the ferry download, per role."""
+
+    @property
+    def ratio(self) -> float:
+        """ferry ÷ direct."""
+        return self.ferry_rate / self.direct_rate
+
+    @property
+    def total_cpu_ms_per_megabyte(self) -> float:
+        """CPU milliseconds per MB summed over every ferry process."""
+        return sum(self.cpu_ms_per_megabyte.values())
+
+
+def check_download(result: Download, payload_size: int, payload_sha256: str, label: str) -> None:
+    """Raise if a download is not exactly the payload."""
+    if result.size != payload_size or result.sha256 != payload_sha256:
+        raise BenchmarkError(
+            f"{label} download does not match the payload: {result.size} bytes, sha256 "
+            f"{result.sha256} (expected {payload_size} bytes, sha256 {payload_sha256})"
+        )
+
+
+def one_run(
+    roles: dict[str, FerryProcess],
+    origin_url: str,
+    proxy: str,
+    payload: bytes,
+    payload_sha256: str,
+    folder: Path,
+    timeout: float,
+) -> RunResult:
+    """Download once through ferry (measuring CPU) and once directly."""
+    output = folder / "download.bin"
+    before = {name: cpu_seconds(role.process.pid) for name, role in roles.items()}
+    through_ferry = download(origin_url, output, timeout, socks_proxy=proxy)
+    after = {name: cpu_seconds(role.process.pid) for name, role in roles.items()}
+    check_download(through_ferry, len(payload), payload_sha256, "ferry")
+    direct = download(origin_url, output, timeout, socks_proxy=None)
+    check_download(direct, len(payload), payload_sha256, "direct")
+    megabytes = len(payload) / MEGABYTE
+    return RunResult(
+        ferry_rate=through_ferry.megabytes_per_second(),
+        direct_rate=direct.megabytes_per_second(),
+        cpu_ms_per_megabyte={
+            name: (after[name] - before[name]) * 1000 / megabytes for name in roles
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+COLUMNS = ("run", "ferry MB/s", "direct MB/s", "ferry/direct", "CPU ms/MB", *ROLES)
+
+
+def table_row(label: str, result: RunResult) -> list[str]:
+    """One table row."""
+    return [
+        label,
+        f"{result.ferry_rate:.2f}",
+        f"{result.direct_rate:.1f}",
+        f"{result.ratio:.4f}",
+        f"{result.total_cpu_ms_per_megabyte:.1f}",
+        *(f"{result.cpu_ms_per_megabyte[role]:.1f}" for role in ROLES),
+    ]
+
+
+def median_result(results: list[RunResult]) -> RunResult:
+    """Each column's median over the runs (column by column, so not one particular run)."""
+    return RunResult(
+        ferry_rate=statistics.median(r.ferry_rate for r in results),
+        direct_rate=statistics.median(r.direct_rate for r in results),
+        cpu_ms_per_megabyte={
+            role: statistics.median(r.cpu_ms_per_megabyte[role] for r in results) for role in ROLES
+        },
+    )
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """A plain-text table with right-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def start_network(folder: Path, ready_timeout: float) -> tuple[dict[str, FerryProcess], str]:
+    """Start egress, broker, volunteer and client; return them and the client's proxy."""
+    started: dict[str, FerryProcess] = {}
+    try:
+        egress = start_role(
+            "egress",
+            [
+                "--listen",
+                f"{LOOPBACK}:0",
+                "--state-dir",
+                str(folder / "egress-state"),
+                "--unsafe-allow-private-destinations",
+            ],
+            folder,
+        )
+        started["egress"] = egress
+        egress_ready = wait_ready(egress, ready_timeout)
+        egress_url = ready_text(egress_ready, "egress", "egress")
+        bridge = ready_text(egress_ready, "bridge", "egress")
+
+        broker = start_role("broker", ["--listen", f"{LOOPBACK}:0", "--egress", egress_url], folder)
+        started["broker"] = broker
+        broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
+
+        volunteer = start_role(
+            "volunteer",
+            ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK],
+            folder,
+        )
+        started["volunteer"] = volunteer
+        wait_ready(volunteer, ready_timeout)
+
+        client = start_role(
+            "client",
+            [
+                "--broker",
+                broker_url,
+                "--bridge",
+                bridge,
+                "--listen",
+                f"{LOOPBACK}:0",
+                "--volunteers",
+                "1",
+                "--ice-address",
+                LOOPBACK,
+            ],
+            folder,
+        )
+        started["client"] = client
+        proxy = ready_text(wait_ready(client, ready_timeout), "proxy", "client")
+    except BaseException:
+        stop_roles(list(reversed(started.values())))
+        raise
+    return started, proxy
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--megabytes", type=int, default=50, help="payload size in MB (10**6 bytes)"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="measured runs (median reported)")
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds each role gets to write its ready file",
+    )
+    parser.add_argument(
+        "--download-timeout",
+        type=float,
+        default=None,
+        help="seconds one download may take (default: 10 s per MB, at least 60 s)",
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.megabytes < 1:
+        parser.error("--megabytes must be at least 1")
+    if arguments.runs < 1:
+        parser.error("--runs must be at least 1")
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    if shutil.which("curl") is None:
+        print("throughput: curl is not installed", file=sys.stderr)
+        return 2
+    size = arguments.megabytes * MEGABYTE
+    download_timeout = arguments.download_timeout or max(60.0, 10.0 * arguments.megabytes)
+    payload = os.urandom(size)
+    payload_sha256 = hashlib.sha256(payload).hexdigest()
+    scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with (
+        tempfile.TemporaryDirectory(prefix="ferry-bench-", dir=scratch_root) as temporary,
+        running_origin(payload) as origin,
+    ):
+        folder = Path(temporary)
+        print(f"payload: {arguments.megabytes} MB of random bytes, sha256 {payload_sha256[:16]}…")
+        print("starting egress, broker, one volunteer and a client (separate processes)…")
+        try:
+            roles, proxy = start_network(folder, arguments.ready_timeout)
+        except BenchmarkError as exc:
+            print(f"throughput: the network did not come up: {exc}", file=sys.stderr)
+            return 2
+        try:
+            pids = ", ".join(f"{name} {role.process.pid}" for name, role in roles.items())
+            print(f"ready: proxy socks5://{proxy}; PIDs {pids}")
+            rows = [list(COLUMNS)]
+            results: list[RunResult] = []
+            for run in range(1, arguments.runs + 1):
+                result = one_run(
+                    roles, origin.url, proxy, payload, payload_sha256, folder, download_timeout
+                )
+                results.append(result)
+                rows.append(table_row(str(run), result))
+                print(
+                    f"run {run}: ferry {result.ferry_rate:.2f} MB/s, "
+                    f"direct {result.direct_rate:.1f} MB/s, "
+                    f"{result.total_cpu_ms_per_megabyte:.1f} CPU ms/MB (sha256 ok)",
+                    flush=True,
+                )
+            rows.append(table_row("median", median_result(results)))
+            print()
+            print(format_table(rows))
+            print()
+            print(
+                "CPU ms/MB: user+system CPU of the ferry processes during the ferry download, "
+                "per MB (10**6 bytes); the origin and curl are not counted."
+            )
+        except BenchmarkError as exc:
+            print(f"throughput: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            stop_roles(list(reversed(roles.values())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -103,11 +103,16 @@ def _webrtc_config(ice_addresses: list[str] | None) -> WebRtcConfig:
     return WebRtcConfig(host_candidate_addresses=tuple(ice_addresses))
 
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")]
-ReadyFile = Annotated[
-    Path | None,
-    typer.Option(help="Write JSON here once the role is usable (for scripts and tests)."),
-]
+def _verbose_option(role: str) -> object:
+    return typer.Option("--verbose", "-v", envvar=f"FERRY_{role}_VERBOSE", help="Log more detail.")
+
+
+def _ready_file_option(role: str) -> object:
+    return typer.Option(
+        "--ready-file",
+        envvar=f"FERRY_{role}_READY_FILE",
+        help="Write JSON here once the role is usable (for scripts and tests).",
+    )
 
 
 def _unsafe_logging_option(role: str) -> object:
@@ -135,7 +140,7 @@ def demo(
     volunteers: Annotated[
         int, typer.Option(envvar="FERRY_DEMO_VOLUNTEERS", min=1, max=50, help="Volunteers to run.")
     ] = 2,
-    ready_file: ReadyFile = None,
+    ready_file: Annotated[Path | None, _ready_file_option("DEMO")] = None,
     unsafe_allow_private_destinations: Annotated[
         bool,
         typer.Option(
@@ -144,7 +149,7 @@ def demo(
         ),
     ] = False,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("DEMO")] = False,
-    verbose: Verbose = False,
+    verbose: Annotated[bool, _verbose_option("DEMO")] = False,
 ) -> None:
     """Run a whole ferry network on this machine: broker, egress, volunteers and a client."""
     from ferry.demo import LoopbackNetwork, LoopbackNetworkConfig
@@ -222,9 +227,9 @@ def broker(
             help="An egress WebSocket URL volunteers may be sent to (repeat for several).",
         ),
     ] = None,
-    ready_file: ReadyFile = None,
+    ready_file: Annotated[Path | None, _ready_file_option("BROKER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("BROKER")] = False,
-    verbose: Verbose = False,
+    verbose: Annotated[bool, _verbose_option("BROKER")] = False,
 ) -> None:
     """Run a broker: matches clients with volunteers."""
     from prometheus_client import CollectorRegistry
@@ -285,9 +290,9 @@ def egress_command(
             help="Let clients reach loopback and private addresses (local testing only).",
         ),
     ] = False,
-    ready_file: ReadyFile = None,
+    ready_file: Annotated[Path | None, _ready_file_option("EGRESS")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("EGRESS")] = False,
-    verbose: Verbose = False,
+    verbose: Annotated[bool, _verbose_option("EGRESS")] = False,
 ) -> None:
     """Run an egress: the exit from ferry to the internet."""
     from prometheus_client import CollectorRegistry
@@ -345,9 +350,9 @@ def volunteer(
             "default: every interface).",
         ),
     ] = None,
-    ready_file: ReadyFile = None,
+    ready_file: Annotated[Path | None, _ready_file_option("VOLUNTEER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,
-    verbose: Verbose = False,
+    verbose: Annotated[bool, _verbose_option("VOLUNTEER")] = False,
 ) -> None:
     """Run a volunteer: relay encrypted traffic for people behind censorship."""
     from ferry.volunteer.relay import Volunteer, VolunteerConfig
@@ -406,9 +411,9 @@ def client(
             "default: every interface).",
         ),
     ] = None,
-    ready_file: ReadyFile = None,
+    ready_file: Annotated[Path | None, _ready_file_option("CLIENT")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("CLIENT")] = False,
-    verbose: Verbose = False,
+    verbose: Annotated[bool, _verbose_option("CLIENT")] = False,
 ) -> None:
     """Run a client: a local SOCKS5/HTTP proxy that reaches the internet through ferry."""
     from ferry.client.app import ClientApp, ClientConfig

@@ -292,3 +292,33 @@ def _tunnel(**changes: object) -> TunnelConfig:
         webrtc=LOOPBACK_WEBRTC,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def test_session_survives_the_loss_of_the_volunteer_carrying_it() -> None:
+    async with (
+        Origin().running() as origin,
+        network(allow_private_destinations=True, volunteers=2, client_paths=2) as net,
+    ):
+        assert net.client is not None and net.client.tunnel is not None
+        pool = net.client.tunnel.pool
+        await pool.wait_for_path(30, count=2)
+        size = 8 * 1024 * 1024
+        rep, reader, writer = await socks5_connect(net.proxy, "origin.test", origin.port)
+        assert rep == 0
+        writer.write(f"GET /bytes/{size} HTTP/1.1\r\nHost: origin.test\r\n\r\n".encode())
+        received = bytearray()
+        carrying = pool.paths[0]
+        async with asyncio.timeout(60):
+            while len(received) < size // 4:
+                received += await reader.read(65536)
+            await carrying.channel.close()  # the volunteer carrying the session goes away
+            head_length = received.index(b"\r\n\r\n") + 4
+            while len(received) < head_length + size:
+                chunk = await reader.read(65536)
+                assert chunk, "the connection ended early"
+                received += chunk
+        writer.close()
+        body = bytes(received[head_length:])
+        assert hashlib.sha256(body).digest() == hashlib.sha256(Origin.payload(size)).digest()
+        assert carrying not in pool.paths
+        assert net.client.tunnel.sessions_started == 1, "the same session must carry on"

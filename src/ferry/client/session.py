@@ -165,11 +165,11 @@ class PathPool:
                 return
         self.datagrams_dropped += 1
 
-    async def wait_for_path(self, timeout: float) -> None:
-        """Wait until at least one path is open, or raise :class:`NoVolunteerError`."""
+    async def wait_for_path(self, timeout: float, count: int = 1) -> None:
+        """Wait until ``count`` paths are open, or raise :class:`NoVolunteerError`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not any(path.channel.is_open for path in self.paths):
+        while sum(path.channel.is_open for path in self.paths) < count:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 detail = f" (last error: {self.last_error})" if self.last_error else ""

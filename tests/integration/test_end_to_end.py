@@ -322,3 +322,35 @@ async def test_session_survives_the_loss_of_the_volunteer_carrying_it() -> None:
         assert hashlib.sha256(body).digest() == hashlib.sha256(Origin.payload(size)).digest()
         assert carrying not in pool.paths
         assert net.client.tunnel.sessions_started == 1, "the same session must carry on"
+
+
+async def test_a_malformed_offer_the_broker_passes_does_not_hurt_the_volunteer() -> None:
+    """An SDP that passes the broker's checks but is no SDP aiortc can use."""
+    bogus = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nthis is not sdp\r\n"
+    async with echo_server() as port, network(
+        allow_private_destinations=True, volunteers=1, client_paths=1
+    ) as net:
+        assert net.client is not None and net.client.tunnel is not None
+        volunteer = net.volunteers[0]
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(
+                f"{net.broker_url}/v1/client/offer",
+                json={"version": 1, "offer": bogus, "egress": net.egress_url},
+            )
+            assert response.status == 503  # the volunteer refused it; no answer came
+        rejected = sum(
+            sample.value
+            for metric in volunteer.metrics.rejected.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        assert rejected == 1
+        # The volunteer still serves: drop the client's path and let it find the volunteer again.
+        await net.client.tunnel.pool.paths[0].channel.close()
+        await net.client.tunnel.pool.wait_for_path(20)
+        rep, reader, writer = await socks5_connect(net.proxy, "127.0.0.1", port)
+        assert rep == 0
+        writer.write(b"ping")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(-1), 30) == b"ping"
+        writer.close()

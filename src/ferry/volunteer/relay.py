@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.broker_messages import MatchOffer
-from ferry.errors import FerryError
+from ferry.errors import FerryError, ProtocolError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
@@ -46,11 +47,40 @@ class VolunteerConfig:
     """WebRTC tunables."""
 
 
+class VolunteerMetrics:
+    """Prometheus metrics of one volunteer, on their own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.relays = Counter(
+            "ferry_volunteer_relays", "Clients relayed, by outcome", ["outcome"], registry=registry
+        )
+        self.rejected = Counter(
+            "ferry_volunteer_rejected",
+            "Matches refused because the client's offer or the path was bad, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.relayed_bytes = Counter(
+            "ferry_volunteer_relayed_bytes",
+            "Bytes relayed, by direction",
+            ["direction"],
+            registry=registry,
+        )
+
+
 class Volunteer:
     """A running volunteer."""
 
-    def __init__(self, config: VolunteerConfig, *, tap: RelayTap | None = None) -> None:
+    def __init__(
+        self,
+        config: VolunteerConfig,
+        *,
+        tap: RelayTap | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
+        self.metrics = VolunteerMetrics(registry or CollectorRegistry())
         self.volunteer_id = new_volunteer_id()
         self._tap = tap
         self._tasks = TaskOwner("volunteer")
@@ -117,8 +147,15 @@ class Volunteer:
                     egress = egress_task.result()
             self.clients_served += 1
             await self._relay(client_task.result(), egress_task.result())
+        except* ProtocolError as group:
+            self.last_error = "; ".join(str(exc) for exc in group.exceptions)
+            first = group.exceptions[0]
+            reason = first.reason if isinstance(first, ProtocolError) else "malformed"
+            self.metrics.rejected.labels(reason).inc()
+            log.info("refused a client's offer: %s", self.last_error)
         except* FerryError as group:
             self.last_error = "; ".join(str(exc) for exc in group.exceptions)
+            self.metrics.relays.labels("failed").inc()
             log.info("relay ended: %s", self.last_error)
         finally:
             if egress is not None:
@@ -132,14 +169,19 @@ class Volunteer:
         done = asyncio.Event()
         tap = self._tap
 
+        to_egress_bytes = self.metrics.relayed_bytes.labels("to_egress")
+        to_client_bytes = self.metrics.relayed_bytes.labels("to_client")
+
         def to_egress(datagram: bytes) -> None:
             self.bytes_relayed += len(datagram)
+            to_egress_bytes.inc(len(datagram))
             if tap is not None:
                 tap("to_egress", datagram)
             egress.send(datagram)
 
         def to_client(datagram: bytes) -> None:
             self.bytes_relayed += len(datagram)
+            to_client_bytes.inc(len(datagram))
             if tap is not None:
                 tap("to_client", datagram)
             client.send(datagram)
@@ -148,6 +190,7 @@ class Volunteer:
         client.start(to_egress, done.set)
         log.info("relaying for a client (%d active)", self.active)
         await done.wait()
+        self.metrics.relays.labels("ended").inc()
         log.info("stopped relaying for a client")
 
     async def close(self) -> None:

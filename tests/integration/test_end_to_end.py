@@ -327,9 +327,10 @@ async def test_session_survives_the_loss_of_the_volunteer_carrying_it() -> None:
 async def test_a_malformed_offer_the_broker_passes_does_not_hurt_the_volunteer() -> None:
     """An SDP that passes the broker's checks but is no SDP aiortc can use."""
     bogus = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nthis is not sdp\r\n"
-    async with echo_server() as port, network(
-        allow_private_destinations=True, volunteers=1, client_paths=1
-    ) as net:
+    async with (
+        echo_server() as port,
+        network(allow_private_destinations=True, volunteers=1, client_paths=1) as net,
+    ):
         assert net.client is not None and net.client.tunnel is not None
         volunteer = net.volunteers[0]
         async with aiohttp.ClientSession() as http:

@@ -307,7 +307,7 @@ async def test_session_survives_the_loss_of_the_volunteer_carrying_it() -> None:
         assert rep == 0
         writer.write(f"GET /bytes/{size} HTTP/1.1\r\nHost: origin.test\r\n\r\n".encode())
         received = bytearray()
-        carrying = pool.paths[0]
+        carrying = next(iter(pool.paths.values()))
         async with asyncio.timeout(60):
             while len(received) < size // 4:
                 received += await reader.read(65536)
@@ -320,7 +320,7 @@ async def test_session_survives_the_loss_of_the_volunteer_carrying_it() -> None:
         writer.close()
         body = bytes(received[head_length:])
         assert hashlib.sha256(body).digest() == hashlib.sha256(Origin.payload(size)).digest()
-        assert carrying not in pool.paths
+        assert carrying not in pool.paths.values()
         assert net.client.tunnel.sessions_started == 1, "the same session must carry on"
 
 
@@ -347,7 +347,7 @@ async def test_a_malformed_offer_the_broker_passes_does_not_hurt_the_volunteer()
         )
         assert rejected == 1
         # The volunteer still serves: drop the client's path and let it find the volunteer again.
-        await net.client.tunnel.pool.paths[0].channel.close()
+        await next(iter(net.client.tunnel.pool.paths.values())).channel.close()
         await net.client.tunnel.pool.wait_for_path(20)
         rep, reader, writer = await socks5_connect(net.proxy, "127.0.0.1", port)
         assert rep == 0

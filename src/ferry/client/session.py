@@ -21,12 +21,12 @@ from ferry.client.rendezvous import Rendezvous
 from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
+from ferry.core.path_policy import PathPolicy, PathPolicyConfig, PathStatus
 from ferry.core.stream_header import StreamReplyDecoder, encode_request
 from ferry.errors import (
     EgressIdentityError,
     FerryError,
     NoVolunteerError,
-    RemoteError,
     SessionError,
     StreamRefusedError,
 )
@@ -52,7 +52,9 @@ class TunnelConfig:
     bridge: BridgeLine
     """Which egress to use and the fingerprint of its certificate."""
     volunteers: int = 2
-    """Volunteer paths to keep open at once (one carries traffic, the others stand by)."""
+    """Volunteer paths that carry the session at once."""
+    spare_volunteers: int = 1
+    """Extra volunteer paths kept connected and ready to take over."""
     volunteer_wait: float = 20.0
     """Seconds a new connection waits for a first volunteer before it is refused (503)."""
     rendezvous_backoff_initial: float = 0.5
@@ -61,10 +63,29 @@ class TunnelConfig:
     """Cap on the rendezvous retry delay."""
     stream_reply_timeout: float = 30.0
     """Seconds to wait for the egress's answer to a stream request."""
+    monitor_interval: float = 0.05
+    """Seconds between checks of path health and session liveness."""
+    silence_timeout: float = 0.5
+    """Seconds a path may stay silent (while another path hears the egress) before it is
+    dropped and replaced."""
+    egress_silence_timeout: float = 4.0
+    """Seconds without any packet from the egress, while volunteer paths are open and
+    probed, after which the session counts as lost (the egress restarted or dropped it)."""
     quic: QuicSettings = field(default_factory=QuicSettings)
     """QUIC session tunables."""
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     """WebRTC tunables."""
+
+    def path_policy(self) -> PathPolicyConfig:
+        """The sans-IO path policy's share of this configuration."""
+        return PathPolicyConfig(
+            active_paths=self.volunteers,
+            spare_paths=self.spare_volunteers,
+            silence_timeout=self.silence_timeout,
+            # When every path is silent the egress is the likelier culprit: the session's
+            # liveness check (egress_silence_timeout) acts first, paths only much later.
+            lone_silence_timeout=max(self.silence_timeout, 2 * self.egress_silence_timeout),
+        )
 
 
 class VolunteerPath:
@@ -74,11 +95,15 @@ class VolunteerPath:
         self.number = number
         self.channel = channel
         self.peer = peer
-        self.opened_at = asyncio.get_running_loop().time()
 
 
 class PathPool:
-    """Keeps up to ``config.volunteers`` volunteer paths open, replacing lost ones."""
+    """Keeps volunteer paths open and spreads the session's datagrams over them.
+
+    The decisions (which path, which are dead, how many to open) are made by the sans-IO
+    :class:`~ferry.core.path_policy.PathPolicy`; this class does the I/O: rendezvous, data
+    channels, probes.
+    """
 
     def __init__(
         self,
@@ -89,28 +114,28 @@ class PathPool:
         self._config = config
         self._rendezvous = rendezvous
         self._on_datagram = on_datagram
+        self._loop = asyncio.get_running_loop()
         self._tasks = TaskOwner("client-paths")
-        self.paths: list[VolunteerPath] = []
-        self._pending = 0
+        self.policy = PathPolicy(config.path_policy())
+        self.paths: dict[int, VolunteerPath] = {}
         self._changed = asyncio.Event()
         self._next_number = 0
+        self._closing = False
         self.last_error: str = ""
         self.paths_opened = 0
         self.paths_lost = 0
         self.datagrams_dropped = 0
-        self._closing = False
+        self.on_path_added: Callable[[int], None] | None = None
+        self.newest_path_opened_at: float | None = None
 
     def start(self) -> None:
         """Begin opening paths in the background."""
-        self._tasks.spawn(self._maintain(), name="maintain")
+        self._open_more(self.policy.tick(self._loop.time()).open_more)
 
-    async def _maintain(self) -> None:
-        while True:
-            while len(self.paths) + self._pending < self._config.volunteers:
-                self._pending += 1
-                self._tasks.spawn(self._open_path(), name="open-path")
-            self._changed.clear()
-            await self._changed.wait()
+    def _open_more(self, count: int) -> None:
+        for _ in range(count):
+            self.policy.opening(1)
+            self._tasks.spawn(self._open_path(), name="open-path")
 
     async def _open_path(self) -> None:
         delay = self._config.rendezvous_backoff_initial
@@ -134,43 +159,82 @@ class PathPool:
                 self._add(channel, peer)
                 return
         finally:
-            self._pending -= 1
-            self._changed.set()
+            self.policy.opening(-1)
 
     def _add(self, channel: DatagramChannel, peer: OfferingPeer) -> None:
         self._next_number += 1
-        path = VolunteerPath(self._next_number, channel, peer)
-        self.paths.append(path)
+        number = self._next_number
+        path = VolunteerPath(number, channel, peer)
+        self.paths[number] = path
+        self.newest_path_opened_at = self._loop.time()
+        self.policy.add(number, self.newest_path_opened_at)
         self.paths_opened += 1
-        log.info("volunteer path %d open (%d in use)", path.number, len(self.paths))
+        log.info("volunteer path %d open (%d in use)", number, len(self.paths))
+
+        def on_datagram(datagram: bytes) -> None:
+            self.policy.on_received(number, len(datagram), self._loop.time())
+            self._on_datagram(datagram)
 
         def on_close() -> None:
-            if path in self.paths:
-                self.paths.remove(path)
-                self.paths_lost += 1
-                log.info("volunteer path %d closed (%d left)", path.number, len(self.paths))
-            if not self._closing:
-                self._tasks.spawn(peer.close(), name="close-peer")
-            self._changed.set()
+            self._forget(number, "closed")
 
-        channel.start(self._on_datagram, on_close)
+        channel.start(on_datagram, on_close)
         self._changed.set()
+        if self.on_path_added is not None:
+            self.on_path_added(number)
+
+    def _forget(self, number: int, why: str) -> None:
+        path = self.paths.pop(number, None)
+        self.policy.remove(number)
+        if path is None:
+            return
+        self.paths_lost += 1
+        log.info("volunteer path %d %s (%d left)", number, why, len(self.paths))
+        self._changed.set()
+        if not self._closing:
+            self._tasks.spawn(self._close_path(path), name="close-path")
+            self._open_more(self.policy.tick(self._loop.time()).open_more)
+
+    async def _close_path(self, path: VolunteerPath) -> None:
+        await path.channel.close()
+        await path.peer.close()
+
+    def tick(self, probe: Callable[[int], None]) -> None:
+        """Drop silent paths, probe the ones due, open replacements."""
+        decision = self.policy.tick(self._loop.time())
+        for number in decision.drop:
+            self._forget(number, "went silent and was dropped")
+        for number in decision.probe:
+            if number in self.paths:
+                probe(number)
+        self._open_more(decision.open_more)
 
     def send(self, datagram: bytes) -> None:
-        """Send on the oldest open path; drop (QUIC retransmits) if there is none."""
-        for path in self.paths:
-            if path.channel.is_open:
-                if not path.channel.send(datagram):
-                    self.datagrams_dropped += 1
-                return
-        self.datagrams_dropped += 1
+        """Send one datagram of the session on the path the policy picks."""
+        number = self.policy.choose()
+        if number is None:
+            self.datagrams_dropped += 1
+            return
+        self.send_on(number, datagram)
+
+    def send_on(self, number: int, datagram: bytes, *, data: bool = True) -> None:
+        """Send one datagram on a given path (probes)."""
+        path = self.paths.get(number)
+        if path is None or not path.channel.send(datagram):
+            self.datagrams_dropped += 1
+            return
+        self.policy.on_sent(number, len(datagram), self._loop.time(), data=data)
+
+    @property
+    def open_paths(self) -> int:
+        """Paths open now."""
+        return len(self.paths)
 
     async def wait_for_path(self, timeout: float, count: int = 1) -> None:
         """Wait until ``count`` paths are open, or raise :class:`NoVolunteerError`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while sum(path.channel.is_open for path in self.paths) < count:
-            remaining = deadline - loop.time()
+        deadline = self._loop.time() + timeout
+        while len(self.paths) < count:
+            remaining = deadline - self._loop.time()
             if remaining <= 0:
                 detail = f" (last error: {self.last_error})" if self.last_error else ""
                 raise NoVolunteerError(f"no volunteer was reachable within {timeout:g} s{detail}")
@@ -182,9 +246,8 @@ class PathPool:
         """Close every path and stop opening new ones."""
         self._closing = True
         await self._tasks.close()
-        for path in list(self.paths):
-            await path.channel.close()
-            await path.peer.close()
+        for path in list(self.paths.values()):
+            await self._close_path(path)
         self.paths.clear()
 
 
@@ -211,21 +274,46 @@ class PrefixedStream:
         self._stream.abort()
 
 
+@dataclass(frozen=True, slots=True)
+class TunnelStatus:
+    """What the tunnel is doing, for status lines and pages."""
+
+    connected: bool
+    """A session to the egress is up."""
+    session_age: float
+    """Seconds since the current session was established (0 when not connected)."""
+    paths: tuple[PathStatus, ...]
+    """Every open volunteer path, oldest first."""
+    sessions_started: int
+    """Sessions established since start (more than 1 means the egress was lost)."""
+    paths_opened: int
+    """Volunteer paths opened since start."""
+    paths_lost: int
+    """Volunteer paths lost since start."""
+    last_error: str
+    """The last rendezvous error, if any."""
+
+
 class TunnelClient:
     """One QUIC session to the egress over a pool of volunteer paths; a ``StreamOpener``."""
 
     def __init__(self, config: TunnelConfig, rendezvous: Rendezvous) -> None:
         self.config = config
+        self._loop = asyncio.get_running_loop()
         self.pool = PathPool(config, rendezvous, self._on_datagram)
+        self.pool.on_path_added = self._on_path_added
         self._session: QuicSession | None = None
         self._receiving: QuicSession | None = None  # the newest session, established or not
         self._session_lock = asyncio.Lock()
         self._tasks = TaskOwner("client-session")
+        self._session_started_at = 0.0
         self.sessions_started = 0
+        self.sessions_lost = 0
 
     def start(self) -> None:
-        """Start looking for volunteers."""
+        """Start looking for volunteers and watching paths and the session."""
         self.pool.start()
+        self._tasks.spawn(self._monitor(), name="monitor")
 
     @property
     def session(self) -> QuicSession | None:
@@ -237,6 +325,76 @@ class TunnelClient:
         session = self._receiving
         if session is not None:
             session.receive_datagram(datagram)
+
+    def _on_path_added(self, number: int) -> None:
+        # A new path gets a probe at once: it measures the path, and after an outage it
+        # makes the egress answer (and QUIC retransmit) without waiting for a backed-off timer.
+        if self.session is not None:
+            self._probe(number)
+
+    def _probe(self, number: int) -> None:
+        session = self.session
+        if session is None:
+            return
+        sent_at = self._loop.time()
+
+        def acknowledged() -> None:
+            now = self._loop.time()
+            self.pool.policy.on_probe_acknowledged(number, now - sent_at, now)
+
+        session.probe(
+            lambda datagram: self.pool.send_on(number, datagram, data=False), acknowledged
+        )
+
+    async def _monitor(self) -> None:
+        """Every ``monitor_interval``: path health, probes, and egress liveness.
+
+        Silence on every path is ambiguous: the volunteers may have died without a word, or
+        the egress may have lost the session. So the egress is judged only through a path
+        opened *after* it was last heard (a fresh volunteer, probed the moment it opened):
+        if the egress stays silent through such a path for ``egress_silence_timeout``, the
+        session is lost. Dead volunteers, by contrast, are dropped by the path policy and
+        replaced, and the session carries on.
+        """
+        while True:
+            await asyncio.sleep(self.config.monitor_interval)
+            self.pool.tick(self._probe)
+            session = self.session
+            if session is None:
+                continue
+            now = self._loop.time()
+            fresh = self.pool.newest_path_opened_at
+            if (
+                fresh is not None
+                and fresh > session.last_received_at
+                and now - fresh > self.config.egress_silence_timeout
+            ):
+                self.sessions_lost += 1
+                log.warning(
+                    "the egress stopped answering (for %.0f s, even through a new volunteer); "
+                    "it may have restarted: starting a new session",
+                    now - session.last_received_at,
+                )
+                session.close("the egress stopped answering; it may have restarted")
+                self._tasks.spawn(self._reconnect(), name="reconnect")
+
+    async def _reconnect(self) -> None:
+        with contextlib.suppress(FerryError):
+            await self.ensure_session()
+
+    def status(self) -> TunnelStatus:
+        """A snapshot of the tunnel."""
+        now = self._loop.time()
+        connected = self.session is not None
+        return TunnelStatus(
+            connected=connected,
+            session_age=now - self._session_started_at if connected else 0.0,
+            paths=tuple(self.pool.policy.status(now)),
+            sessions_started=self.sessions_started,
+            paths_opened=self.pool.paths_opened,
+            paths_lost=self.pool.paths_lost,
+            last_error=self.pool.last_error,
+        )
 
     async def ensure_session(self) -> QuicSession:
         """The live session, set up first if needed (bounded waits, ferry errors)."""
@@ -264,21 +422,10 @@ class TunnelClient:
                     "bridge line from a source you trust"
                 )
             self._session = session
+            self._session_started_at = self._loop.time()
             self.sessions_started += 1
-            self._tasks.spawn(self._keepalive(session), name="keepalive")
             log.info("session to the egress established")
             return session
-
-    async def _keepalive(self, session: QuicSession) -> None:
-        interval = self.config.quic.keepalive_interval
-        while not session.closed.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.closed.wait(), interval)
-            if session.closed.is_set():
-                log.info("session to the egress ended: %s", session.close_reason)
-                return
-            with contextlib.suppress(RemoteError, TimeoutError):
-                await session.ping(interval)
 
     async def open_stream(self, target: Target) -> PrefixedStream:
         """Open a stream to ``target`` through the egress (see ``StreamOpener``)."""

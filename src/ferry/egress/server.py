@@ -109,6 +109,13 @@ class EgressMetrics:
             ["code"],
             registry=registry,
         )
+        self.path_changes = Counter(
+            "ferry_egress_path_changes",
+            "Sessions seen on a new volunteer relay, by outcome (validated: the packet "
+            "authenticated and the relay now carries the session; failed: it did not)",
+            ["outcome"],
+            registry=registry,
+        )
         self.bad_requests = Counter(
             "ferry_egress_bad_stream_requests",
             "Stream request headers refused as malformed, by reason",
@@ -127,6 +134,15 @@ class EgressMetrics:
             ["direction"],
             registry=registry,
         )
+
+
+def session_end_reason(session: QuicSession) -> str:
+    """A metrics label for why a session ended."""
+    if session.closed_locally:
+        return "egress_shutdown"
+    if "idle" in session.close_reason.lower():
+        return "idle_timeout"
+    return "closed_by_client"
 
 
 class RoutedSession:
@@ -212,8 +228,16 @@ class SessionRouter:
             session = self._maybe_create(header.packet_type, header.version, datagram, header)
             if session is None:
                 return
-        session.heard_from(relay_id, relay)
-        session.quic.receive_datagram(datagram)
+        known_relay = relay_id in session.relays
+        accepted = session.quic.receive_datagram(datagram)
+        if accepted:
+            if not known_relay and session.relays:
+                self.metrics.path_changes.labels("validated").inc()
+            session.heard_from(relay_id, relay)
+        elif not known_relay:
+            # A packet naming this session came on a new relay and did not authenticate:
+            # an injection or corruption. The relay does not become a path of the session.
+            self.metrics.path_changes.labels("failed").inc()
 
     def _maybe_create(
         self, packet_type: QuicPacketType, version: int | None, datagram: bytes, header: object
@@ -250,9 +274,7 @@ class SessionRouter:
         try:
             await session.quic.closed.wait()
         finally:
-            reason = session.quic.close_reason or "egress shutdown"
-            label = "idle_timeout" if "idle" in reason.lower() else "closed"
-            self.metrics.sessions_lost.labels(label).inc()
+            self.metrics.sessions_lost.labels(session_end_reason(session.quic)).inc()
             for connection_id in session.connection_ids:
                 if self.sessions.get(connection_id) is session:
                     del self.sessions[connection_id]
@@ -265,6 +287,20 @@ class SessionRouter:
         self.tasks.spawn(self._serve_stream(stream), name="stream")
 
     async def _serve_stream(self, stream: QuicByteStream) -> None:
+        try:
+            await self._serve_stream_or_fail(stream)
+        except BaseException as exc:
+            # Whatever went wrong, the client hears of it at once (a reset stream) rather
+            # than waiting for its reply timeout; a bug is logged, never spread.
+            stream.abort()
+            if not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, RemoteError | OSError | ExceptionGroup):
+                log.exception("serving a stream failed unexpectedly")
+        finally:
+            stream.forget()
+
+    async def _serve_stream_or_fail(self, stream: QuicByteStream) -> None:
         writer: asyncio.StreamWriter | None = None
         try:
             decoder = StreamRequestDecoder()
@@ -304,14 +340,11 @@ class SessionRouter:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._client_to_destination(stream, writer))
                 group.create_task(self._destination_to_client(reader, stream))
-        except* (RemoteError, OSError, ConnectionError):
-            stream.abort()
         finally:
             if writer is not None:
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
                     await writer.wait_closed()
-            stream._session.forget_stream(stream)
 
     async def _refuse(self, stream: QuicByteStream, code: ReplyCode, message: str) -> None:
         await stream.send_all(encode_reply(code, message or DEFAULT_MESSAGE[code]))

@@ -74,8 +74,6 @@ class QuicSettings:
     CPU (see issue 8) but must fit the data channel's message size."""
     idle_timeout: float = 30.0
     """Seconds without any packet from the peer after which the session is dropped."""
-    keepalive_interval: float = 10.0
-    """Seconds between PINGs the client sends on an otherwise idle session."""
     handshake_timeout: float = 15.0
     """Seconds the client waits for the TLS handshake with the egress."""
     stream_send_buffer: int = 1024 * 1024
@@ -112,6 +110,16 @@ def send_backlog(connection: QuicConnection, stream_id: int) -> int:
     if stream is None:
         return 0
     return len(stream.sender._buffer)
+
+
+def accepted_packet_marker(connection: QuicConnection) -> int:
+    """A number that grows whenever aioquic accepts (authenticates) a packet with a new number.
+
+    Reads the largest received packet number of each packet number space. Used to tell a
+    datagram that really belongs to a session from an injected or corrupted one, which
+    aioquic drops silently.
+    """
+    return sum(space.largest_received_packet + 1 for space in connection._spaces.values())
 
 
 def peer_certificate_fingerprint(connection: QuicConnection) -> bytes | None:
@@ -229,6 +237,10 @@ class QuicByteStream:
             self._fail(RemoteError("the stream was aborted"))
             self._session._reset_stream(self.stream_id)
 
+    def forget(self) -> None:
+        """Tell the session we are done with this stream (it stops tracking it)."""
+        self._session.forget_stream(self)
+
     @property
     def is_finished(self) -> bool:
         """Both directions ended (EOF seen and sent) or the stream failed."""
@@ -271,7 +283,9 @@ class QuicSession:
         self._handshake: asyncio.Future[None] = self._loop.create_future()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.closed_locally = False
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
+        self._probe_callbacks: dict[int, Callable[[], None]] = {}
         self._next_ping = 0
         self.datagrams_received = 0
         self.datagrams_sent = 0
@@ -287,16 +301,24 @@ class QuicSession:
         self.connection.connect(SESSION_ADDRESS, now=self._loop.time())
         self._flush()
 
-    def receive_datagram(self, datagram: bytes) -> None:
-        """Feed one datagram that arrived on any path of this session."""
+    def receive_datagram(self, datagram: bytes) -> bool:
+        """Feed one datagram that arrived on any path of this session.
+
+        Returns whether it carried a packet aioquic authenticated and had not seen before
+        (``False`` for garbage, corrupted, injected or duplicated datagrams).
+        """
         if self.closed.is_set():
-            return
+            return False
         self.datagrams_received += 1
         self.bytes_received += len(datagram)
         now = self._loop.time()
-        self.last_received_at = now
+        before = accepted_packet_marker(self.connection)
         self.connection.receive_datagram(datagram, SESSION_ADDRESS, now=now)
+        accepted = accepted_packet_marker(self.connection) != before
+        if accepted:
+            self.last_received_at = now
         self._schedule_flush()
+        return accepted
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -374,6 +396,9 @@ class QuicSession:
             if not self._handshake.done():
                 self._handshake.set_result(None)
         elif isinstance(event, PingAcknowledged):
+            callback = self._probe_callbacks.pop(event.uid, None)
+            if callback is not None:
+                callback()
             waiter = self._ping_waiters.pop(event.uid, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -398,6 +423,7 @@ class QuicSession:
             if not waiter.done():
                 waiter.set_exception(error)
         self._ping_waiters.clear()
+        self._probe_callbacks.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -454,6 +480,25 @@ class QuicSession:
                 "(the volunteer may be unable to reach it)"
             ) from None
 
+    def probe(self, send: Callable[[bytes], None], on_acknowledged: Callable[[], None]) -> None:
+        """Send a PING now through ``send`` (one chosen path); call back when it is acked.
+
+        Everything aioquic has to send at this moment goes through ``send``, so the probe
+        also carries any pending ACKs: a path probe is never wasted.
+        """
+        if self.closed.is_set():
+            return
+        self._next_ping += 1
+        uid = self._next_ping
+        self._probe_callbacks[uid] = on_acknowledged
+        self.connection.send_ping(uid)
+        now = self._loop.time()
+        for data, _address in self.connection.datagrams_to_send(now=now):
+            self.datagrams_sent += 1
+            self.bytes_sent += len(data)
+            send(data)
+        self._arm_timer()
+
     async def ping(self, timeout: float) -> None:
         """Send a PING and wait for its acknowledgement."""
         self._next_ping += 1
@@ -471,6 +516,7 @@ class QuicSession:
         """Close the connection (sends CONNECTION_CLOSE once) and fail every stream."""
         if self.closed.is_set():
             return
+        self.closed_locally = True
         self.connection.close(error_code=error_code, reason_phrase=reason)
         for data, _address in self.connection.datagrams_to_send(now=self._loop.time()):
             self._send(data)

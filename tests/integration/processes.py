@@ -1,0 +1,242 @@
+"""Running ferry roles as separate processes for churn and restart tests (and benchmarks).
+
+Every process writes its output to a file, is waited on through its ``--ready-file`` with a
+deadline, and is stopped by PID. WebRTC stays on loopback (``--ice-address 127.0.0.1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+START_TIMEOUT = 30.0
+
+
+def ferry_command() -> list[str]:
+    """The command that runs ferry with this interpreter."""
+    return [sys.executable, "-m", "ferry"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Role:
+    """One ferry process."""
+
+    def __init__(self, name: str, arguments: list[str], folder: Path) -> None:
+        self.name = name
+        self.ready_path = folder / f"{name}.ready.json"
+        self.log_path = folder / f"{name}.log"
+        self.ready_path.unlink(missing_ok=True)
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+        environment["NO_COLOR"] = "1"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*ferry_command(), *arguments, "--ready-file", str(self.ready_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> dict[str, str]:
+        """The ready file's JSON, once written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready_path.exists():
+                content: dict[str, str] = json.loads(self.ready_path.read_text())
+                return content
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} not ready within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        """Everything the process printed."""
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a closed laptop would."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 10 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Network:
+    """Egress, broker, volunteers and a client as separate processes on 127.0.0.1."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.roles: list[Role] = []
+        self.volunteers: list[Role] = []
+        self.egress_port = free_port()
+        self.egress: Role | None = None
+        self.broker_url = ""
+        self.bridge = ""
+        self.proxy = ""
+        self._volunteer_count = 0
+
+    def _start(self, name: str, arguments: list[str]) -> Role:
+        role = Role(name, arguments, self.folder)
+        self.roles.append(role)
+        return role
+
+    def start_egress(self) -> None:
+        """Start (or restart) the egress on its fixed port with its kept identity."""
+        self.egress = self._start(
+            "egress",
+            [
+                "egress",
+                "--listen",
+                f"127.0.0.1:{self.egress_port}",
+                "--state-dir",
+                str(self.folder / "egress-state"),
+                "--unsafe-allow-private-destinations",
+            ],
+        )
+        self.bridge = self.egress.wait_ready()["bridge"]
+
+    def start(self, *, volunteers: int, client_volunteers: int = 2) -> None:
+        """Start every role and wait until the client's first session is up."""
+        self.start_egress()
+        egress_url = f"ws://127.0.0.1:{self.egress_port}/v1/relay"
+        broker = self._start(
+            "broker", ["broker", "--listen", "127.0.0.1:0", "--egress", egress_url]
+        )
+        self.broker_url = broker.wait_ready()["broker"]
+        for _ in range(volunteers):
+            self.add_volunteer()
+        client = self._start(
+            "client",
+            [
+                "client",
+                "--broker",
+                self.broker_url,
+                "--bridge",
+                self.bridge,
+                "--listen",
+                "127.0.0.1:0",
+                "--volunteers",
+                str(client_volunteers),
+                "--ice-address",
+                "127.0.0.1",
+            ],
+        )
+        self.proxy = client.wait_ready(60)["proxy"]
+        self.client = client
+
+    def add_volunteer(self) -> Role:
+        """Start one more volunteer."""
+        self._volunteer_count += 1
+        volunteer = self._start(
+            f"volunteer{self._volunteer_count}",
+            ["volunteer", "--broker", self.broker_url, "--ice-address", "127.0.0.1"],
+        )
+        volunteer.wait_ready()
+        self.volunteers.append(volunteer)
+        return volunteer
+
+    def logs(self) -> str:
+        """Every process's output, for a failure message."""
+        return "\n".join(f"==== {role.name}\n{role.log()[-4000:]}" for role in self.roles)
+
+    def close(self) -> None:
+        """Stop every process this network started."""
+        for role in reversed(self.roles):
+            role.stop()
+
+
+@contextmanager
+def process_network(folder: Path, **start: int) -> Iterator[Network]:
+    """A started :class:`Network`, stopped at the end."""
+    network = Network(folder)
+    try:
+        network.start(**start)
+        yield network
+    finally:
+        network.close()
+
+
+def payload(size: int) -> bytes:
+    """Deterministic bytes (SHA-256 chained), the same for server and test."""
+    blocks = []
+    block = b"ferry"
+    total = 0
+    while total < size:
+        block = hashlib.sha256(block).digest() * 1024  # 32 KiB, then chained
+        block = hashlib.sha256(block).digest() + block[32:]
+        blocks.append(block)
+        total += len(block)
+    return b"".join(blocks)[:size]
+
+
+@contextmanager
+def origin_server(body: bytes) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 (in a thread): ``/size/N`` serves the first N bytes of
+    ``body``, every other path all of it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served = body
+            if self.path.startswith("/size/"):
+                served = body[: int(self.path.removeprefix("/size/"))]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served)))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            try:
+                view = memoryview(served)
+                for offset in range(0, len(served), 65536):
+                    self.wfile.write(view[offset : offset + 65536])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def start_curl(
+    proxy: str, url: str, output: Path, *, limit_rate: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a curl download through the SOCKS5 proxy into ``output``."""
+    arguments = ["/usr/bin/curl", "--silent", "--show-error", "--max-time", "150"]
+    if limit_rate is not None:
+        arguments += ["--limit-rate", limit_rate]
+    arguments += ["--socks5-hostname", proxy, "-o", str(output), url]
+    return subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

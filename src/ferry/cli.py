@@ -123,6 +123,16 @@ def _unsafe_logging_option(role: str) -> object:
     )
 
 
+def _impair_option(fault: str, verb: str) -> object:
+    return typer.Option(
+        envvar=f"FERRY_VOLUNTEER_TEST_IMPAIR_{fault}",
+        min=0.0,
+        max=1.0,
+        hidden=True,
+        help=f"(testing only) Probability to {verb} each relayed datagram.",
+    )
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
@@ -333,6 +343,16 @@ def egress_command(
     run_until_signal(main)
 
 
+def _check_pairing_option(code: str) -> None:
+    """Raise :class:`ConfigError` unless ``code`` is a valid ``--pairing`` code."""
+    from ferry.core.broker_messages import MessageError, check_pairing
+
+    try:
+        check_pairing(code, "--pairing")
+    except MessageError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @app.command()
 def volunteer(
     broker_url: Annotated[
@@ -342,6 +362,37 @@ def volunteer(
         int,
         typer.Option(envvar="FERRY_VOLUNTEER_CAPACITY", min=1, max=1000, help="Clients at once."),
     ] = 5,
+    max_rate: Annotated[
+        str,
+        typer.Option(
+            envvar="FERRY_VOLUNTEER_MAX_RATE",
+            metavar="BYTES_PER_S",
+            help="Bytes per second relayed, all clients and both directions together; over it, "
+            "datagrams are dropped. Suffixes k, M, G (x1000) or Ki, Mi, Gi (x1024), e.g. 2M. "
+            "0 = unlimited.",
+        ),
+    ] = "0",
+    quota: Annotated[
+        str,
+        typer.Option(
+            envvar="FERRY_VOLUNTEER_QUOTA",
+            metavar="BYTES",
+            help="Bytes relayed per UTC day; once reached, relays end and the volunteer waits "
+            "for 00:00 UTC. Same suffixes as --max-rate, e.g. 10G. 0 = unlimited.",
+        ),
+    ] = "0",
+    test_impair_loss: Annotated[float, _impair_option("LOSS", "drop")] = 0.0,
+    test_impair_duplicate: Annotated[float, _impair_option("DUPLICATE", "send twice")] = 0.0,
+    test_impair_reorder: Annotated[float, _impair_option("REORDER", "delay")] = 0.0,
+    test_impair_corrupt: Annotated[float, _impair_option("CORRUPT", "flip a bit of")] = 0.0,
+    test_impair_seed: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_VOLUNTEER_TEST_IMPAIR_SEED",
+            hidden=True,
+            help="(testing only) Seed of the --test-impair-* faults.",
+        ),
+    ] = 0,
     ice_address: Annotated[
         list[str] | None,
         typer.Option(
@@ -350,27 +401,70 @@ def volunteer(
             "default: every interface).",
         ),
     ] = None,
+    pairing: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_VOLUNTEER_PAIRING",
+            metavar="CODE",
+            help="Private pairing code (16-64 of A-Z a-z 0-9 _ -): relay only for clients "
+            "started with the same --pairing, and for no one else.",
+        ),
+    ] = None,
     ready_file: Annotated[Path | None, _ready_file_option("VOLUNTEER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,
     verbose: Annotated[bool, _verbose_option("VOLUNTEER")] = False,
 ) -> None:
     """Run a volunteer: relay encrypted traffic for people behind censorship."""
+    from ferry.core.volunteer_limits import parse_byte_count
+    from ferry.volunteer.impairment import RelayImpairment
     from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
     _logging(verbose, unsafe_logging)
+    try:
+        config = VolunteerConfig(
+            broker_url=broker_url,
+            capacity=capacity,
+            max_rate=parse_byte_count(max_rate, what="--max-rate"),
+            quota=parse_byte_count(quota, what="--quota"),
+            impairment=RelayImpairment(
+                loss=test_impair_loss,
+                duplicate=test_impair_duplicate,
+                reorder=test_impair_reorder,
+                corrupt=test_impair_corrupt,
+                seed=test_impair_seed,
+            ),
+            webrtc=_webrtc_config(ice_address),
+            pairing=pairing,
+        )
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry volunteer:[/] {exc}")
+        raise typer.Exit(2) from None
+    if config.impairment is not None and config.impairment.active:
+        console.print(
+            "[bold yellow]TESTING ONLY: this volunteer damages what it relays on purpose "
+            "(--test-impair-*).[/]"
+        )
 
     async def main(stop: asyncio.Event) -> None:
-        relay = Volunteer(
-            VolunteerConfig(
-                broker_url=broker_url, capacity=capacity, webrtc=_webrtc_config(ice_address)
-            )
-        )
+        relay = Volunteer(config)
         relay.start()
         try:
-            console.print(
-                f"ferry volunteer polling {broker_url} for clients (up to {capacity} at once)"
+            limits = (f", at most {config.max_rate} bytes/s" if config.max_rate else "") + (
+                f", at most {config.quota} bytes per UTC day" if config.quota else ""
             )
-            write_ready_file(ready_file, {"broker": broker_url, "capacity": capacity})
+            console.print(
+                f"ferry volunteer polling {broker_url} for clients "
+                f"(up to {capacity} at once{limits})"
+            )
+            write_ready_file(
+                ready_file,
+                {
+                    "broker": broker_url,
+                    "capacity": capacity,
+                    "max_rate": config.max_rate,
+                    "quota": config.quota,
+                },
+            )
             await stop.wait()
         finally:
             await relay.close()
@@ -403,12 +497,30 @@ def client(
         str | None,
         typer.Option(envvar="FERRY_CLIENT_PASSWORD", help="Require this password with it."),
     ] = None,
+    status_every: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_CLIENT_STATUS_EVERY",
+            min=0,
+            help="Print what the client is doing (volunteers, their delay and speed) every "
+            "this many seconds; 0 = never.",
+        ),
+    ] = 30.0,
     ice_address: Annotated[
         list[str] | None,
         typer.Option(
             envvar="FERRY_CLIENT_ICE_ADDRESS",
             help="Offer WebRTC host candidates only on this local address (repeatable; "
             "default: every interface).",
+        ),
+    ] = None,
+    pairing: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_CLIENT_PAIRING",
+            metavar="CODE",
+            help="Private pairing code from a volunteer's private link: use only "
+            "volunteers holding the same code.",
         ),
     ] = None,
     ready_file: Annotated[Path | None, _ready_file_option("CLIENT")] = None,
@@ -419,6 +531,7 @@ def client(
     from ferry.client.app import ClientApp, ClientConfig
     from ferry.client.local_proxy import LocalProxyConfig
     from ferry.client.session import TunnelConfig
+    from ferry.client.status import format_status
     from ferry.core.bridge_line import parse_bridge_line
     from ferry.core.proxy_handshake import Credentials
 
@@ -428,6 +541,8 @@ def client(
         host, port = parse_listen(listen)
         if (username is None) != (password is None):
             raise ConfigError("give both --username and --password, or neither")
+        if pairing is not None:
+            _check_pairing_option(pairing)
     except ConfigError as exc:
         console.print(f"[bold red]ferry client:[/] {exc}")
         raise typer.Exit(2) from None
@@ -442,6 +557,7 @@ def client(
             bridge=bridge_line, volunteers=volunteers, webrtc=_webrtc_config(ice_address)
         ),
         proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
+        pairing=pairing,
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -473,6 +589,11 @@ def client(
                             "egress": bridge_line.url,
                         },
                     )
+                    while status_every > 0 and not stop.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), status_every)
+                        if not stop.is_set():
+                            console.print(format_status(client_app.tunnel.status()))
                     await stop.wait()
             finally:
                 stopper.cancel()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +22,7 @@ from ferry.egress.policy import DestinationPolicy
 from ferry.egress.server import Egress, EgressConfig
 from ferry.egress.upstream import Resolver
 from ferry.transport.webrtc import WebRtcConfig
-from ferry.volunteer.relay import RelayTap, Volunteer, VolunteerConfig
+from ferry.volunteer.relay import Clock, RelayTap, Volunteer, VolunteerConfig
 
 LOOPBACK_WEBRTC = WebRtcConfig(host_candidate_addresses=("127.0.0.1",))
 """WebRTC that gathers candidates on loopback only: the demo never leaves this machine."""
@@ -39,12 +40,20 @@ class LoopbackNetworkConfig:
     """Volunteer paths the client keeps open."""
     allow_private_destinations: bool = False
     """Let the egress reach loopback and private addresses (local testing only)."""
+    policy: DestinationPolicy | None = None
+    """The egress's whole destination policy (tests); when set, it replaces the one built
+    from ``allow_private_destinations``."""
     state_dir: Path | None = None
     """Egress state folder (default: a temporary folder removed at close)."""
     resolver: Resolver | None = None
     """The egress's name resolver (default: the system's); tests pass a fixed table."""
     volunteer_tap: RelayTap | None = None
     """Sees every datagram the volunteers relay (tests)."""
+    volunteer_config: VolunteerConfig | None = None
+    """Settings of every volunteer (tests); its broker URL and WebRTC settings are replaced
+    by the network's own (loopback only)."""
+    volunteer_clock: Clock | None = None
+    """The volunteers' clock for their limits (tests; default ``time.time``)."""
     tunnel: TunnelConfig | None = None
     """Overrides for the client's tunnel (its bridge is filled in from the egress)."""
 
@@ -76,7 +85,8 @@ class LoopbackNetwork:
                 state_dir=state_dir,
                 host="127.0.0.1",
                 port=0,
-                policy=DestinationPolicy(allow_private=config.allow_private_destinations),
+                policy=config.policy
+                or DestinationPolicy(allow_private=config.allow_private_destinations),
             ),
             registry=CollectorRegistry(),
             resolver=config.resolver,
@@ -90,8 +100,13 @@ class LoopbackNetwork:
         self.broker_url = await self.broker.start()
         for _ in range(config.volunteers):
             volunteer = Volunteer(
-                VolunteerConfig(broker_url=self.broker_url, webrtc=LOOPBACK_WEBRTC),
+                replace(
+                    config.volunteer_config or VolunteerConfig(broker_url=""),
+                    broker_url=self.broker_url,
+                    webrtc=LOOPBACK_WEBRTC,
+                ),
                 tap=config.volunteer_tap,
+                clock=config.volunteer_clock or time.time,
             )
             volunteer.start()
             self.volunteers.append(volunteer)

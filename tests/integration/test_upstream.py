@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from ferry.core.addresses import Target
 from ferry.core.codes import ReplyCode
-from ferry.egress.policy import DestinationPolicy
+from ferry.egress.policy import DestinationPolicy, DestinationRule
 from ferry.egress.upstream import (
     SystemResolver,
     UpstreamConfig,
@@ -352,3 +352,224 @@ async def test_refusals_and_failures_are_counted() -> None:
 def test_config_refuses_non_positive_timeouts() -> None:
     with pytest.raises(ConfigError, match="connect_timeout"):
         UpstreamConfig(connect_timeout=0)
+
+
+# --- Tricks: addresses spelled as names, answers that change, one bad address among many ----
+
+
+class RecordingResolver:
+    """Fails every lookup like an unknown name, and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+class ChangingResolver:
+    """Answers the n-th lookup with the n-th answer (the last one repeats): DNS rebinding."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = [ip_address(answer) for answer in answers]
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        return [self.answers[min(len(self.asked), len(self.answers)) - 1]]
+
+
+SPELLED_AS_NAMES = [
+    "2130706433",
+    "0x7f000001",
+    "0X7F000001",
+    "017700000001",
+    "0177.0.0.1",
+    "0x7f.0.0.1",
+    "127.1",
+    "127.0.1",
+    "0x7f.1",
+    "127.000.000.001",
+    "127.0.0.1.",
+    "127.0.0.08",
+    "0",
+    "0x0",
+    "3232235777",
+    "0xa9fea9fe",
+    "0251.0376.0251.0376",
+    "10.1",
+    "4294967295",
+    "4294967296",
+    "[::1]",
+    "::ffff:127.1",
+]
+
+
+@pytest.mark.parametrize("name", SPELLED_AS_NAMES)
+async def test_name_spelling_an_address_is_refused_before_resolution(
+    name: str, dialled: list[str]
+) -> None:
+    resolver = RecordingResolver()
+    registry = CollectorRegistry()
+    metrics = UpstreamMetrics(registry)
+    for policy in (DEFAULT_POLICY, TESTING_POLICY):
+        error = await _expect_refusal(
+            connect_upstream(Target(name, 80), policy, CONFIG, resolver, metrics=metrics),
+            ReplyCode.NOT_ALLOWED,
+        )
+        assert name not in str(error)
+    assert resolver.asked == []
+    assert dialled == []
+    refusals = registry.get_sample_value(
+        "ferry_egress_policy_refusals_total", {"reason": "numeric_name"}
+    )
+    assert refusals == 2
+
+
+# Spellings glibc's getaddrinfo parses as numbers itself: resolving them never sends a query.
+NUMERIC_TO_GLIBC = {
+    "2130706433": "127.0.0.1",
+    "0x7f000001": "127.0.0.1",
+    "017700000001": "127.0.0.1",
+    "0177.0.0.1": "127.0.0.1",
+    "127.1": "127.0.0.1",
+    "0x7f.1": "127.0.0.1",
+    "127.000.000.001": "127.0.0.1",
+    "0": "0.0.0.0",
+    "3232235777": "192.168.1.1",
+    "0xa9fea9fe": "169.254.169.254",
+}
+
+
+@pytest.mark.parametrize(("name", "meaning"), NUMERIC_TO_GLIBC.items())
+async def test_system_resolver_would_turn_the_spelling_into_the_address(
+    name: str, meaning: str, dialled: list[str]
+) -> None:
+    # The danger is real: handed to getaddrinfo, the name becomes the address...
+    socket.inet_aton(name)  # guard: a numeric spelling, so no DNS query can leave
+    assert [str(a) for a in await SystemResolver().resolve(name, 80)] == [meaning]
+    # ...so the egress must refuse it before resolving, even with allow_private on.
+    for policy in (DEFAULT_POLICY, TESTING_POLICY):
+        await _expect_refusal(
+            connect_upstream(Target(name, 80), policy, CONFIG, SystemResolver()),
+            ReplyCode.NOT_ALLOWED,
+        )
+    assert dialled == []
+
+
+async def test_answer_changing_after_the_check_cannot_redirect_the_connection(
+    echo_port: int, dialled: list[str]
+) -> None:
+    # 127.0.0.1 on the echo port is allowed by the operator; 127.0.0.2 (loopback) is not.
+    policy = DestinationPolicy(
+        allowed_destinations=(DestinationRule.parse(f"127.0.0.1:{echo_port}"),)
+    )
+    resolver = ChangingResolver("127.0.0.1", "127.0.0.2")
+    assert (await resolver.resolve("probe", 0)) != (await resolver.resolve("probe", 0))
+    resolver.asked.clear()
+    reader, writer = await connect_upstream(
+        Target("rebinding.test", echo_port), policy, CONFIG, resolver
+    )
+    try:
+        writer.write(b"checked")
+        await writer.drain()
+        assert await reader.readexactly(7) == b"checked"
+    finally:
+        await _close(writer)
+    # One lookup, and the connection went to the address that was checked.
+    assert resolver.asked == ["rebinding.test"]
+    assert dialled == ["127.0.0.1"]
+
+
+async def test_answer_changing_to_an_allowed_one_after_a_refusal_stays_refused(
+    echo_port: int, dialled: list[str]
+) -> None:
+    policy = DestinationPolicy(
+        allowed_destinations=(DestinationRule.parse(f"127.0.0.1:{echo_port}"),)
+    )
+    resolver = ChangingResolver("127.0.0.2", "127.0.0.1")
+    await _expect_refusal(
+        connect_upstream(Target("rebinding.test", echo_port), policy, CONFIG, resolver),
+        ReplyCode.NOT_ALLOWED,
+    )
+    assert resolver.asked == ["rebinding.test"]
+    assert dialled == []
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ("127.0.0.1", "8.8.8.8"),
+        ("8.8.8.8", "10.0.0.1"),
+        ("8.8.8.8", "0.0.0.0"),
+        ("2001:4860:4860::8888", "::"),
+        ("2001:4860:4860::8888", "fe80::1"),
+        ("2001:4860:4860::8888", "::ffff:127.0.0.1"),
+        ("8.8.8.8", "1.1.1.1", "100.64.0.1"),
+    ],
+)
+async def test_any_refused_address_among_several_refuses_the_name(
+    addresses: tuple[str, ...], dialled: list[str]
+) -> None:
+    await _expect_refusal(
+        connect_upstream(
+            Target("several.test", 443), DEFAULT_POLICY, CONFIG, FixedResolver(*addresses)
+        ),
+        ReplyCode.NOT_ALLOWED,
+    )
+    assert dialled == []
+
+
+@pytest.mark.parametrize("port", [25, 445])
+async def test_denied_port_is_refused_before_connecting(port: int, dialled: list[str]) -> None:
+    registry = CollectorRegistry()
+    await _expect_refusal(
+        connect_upstream(
+            Target("mail.test", port),
+            DEFAULT_POLICY,
+            CONFIG,
+            FixedResolver("93.184.216.34"),
+            metrics=UpstreamMetrics(registry),
+        ),
+        ReplyCode.NOT_ALLOWED,
+    )
+    assert dialled == []
+    assert (
+        registry.get_sample_value("ferry_egress_policy_refusals_total", {"reason": "denied_port"})
+        == 1
+    )
+
+
+async def test_allow_rule_opens_one_loopback_service_and_nothing_else(
+    echo_port: int, dialled: list[str]
+) -> None:
+    policy = DestinationPolicy(
+        allowed_destinations=(DestinationRule.parse(f"127.0.0.1:{echo_port}"),)
+    )
+    reader, writer = await connect_upstream(
+        Target("127.0.0.1", echo_port), policy, CONFIG, FixedResolver()
+    )
+    try:
+        writer.write(b"ok")
+        await writer.drain()
+        assert await reader.readexactly(2) == b"ok"
+    finally:
+        await _close(writer)
+    for host, port in (("127.0.0.1", closed_loopback_port()), ("127.0.0.2", echo_port)):
+        await _expect_refusal(
+            connect_upstream(Target(host, port), policy, CONFIG, FixedResolver()),
+            ReplyCode.NOT_ALLOWED,
+        )
+    assert dialled == ["127.0.0.1"]
+
+
+async def test_deny_rule_refuses_a_name_whose_address_is_denied(dialled: list[str]) -> None:
+    policy = DestinationPolicy(denied_destinations=(DestinationRule.parse("93.184.216.0/24"),))
+    await _expect_refusal(
+        connect_upstream(
+            Target("denied.test", 443), policy, CONFIG, FixedResolver("::ffff:93.184.216.34")
+        ),
+        ReplyCode.NOT_ALLOWED,
+    )
+    assert dialled == []

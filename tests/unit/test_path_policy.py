@@ -151,3 +151,14 @@ def test_rates_are_measured_per_path() -> None:
 def test_bad_config_is_refused(config: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         PathPolicyConfig(**config)  # type: ignore[arg-type]
+
+
+def test_a_busy_path_with_a_short_round_trip_is_dropped_sooner() -> None:
+    policy = policy_with_paths(
+        2, silence_timeout=0.5, min_silence_timeout=0.25, silence_rtt_multiple=8.0
+    )
+    policy.on_probe_acknowledged(1, 0.010, now=0.0)  # 8 round trips = 80 ms → floor 250 ms
+    policy.on_sent(1, 100, now=1.0)
+    policy.on_received(2, 100, now=1.1)
+    assert policy.tick(1.24).drop == ()
+    assert policy.tick(1.26).drop == (1,)

@@ -6,8 +6,15 @@ Routes (``docs/protocol.md`` §2)::
     POST /v1/volunteer/poll    a volunteer's long poll; held until a client comes (or null)
     POST /v1/volunteer/answer  a volunteer's answer to a match (404 if the match is gone)
     GET  /v1/egresses          the egress URLs volunteers may be sent to
+    GET  /v1/stats             the network's live state, counts rounded up to multiples of 8
     GET  /healthz              liveness
     GET  /metrics              Prometheus text from the broker's registry
+    GET  /widget.js            the browser volunteer widget (src/ferry/web/widget.js)
+    GET  /                     a page showing the widget and the live state (web/index.html)
+
+The volunteer endpoints, ``/v1/egresses`` and ``/v1/stats`` allow cross-origin requests from
+any origin, without credentials (``docs/protocol.md`` §2.7), so the widget works embedded in
+any website; ``OPTIONS`` on them answers the CORS preflight.
 
 Every refusal is a JSON :class:`~ferry.core.broker_messages.ErrorBody` and is counted in
 ``ferry_broker_rejected_total{endpoint,reason}``. Waits are bounded by the matchmaker's
@@ -18,9 +25,13 @@ peer's address (aiohttp's access log is off).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
@@ -35,6 +46,7 @@ from ferry.core.broker_messages import (
     ErrorBody,
     MatchOffer,
     MessageError,
+    NetworkStatsResponse,
     PollResponse,
     check_egress_url,
     decode_client_offer,
@@ -52,6 +64,7 @@ from ferry.core.matchmaking import (
     PollMatched,
     PollTicket,
 )
+from ferry.core.network_stats import NetworkActivity
 from ferry.errors import BrokerError, ConfigError, LocalError
 from ferry.logs import get_logger
 
@@ -64,10 +77,40 @@ _ENDPOINT_BY_PATH = {
     "/v1/volunteer/poll": "volunteer_poll",
     "/v1/volunteer/answer": "volunteer_answer",
     "/v1/egresses": "egresses",
+    "/v1/stats": "stats",
     "/healthz": "healthz",
     "/metrics": "metrics",
 }
 """Metrics label of each route; any other path is labelled ``unknown`` (bounded cardinality)."""
+
+_CROSS_ORIGIN_PATHS = ("/v1/volunteer/poll", "/v1/volunteer/answer", "/v1/egresses", "/v1/stats")
+"""Paths any website's widget may call (CORS, no credentials)."""
+
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+"""Sent with every response on :data:`_CROSS_ORIGIN_PATHS` and to their preflights."""
+
+
+def _web_file(name: str) -> bytes:
+    """A file of ``ferry/web/`` (the widget and the broker's page), read once at start."""
+    return resources.files("ferry").joinpath("web", name).read_bytes()
+
+
+def _page_security_policy(page: bytes) -> str:
+    """The Content-Security-Policy of the broker's page: its own inline script (by hash) and
+    files from the broker itself; WebSockets to any egress the broker names."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode("ascii") + "'"
+        for script in re.findall(rb"<script>(.*?)</script>", page, flags=re.DOTALL)
+    )
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +174,10 @@ class Broker:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self._matchmaker = Matchmaker(config.matchmaker_config())
+        self._activity = NetworkActivity()
+        self._widget_js = _web_file("widget.js")
+        self._index_html = _web_file("index.html")
+        self._index_policy = _page_security_policy(self._index_html)
         self._client_waiters: dict[ClientTicket, asyncio.Future[str | None]] = {}
         self._poll_waiters: dict[PollTicket, asyncio.Future[MatchOffer | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -171,12 +218,18 @@ class Broker:
         waiting_volunteers.set_function(lambda: self._matchmaker.waiting_volunteers)
 
         self.app = web.Application(
-            client_max_size=config.max_body_bytes, middlewares=[self._error_middleware]
+            client_max_size=config.max_body_bytes,
+            middlewares=[self._cors_middleware, self._error_middleware],
         )
         self.app.router.add_post("/v1/client/offer", self._handle_client_offer)
         self.app.router.add_post("/v1/volunteer/poll", self._handle_volunteer_poll)
         self.app.router.add_post("/v1/volunteer/answer", self._handle_volunteer_answer)
         self.app.router.add_get("/v1/egresses", self._handle_egresses)
+        self.app.router.add_get("/v1/stats", self._handle_stats)
+        self.app.router.add_get("/widget.js", self._handle_widget)
+        self.app.router.add_get("/", self._handle_index)
+        for path in _CROSS_ORIGIN_PATHS:
+            self.app.router.add_route("OPTIONS", path, self._handle_preflight)
         self.app.router.add_get("/healthz", self._handle_health)
         self.app.router.add_get("/metrics", self._handle_metrics)
 
@@ -269,6 +322,7 @@ class Broker:
                 case ClientAnswered(client=client, answer=answer):
                     client_future = self._client_waiters.get(client)
                     if client_future is not None and not client_future.done():
+                        self._activity.client_helped(self._now())
                         client_future.set_result(answer)
                 case ClientTimedOut(client=client):
                     client_future = self._client_waiters.get(client)
@@ -352,7 +406,9 @@ class Broker:
         if self._closing:
             return self._refuse(endpoint, 503, "closing", "the broker is shutting down", None)
         try:
-            ticket = self._matchmaker.client_offer(offer.offer, offer.egress, self._now())
+            ticket = self._matchmaker.client_offer(
+                offer.offer, offer.egress, self._now(), pairing=offer.pairing
+            )
         except BrokerError as exc:
             self._after_matchmaking()
             return self._refuse(endpoint, 503, "busy", str(exc), None)
@@ -391,8 +447,11 @@ class Broker:
             return self._refuse_message(endpoint, exc)
         if self._closing:
             return _json_response(PollResponse(match=None))
+        self._activity.volunteer_polled(poll.volunteer_id, self._now())
         try:
-            ticket = self._matchmaker.volunteer_poll(poll.volunteer_id, poll.capacity, self._now())
+            ticket = self._matchmaker.volunteer_poll(
+                poll.volunteer_id, poll.capacity, self._now(), pairing=poll.pairing
+            )
         except BrokerError as exc:
             self._after_matchmaking()
             return self._refuse(endpoint, 503, "busy", str(exc), None)
@@ -438,6 +497,38 @@ class Broker:
     async def _handle_egresses(self, request: web.Request) -> web.Response:
         return _json_response(EgressList(egresses=self.config.allowed_egresses))
 
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        stats = self._activity.snapshot(self._now())
+        return _json_response(
+            NetworkStatsResponse(
+                volunteers_online=stats.volunteers_online,
+                clients_helped_last_hour=stats.clients_helped_last_hour,
+            )
+        )
+
+    async def _handle_widget(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._widget_js,
+            content_type="text/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _handle_index(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._index_html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": self._index_policy,
+            },
+        )
+
+    async def _handle_preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -445,6 +536,18 @@ class Broker:
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+    @web.middleware
+    async def _cors_middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Add the CORS headers to every response on the widget's endpoints (errors too)."""
+        response = await handler(request)
+        if request.path in _CROSS_ORIGIN_PATHS:
+            response.headers.update(_CORS_HEADERS)
+        return response
 
     @web.middleware
     async def _error_middleware(

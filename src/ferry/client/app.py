@@ -25,6 +25,9 @@ class ClientConfig:
     """The tunnel: bridge line, volunteers, timeouts."""
     proxy: LocalProxyConfig = field(default_factory=LocalProxyConfig)
     """The local proxy port."""
+    pairing: str | None = None
+    """A private pairing code: only volunteers holding the same code relay for this client
+    (``ferry volunteer --pairing`` or the widget's private link). ``None``: any volunteer."""
 
 
 class ClientApp:
@@ -50,7 +53,9 @@ class ClientApp:
         rendezvous = self._rendezvous
         if rendezvous is None:
             self._http = aiohttp.ClientSession()
-            rendezvous = HttpRendezvous(self.config.broker_url, self._http)
+            rendezvous = HttpRendezvous(
+                self.config.broker_url, self._http, pairing=self.config.pairing
+            )
         self.tunnel = TunnelClient(self.config.tunnel, rendezvous)
         self.proxy = LocalProxy(self.tunnel, self.config.proxy, self.registry)
         self.proxy_address = await self.proxy.start()

@@ -16,6 +16,7 @@ from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
     ClientOffer,
     MessageError,
+    check_pairing,
     decode_client_answer,
     decode_error_body,
     encode,
@@ -66,7 +67,8 @@ class HttpRendezvous:
     """:class:`Rendezvous` by direct HTTP(S) ``POST {broker_url}/v1/client/offer``.
 
     Uses ``session`` if given (the caller closes it); otherwise creates one on first use and
-    closes it in :meth:`close`.
+    closes it in :meth:`close`. With a ``pairing`` code every offer carries it, so only
+    volunteers holding the same code answer (docs/protocol.md §2.1).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class HttpRendezvous:
         session: aiohttp.ClientSession | None = None,
         *,
         config: HttpRendezvousConfig | None = None,
+        pairing: str | None = None,
     ) -> None:
         if not broker_url.startswith(("http://", "https://")):
             raise ConfigError(f"the broker URL must start with http:// or https://: {broker_url}")
@@ -82,12 +85,18 @@ class HttpRendezvous:
         self._session = session
         self._owns_session = session is None
         self.config = config if config is not None else HttpRendezvousConfig()
+        if pairing is not None:
+            try:
+                check_pairing(pairing, "pairing")
+            except MessageError as exc:
+                raise ConfigError(f"the pairing code is not valid: {exc}") from exc
+        self._pairing = pairing
 
     async def exchange(self, offer_sdp: str, egress_url: str) -> str:
         """See :meth:`Rendezvous.exchange`."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        body = encode(ClientOffer(offer=offer_sdp, egress=egress_url))
+        body = encode(ClientOffer(offer=offer_sdp, egress=egress_url, pairing=self._pairing))
         try:
             async with self._session.post(
                 self._offer_url,

@@ -82,6 +82,7 @@ class TunnelConfig:
             active_paths=self.volunteers,
             spare_paths=self.spare_volunteers,
             silence_timeout=self.silence_timeout,
+            min_silence_timeout=min(0.25, self.silence_timeout),
             # When every path is silent the egress is the likelier culprit: the session's
             # liveness check (egress_silence_timeout) acts first, paths only much later.
             lone_silence_timeout=max(self.silence_timeout, 2 * self.egress_silence_timeout),
@@ -130,7 +131,7 @@ class PathPool:
 
     def start(self) -> None:
         """Begin opening paths in the background."""
-        self._open_more(self.policy.tick(self._loop.time()).open_more)
+        self._open_more(self.policy.wanted())
 
     def _open_more(self, count: int) -> None:
         for _ in range(count):
@@ -193,7 +194,7 @@ class PathPool:
         self._changed.set()
         if not self._closing:
             self._tasks.spawn(self._close_path(path), name="close-path")
-            self._open_more(self.policy.tick(self._loop.time()).open_more)
+            self._open_more(self.policy.wanted())
 
     async def _close_path(self, path: VolunteerPath) -> None:
         await path.channel.close()
@@ -207,7 +208,7 @@ class PathPool:
         for number in decision.probe:
             if number in self.paths:
                 probe(number)
-        self._open_more(decision.open_more)
+        self._open_more(self.policy.wanted())  # after the drops above opened replacements
 
     def send(self, datagram: bytes) -> None:
         """Send one datagram of the session on the path the policy picks."""

@@ -12,7 +12,10 @@ strict, in this order, and stops at the first problem:
    (``"missing_field"``);
 5. each value has its type (``"wrong_type"``; a JSON ``true`` is not an integer) and obeys its
    rule: SDP (``"bad_sdp"``), identifier (``"bad_id"``), egress URL (``"bad_egress"``),
-   capacity (``"bad_capacity"``).
+   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``).
+
+Optional fields (``pairing``) may be left out; when present they obey their rule (``null``
+is not a pairing code).
 
 A failure raises :class:`MessageError`, whose ``field`` names the offending field (dotted for
 nested ones, as ``match.offer``; ``None`` when the body as a whole is wrong) and whose
@@ -79,6 +82,9 @@ class ClientOffer:
     """The client's SDP offer (starts with ``v=0``, has an ``m=application`` line)."""
     egress: str
     """The ``ws://``/``wss://`` URL of the egress from the client's bridge line."""
+    pairing: str | None = None
+    """A private pairing code: only volunteers polling with the same code serve this client.
+    ``None`` (the field left out): any volunteer without a pairing code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,9 @@ class VolunteerPoll:
     """The volunteer's self-chosen identifier, 16..64 characters of ``[A-Za-z0-9_-]``."""
     capacity: int
     """How many more clients the volunteer can take now, 1..1000."""
+    pairing: str | None = None
+    """A private pairing code: the volunteer serves only clients offering with the same code.
+    ``None`` (the field left out): any client without a pairing code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,16 @@ class EgressList:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkStatsResponse:
+    """``GET /v1/stats`` 200 response: the network's live state, rounded up to multiples of 8."""
+
+    volunteers_online: int
+    """Volunteers that polled recently (rounded up to a multiple of 8)."""
+    clients_helped_last_hour: int
+    """Clients handed a volunteer in the last hour (rounded up to a multiple of 8)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorBody:
     """The body of every non-200 broker response."""
 
@@ -163,6 +182,7 @@ BrokerMessage = (
     | VolunteerAnswer
     | AnswerAccepted
     | EgressList
+    | NetworkStatsResponse
     | ErrorBody
 )
 """Every message :func:`encode` accepts."""
@@ -222,6 +242,17 @@ def check_egress_url(value: str, field: str) -> None:
         raise refuse("must not carry a user name or password")
     if parts.fragment or value.endswith("#"):
         raise refuse("must not have a #fragment")
+
+
+def check_pairing(value: str, field: str) -> None:
+    """Raise :class:`MessageError` unless ``value`` is a pairing code (16..64 of
+    ``[A-Za-z0-9_-]``: long enough that a censor cannot guess one)."""
+    if _IDENTIFIER.fullmatch(value) is None:
+        raise MessageError(
+            f"{field} must be 16 to 64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            field=field,
+            reason="bad_pairing",
+        )
 
 
 def check_capacity(value: int, field: str) -> None:
@@ -298,9 +329,14 @@ def _check_version(fields: dict[str, JsonValue]) -> None:
         )
 
 
-def _check_keys(fields: dict[str, JsonValue], expected: tuple[str, ...], prefix: str) -> None:
+def _check_keys(
+    fields: dict[str, JsonValue],
+    expected: tuple[str, ...],
+    prefix: str,
+    optional: tuple[str, ...] = (),
+) -> None:
     for key in fields:
-        if key not in expected:
+        if key not in expected and key not in optional:
             name = prefix + key[:64]
             raise MessageError(f"unknown field {name!r}", field=name, reason="unknown_field")
     for key in expected:
@@ -325,21 +361,31 @@ def _integer(fields: dict[str, JsonValue], key: str, prefix: str) -> int:
     return value
 
 
-def _request_fields(body: bytes, expected: tuple[str, ...]) -> dict[str, JsonValue]:
+def _request_fields(
+    body: bytes, expected: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, JsonValue]:
     fields = _parse_object(body)
     _check_version(fields)
-    _check_keys(fields, ("version", *expected), "")
+    _check_keys(fields, ("version", *expected), "", optional)
     return fields
+
+
+def _optional_pairing(fields: dict[str, JsonValue]) -> str | None:
+    if "pairing" not in fields:
+        return None
+    pairing = _string(fields, "pairing", "")
+    check_pairing(pairing, "pairing")
+    return pairing
 
 
 def decode_client_offer(body: bytes) -> ClientOffer:
     """Decode a ``POST /v1/client/offer`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("offer", "egress"))
+    fields = _request_fields(body, ("offer", "egress"), ("pairing",))
     offer = _string(fields, "offer", "")
     check_sdp(offer, "offer")
     egress = _string(fields, "egress", "")
     check_egress_url(egress, "egress")
-    return ClientOffer(offer=offer, egress=egress)
+    return ClientOffer(offer=offer, egress=egress, pairing=_optional_pairing(fields))
 
 
 def decode_client_answer(body: bytes) -> ClientAnswer:
@@ -353,12 +399,14 @@ def decode_client_answer(body: bytes) -> ClientAnswer:
 
 def decode_volunteer_poll(body: bytes) -> VolunteerPoll:
     """Decode a ``POST /v1/volunteer/poll`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("volunteer_id", "capacity"))
+    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing",))
     volunteer_id = _string(fields, "volunteer_id", "")
     check_identifier(volunteer_id, "volunteer_id")
     capacity = _integer(fields, "capacity", "")
     check_capacity(capacity, "capacity")
-    return VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity)
+    return VolunteerPoll(
+        volunteer_id=volunteer_id, capacity=capacity, pairing=_optional_pairing(fields)
+    )
 
 
 def _decode_match_offer(value: JsonValue) -> MatchOffer:
@@ -418,6 +466,18 @@ def decode_egress_list(body: bytes) -> EgressList:
     return EgressList(egresses=tuple(egresses))
 
 
+def decode_network_stats(body: bytes) -> NetworkStatsResponse:
+    """Decode the ``GET /v1/stats`` response; raise :class:`MessageError` if invalid."""
+    fields = _parse_object(body)
+    keys = ("volunteers_online", "clients_helped_last_hour")
+    _check_keys(fields, keys, "")
+    counts = [_integer(fields, key, "") for key in keys]
+    for key, count in zip(keys, counts, strict=True):
+        if count < 0:
+            raise MessageError(f"{key} must not be negative", field=key, reason="wrong_type")
+    return NetworkStatsResponse(volunteers_online=counts[0], clients_helped_last_hour=counts[1])
+
+
 def decode_error_body(body: bytes) -> ErrorBody:
     """Decode the body of a non-200 broker response; raise :class:`MessageError` if invalid."""
     fields = _parse_object(body)
@@ -437,6 +497,7 @@ DECODERS: dict[str, Callable[[bytes], BrokerMessage]] = {
     "volunteer_answer": decode_volunteer_answer,
     "answer_accepted": decode_answer_accepted,
     "egress_list": decode_egress_list,
+    "network_stats": decode_network_stats,
     "error_body": decode_error_body,
 }
 """Each decoder by the message name the test vectors (``tests/vectors/``) use."""
@@ -451,16 +512,26 @@ def _match_fields(match: MatchOffer) -> dict[str, JsonValue]:
 
 def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
     match message:
-        case ClientOffer(offer=offer, egress=egress):
-            return {"version": PROTOCOL_VERSION, "offer": offer, "egress": egress}
+        case ClientOffer(offer=offer, egress=egress, pairing=pairing):
+            fields: dict[str, JsonValue] = {
+                "version": PROTOCOL_VERSION,
+                "offer": offer,
+                "egress": egress,
+            }
+            if pairing is not None:
+                fields["pairing"] = pairing
+            return fields
         case ClientAnswer(answer=answer):
             return {"answer": answer}
-        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity):
-            return {
+        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity, pairing=pairing):
+            fields = {
                 "version": PROTOCOL_VERSION,
                 "volunteer_id": volunteer_id,
                 "capacity": capacity,
             }
+            if pairing is not None:
+                fields["pairing"] = pairing
+            return fields
         case PollResponse(match=None):
             return {"match": None}
         case PollResponse(match=MatchOffer() as match):
@@ -471,6 +542,10 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             return {"ok": True}
         case EgressList(egresses=egresses):
             return {"egresses": list(egresses)}
+        case NetworkStatsResponse(
+            volunteers_online=volunteers_online, clients_helped_last_hour=helped
+        ):
+            return {"volunteers_online": volunteers_online, "clients_helped_last_hour": helped}
         case ErrorBody(error=error, field=field):
             return {"error": error, "field": field}
     raise TypeError(f"not a broker message: {type(message).__name__}")  # pragma: no cover

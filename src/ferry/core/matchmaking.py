@@ -23,6 +23,10 @@ Policy:
   come within ``answer_timeout``; if it does not (the volunteer vanished) and the client still
   has time, the client goes back to the head of the queue for another volunteer, and a late
   answer to the old match is refused.
+* **Private pairing.** A client or poll may carry a pairing code. A client with a code is
+  matched only with a poll holding the same code, and a poll with a code serves only
+  clients with that code; clients and polls without a code match only each other. Each code
+  is its own pair of queues, with the same policy as above; an empty one is forgotten.
 * Both queues are bounded; beyond the bound a new request is refused with
   :class:`ferry.errors.BrokerError`.
 * Nothing about a client outlives its ticket: the offer and egress are dropped as soon as
@@ -113,12 +117,17 @@ MatchmakerEvent = PollMatched | PollEnded | ClientAnswered | ClientTimedOut
 """Everything :meth:`Matchmaker.next_event` returns."""
 
 
+Pairing = str | None
+"""A pairing code, or ``None`` for the public pool."""
+
+
 @dataclass(slots=True)
 class _Client:
     ticket: ClientTicket
     offer: str
     egress: str
     deadline: float
+    pairing: Pairing
     match_id: str | None = None
     answer_deadline: float = 0.0
 
@@ -129,6 +138,7 @@ class _Poll:
     volunteer_id: str
     capacity: int
     deadline: float
+    pairing: Pairing
 
 
 def _new_match_id() -> str:
@@ -153,15 +163,16 @@ class Matchmaker:
         self._tickets = itertools.count(1)
         self._clients: dict[ClientTicket, _Client] = {}
         """Every live client, waiting or matched."""
-        self._client_queue: deque[ClientTicket] = deque()
-        """Waiting (unmatched) clients, oldest first; may hold stale tickets."""
+        self._client_queues: dict[Pairing, deque[ClientTicket]] = {}
+        """Waiting (unmatched) clients by pairing code, oldest first; may hold stale tickets."""
         self._matches: dict[str, ClientTicket] = {}
         """Matched clients by match id."""
         self._polls: dict[PollTicket, _Poll] = {}
         """Waiting polls in arrival order."""
         self._poll_of_volunteer: dict[str, PollTicket] = {}
-        self._poll_choice: list[tuple[int, int, PollTicket]] = []
-        """Heap of (-capacity, arrival, ticket) over waiting polls; may hold stale entries."""
+        self._poll_choices: dict[Pairing, list[tuple[int, int, PollTicket]]] = {}
+        """By pairing code, a heap of (-capacity, arrival, ticket) over waiting polls; may
+        hold stale entries."""
         self._timers: list[tuple[float, int, int]] = []
         """Heap of (deadline, order, ticket) for clients, matches and polls; may be stale."""
         self._events: deque[MatchmakerEvent] = deque()
@@ -177,6 +188,11 @@ class Matchmaker:
     def waiting_volunteers(self) -> int:
         """Volunteer polls waiting for a client."""
         return len(self._polls)
+
+    @property
+    def pairing_codes_held(self) -> int:
+        """Pairing codes that still have a queue of clients or polls (for tests and bounds)."""
+        return len({*self._client_queues, *self._poll_choices} - {None})
 
     @property
     def pending_matches(self) -> int:
@@ -198,32 +214,45 @@ class Matchmaker:
 
     # --- clients -----------------------------------------------------------------------------
 
-    def client_offer(self, offer: str, egress: str, now: float) -> ClientTicket:
+    def client_offer(
+        self, offer: str, egress: str, now: float, *, pairing: Pairing = None
+    ) -> ClientTicket:
         """Queue a client's (already validated) offer; match it at once if a volunteer waits.
 
-        Raises :class:`~ferry.errors.BrokerError` when ``max_waiting_clients`` are waiting.
+        With a ``pairing`` code only volunteers polling with that code are considered. Raises
+        :class:`~ferry.errors.BrokerError` when ``max_waiting_clients`` are waiting.
         """
         self.expire(now)
         if len(self._clients) >= self.config.max_waiting_clients:
             raise BrokerError("too many clients are waiting for a volunteer; try again later")
         ticket = ClientTicket(next(self._tickets))
-        client = _Client(ticket, offer, egress, deadline=now + self.config.client_timeout)
+        client = _Client(
+            ticket, offer, egress, deadline=now + self.config.client_timeout, pairing=pairing
+        )
         self._clients[ticket] = client
-        self._client_queue.append(ticket)
+        self._client_queues.setdefault(pairing, deque()).append(ticket)
         self._arm(client.deadline, ticket)
-        self._match_waiting(now)
+        self._match_waiting(now, pairing)
         return ticket
 
     def cancel_client(self, ticket: ClientTicket) -> None:
         """Forget a client that gave up (no event follows). Unknown tickets are ignored."""
         client = self._clients.pop(ticket, None)
-        if client is not None and client.match_id is not None:
+        if client is None:
+            return
+        if client.match_id is not None:
             del self._matches[client.match_id]
+        if client.pairing is not None:
+            self._oldest_waiting_client(client.pairing)  # forgets the code's queue if empty
 
     # --- volunteers --------------------------------------------------------------------------
 
-    def volunteer_poll(self, volunteer_id: str, capacity: int, now: float) -> PollTicket:
+    def volunteer_poll(
+        self, volunteer_id: str, capacity: int, now: float, *, pairing: Pairing = None
+    ) -> PollTicket:
         """Register a volunteer's poll; match it at once if a client waits.
+
+        With a ``pairing`` code the poll serves only clients offering with that code.
 
         A newer poll from the same ``volunteer_id`` replaces the older, which ends with
         :class:`PollEnded`. Raises :class:`~ferry.errors.BrokerError` when
@@ -236,19 +265,24 @@ class Matchmaker:
         elif len(self._polls) >= self.config.max_waiting_volunteers:
             raise BrokerError("too many volunteers are waiting for clients; poll again later")
         ticket = PollTicket(next(self._tickets))
-        poll = _Poll(ticket, volunteer_id, capacity, deadline=now + self.config.poll_timeout)
+        poll = _Poll(
+            ticket, volunteer_id, capacity, deadline=now + self.config.poll_timeout, pairing=pairing
+        )
         self._polls[ticket] = poll
         self._poll_of_volunteer[volunteer_id] = ticket
-        heapq.heappush(self._poll_choice, (-capacity, ticket, ticket))
+        heapq.heappush(self._poll_choices.setdefault(pairing, []), (-capacity, ticket, ticket))
         self._arm(poll.deadline, ticket)
-        self._match_waiting(now)
+        self._match_waiting(now, pairing)
         return ticket
 
     def cancel_poll(self, ticket: PollTicket) -> None:
         """Forget a poll whose volunteer went away (no event follows). Unknown: ignored."""
         poll = self._polls.pop(ticket, None)
-        if poll is not None:
-            del self._poll_of_volunteer[poll.volunteer_id]
+        if poll is None:
+            return
+        del self._poll_of_volunteer[poll.volunteer_id]
+        if poll.pairing is not None:
+            self._least_loaded_poll(poll.pairing)  # forgets the code's heap if empty
 
     def volunteer_answer(self, match_id: str, answer: str, now: float) -> bool:
         """Deliver a volunteer's answer; ``False`` if the match is unknown or has expired.
@@ -270,16 +304,19 @@ class Matchmaker:
         match id becomes unknown. Unknown match ids are ignored.
         """
         ticket = self._matches.pop(match_id, None)
-        if ticket is not None:
-            self._requeue(self._clients[ticket])
+        if ticket is None:
+            self.expire(now)
+            return
+        client = self._clients[ticket]
+        self._requeue(client)
         self.expire(now)
-        self._match_waiting(now)
+        self._match_waiting(now, client.pairing)
 
     # --- time --------------------------------------------------------------------------------
 
     def expire(self, now: float) -> None:
         """End every wait whose deadline is at or before ``now``."""
-        requeued = False
+        requeued: set[Pairing] = set()
         while self._timers and self._timers[0][0] <= now:
             deadline, _, ticket = heapq.heappop(self._timers)
             if not self._deadline_is_current(deadline, ticket):
@@ -296,9 +333,9 @@ class Matchmaker:
                 assert client.match_id is not None
                 del self._matches[client.match_id]
                 self._requeue(client)
-                requeued = True
-        if requeued:
-            self._match_waiting(now)
+                requeued.add(client.pairing)
+        for pairing in requeued:
+            self._match_waiting(now, pairing)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -322,35 +359,43 @@ class Matchmaker:
 
     def _requeue(self, client: _Client) -> None:
         client.match_id = None
-        self._client_queue.appendleft(client.ticket)
+        self._client_queues.setdefault(client.pairing, deque()).appendleft(client.ticket)
 
-    def _oldest_waiting_client(self) -> _Client | None:
-        while self._client_queue:
-            client = self._clients.get(self._client_queue[0])
+    def _oldest_waiting_client(self, pairing: Pairing) -> _Client | None:
+        queue = self._client_queues.get(pairing)
+        if queue is None:
+            return None
+        while queue:
+            client = self._clients.get(queue[0])
             if client is not None and client.match_id is None:
                 return client
-            self._client_queue.popleft()
+            queue.popleft()
+        del self._client_queues[pairing]
         return None
 
-    def _least_loaded_poll(self) -> _Poll | None:
-        while self._poll_choice:
-            _, _, ticket = self._poll_choice[0]
+    def _least_loaded_poll(self, pairing: Pairing) -> _Poll | None:
+        choice = self._poll_choices.get(pairing)
+        if choice is None:
+            return None
+        while choice:
+            _, _, ticket = choice[0]
             poll = self._polls.get(ticket)
             if poll is not None:
                 return poll
-            heapq.heappop(self._poll_choice)
+            heapq.heappop(choice)
+        del self._poll_choices[pairing]
         return None
 
-    def _match_waiting(self, now: float) -> None:
+    def _match_waiting(self, now: float, pairing: Pairing) -> None:
         while True:
-            client = self._oldest_waiting_client()
+            client = self._oldest_waiting_client(pairing)
             if client is None:
                 return
-            poll = self._least_loaded_poll()
+            poll = self._least_loaded_poll(pairing)
             if poll is None:
                 return
-            self._client_queue.popleft()
-            heapq.heappop(self._poll_choice)
+            self._client_queues[pairing].popleft()
+            heapq.heappop(self._poll_choices[pairing])
             self.cancel_poll(poll.ticket)
             match_id = self._new_match_id()
             client.match_id = match_id

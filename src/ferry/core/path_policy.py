@@ -43,8 +43,13 @@ class PathPolicyConfig:
     spare_paths: int = 1
     """Extra paths kept connected and probed, ready to take over."""
     silence_timeout: float = 0.5
-    """Seconds a path may stay silent after a send, while another path hears the egress,
-    before it is dropped."""
+    """Longest a path may stay silent after a send, while another path hears the egress,
+    before it is dropped (seconds)."""
+    min_silence_timeout: float = 0.25
+    """Shortest silence that drops a path: a path whose round trip is known is dropped
+    after ``silence_rtt_multiple`` round trips, but never sooner than this."""
+    silence_rtt_multiple: float = 8.0
+    """Round trips of silence that mark a busy path dead (bounded by the two above)."""
     lone_silence_timeout: float = 2.0
     """Seconds a path may stay silent when no other path hears the egress either."""
     probe_interval: float = 0.25
@@ -66,8 +71,10 @@ class PathPolicyConfig:
             raise ConfigError("the client needs at least 1 volunteer path")
         if self.spare_paths < 0:
             raise ConfigError("spare volunteer paths must not be negative")
-        if not 0 < self.silence_timeout <= self.lone_silence_timeout:
-            raise ConfigError("need 0 < silence_timeout <= lone_silence_timeout")
+        if not 0 < self.min_silence_timeout <= self.silence_timeout <= self.lone_silence_timeout:
+            raise ConfigError(
+                "need 0 < min_silence_timeout <= silence_timeout <= lone_silence_timeout"
+            )
 
 
 class PathRole(enum.Enum):
@@ -164,6 +171,10 @@ class PathPolicy:
     def target(self) -> int:
         """Paths the pool aims to keep open (active plus spare)."""
         return self.config.active_paths + self.config.spare_paths
+
+    def wanted(self) -> int:
+        """How many more paths to open now (target minus open and opening)."""
+        return max(0, self.target - len(self._paths) - self._pending)
 
     def opening(self, count: int) -> None:
         """The asyncio layer started ``count`` rendezvous attempts (negative: ended)."""
@@ -280,9 +291,15 @@ class PathPolicy:
                 and other.last_received_at > path.first_unanswered_at
                 for other in self._paths.values()
             )
-            limit = (
-                config.silence_timeout if egress_heard_elsewhere else config.lone_silence_timeout
-            )
+            if egress_heard_elsewhere:
+                limit = config.silence_timeout
+                if path.rtt is not None:
+                    limit = min(
+                        limit,
+                        max(config.min_silence_timeout, config.silence_rtt_multiple * path.rtt),
+                    )
+            else:
+                limit = config.lone_silence_timeout
             if silent_for > limit:
                 drop.append(path.path_id)
         for path_id in drop:
@@ -299,8 +316,7 @@ class PathPolicy:
                     probe.append(path.path_id)
             elif now - path.first_unanswered_at >= config.silence_timeout / 2:
                 probe.append(path.path_id)  # silent for a while: ask it directly
-        open_more = max(0, self.target - len(self._paths) - self._pending)
-        return PoolDecision(drop=tuple(drop), probe=tuple(probe), open_more=open_more)
+        return PoolDecision(drop=tuple(drop), probe=tuple(probe), open_more=self.wanted())
 
     def status(self, now: float) -> list[PathStatus]:
         """A snapshot of every path, oldest first."""

@@ -1,11 +1,42 @@
-"""The egress's destination policy: which addresses a client may ask the egress to reach.
+"""The egress's destination policy: which destinations a client may ask the egress to reach.
 
 A malicious client can ask the egress for any destination, so the egress must not become a
-door into its own machine or network: by default it refuses every address that is not
-public unicast. The policy judges *addresses*, after name resolution, so it is applied to
-what the egress will actually connect to (see :mod:`ferry.egress.upstream`).
+door into its own machine or network, nor a source of spam and worm traffic that gets its
+operator abuse complaints. The policy judges a destination twice:
 
-Refused by default, with the ``reason`` label each gets:
+1. :meth:`DestinationPolicy.check_name`, **before** resolving a name: a name that spells an
+   address (``"2130706433"``, ``"0x7f000001"``, ``"0177.0.0.1"``, ``"127.1"``, ``"[::1]"``)
+   is refused outright. The system resolver (``getaddrinfo``, i.e. ``inet_aton``) would
+   turn such names into addresses; a real application sends an address as an address
+   (SOCKS ``ATYP`` 1 or 4), so only a trick arrives this way.
+2. :meth:`DestinationPolicy.check`, on **every address the name resolved to** (or the literal
+   address) together with the port, which is what the egress will actually connect to (see
+   :mod:`ferry.egress.upstream`: it connects to the checked addresses, never to the name).
+
+Precedence of :meth:`DestinationPolicy.check`, first match decides:
+
+1. addresses that can never be a TCP destination (unspecified, ``this_network``, multicast,
+   broadcast, in any spelling): **refused**, whatever the rest of the policy says;
+2. the operator's ``denied_destinations`` (address *and* port match): **refused**
+   (``denied_by_operator``);
+3. the operator's ``allowed_destinations`` (address *and* port match): **allowed**
+   (``allowed_by_operator``), even for a private or loopback address or a denied port;
+4. ``denied_ports`` (default :data:`DEFAULT_DENIED_PORTS`): **refused** (``denied_port``);
+5. the address's class: public unicast is **allowed** (``global``); every other class in
+   the table below is **refused** unless ``allow_private`` is on.
+
+So a deny rule beats an allow rule, an allow rule beats both the default port list and the
+private-range default, and nothing makes a multicast or unspecified address a destination.
+
+IPv6 is handled as IPv4 is. An IPv6 address that embeds an IPv4 address (IPv4-mapped
+``::ffff:0:0/96``, IPv4-translated ``::ffff:0:0:0/96``, IPv4-compatible ``::/96``, NAT64
+``64:ff9b::/96``, 6to4 ``2002::/16`` and Teredo ``2001::/32``, both its server and its client
+address) is judged by the IPv4 address inside, with the embedded address's label. A deny rule
+matches an address if it matches the address itself or any IPv4 address embedded in it (so
+``::ffff:198.51.100.7`` cannot slip past a deny rule for ``198.51.100.0/24``); an allow rule
+matches if it matches the address itself or *every* IPv4 address embedded in it.
+
+Classes refused by default, with the ``reason`` label each gets:
 
 =============================  =========================================================
 ``unspecified``                0.0.0.0, ``::`` (never allowed)
@@ -25,34 +56,211 @@ Refused by default, with the ``reason`` label each gets:
 ``site_local``                 fec0::/10 (deprecated, still routed privately by some)
 =============================  =========================================================
 
-IPv6 addresses that embed an IPv4 address are judged by the IPv4 address inside, with the
-embedded address's label: IPv4-mapped ``::ffff:0:0/96``, IPv4-translated ``::ffff:0:0:0/96``,
-IPv4-compatible ``::/96``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16`` and Teredo
-``2001::/32`` (both its server and its client address). Anything else is ``global``.
+Ports refused by default (:data:`DEFAULT_DENIED_PORTS`), on every address:
 
-``allow_private=True`` allows all of these except the ones marked "never allowed", which
-cannot be a TCP destination at all. It is for tests and demos on one machine only.
+- **25** (SMTP relay): a proxy that reaches port 25 is used to send spam straight to mail
+  servers; the egress's address lands on blocklists and its operator gets the complaints.
+  Mail *clients* never need it: they submit mail on 465 or 587.
+- **119, 563** (NNTP, NNTPS): Usenet spam, refused by Tor's default exit policy for the
+  same reason.
+- **135-139, 445** (Windows RPC, NetBIOS, SMB): worm propagation and scanning; never
+  meant to cross the internet and filtered by most networks anyway.
+
+The mail-submission ports **465 and 587 stay open**: they require the user's own account at
+their mail provider, so abuse needs stolen credentials and is the provider's to stop, while
+refusing them would cut off everyone who sends mail from a mail program through ferry. An
+operator who wants them closed adds them to ``denied_ports``.
+
+``allow_private=True`` allows all classes except the ones marked "never allowed". It is for
+tests and demos on one machine only. ``allowed_destinations`` is the safe way to open one
+internal service (``10.1.2.0/24:443``) on a real egress.
 """
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
-__all__ = ["DestinationPolicy", "PolicyDecision"]
+from ferry.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DENIED_PORTS",
+    "DestinationPolicy",
+    "DestinationRule",
+    "PolicyDecision",
+    "PortRange",
+    "parse_port_ranges",
+]
+
+Address = IPv4Address | IPv6Address
+Network = IPv4Network | IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyDecision:
-    """Whether one address may be connected to, and why."""
+    """Whether one destination may be connected to, and why."""
 
     allowed: bool
-    """``True`` when the egress may connect to the address."""
+    """``True`` when the egress may connect to the destination."""
     reason: str
-    """The address's class as a short label (``global``, ``loopback``, ``private``...), for
-    metrics and logs; it never contains the address itself."""
+    """What decided, as a short label for metrics and logs: the address's class (``global``,
+    ``loopback``, ``private``...), ``numeric_name``, ``denied_by_operator``,
+    ``allowed_by_operator``, ``denied_port`` or ``name`` (a name that may be resolved). It
+    never contains the address, name or port."""
     message: str
-    """A sentence for a human explaining the decision, without the address."""
+    """A sentence for a human explaining the decision, without the address, name or port."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """An inclusive range of TCP ports, ``first``..``last``; one port has ``first == last``."""
+
+    first: int
+    """The lowest port in the range, 1..65535."""
+    last: int
+    """The highest port in the range, ``first``..65535."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.first <= 65535 or not 1 <= self.last <= 65535:
+            raise ConfigError(f"port range {self}: ports must be between 1 and 65535")
+        if self.first > self.last:
+            raise ConfigError(f"port range {self}: the first port is above the last")
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        """``"25"`` or ``"135-139"``; :class:`~ferry.errors.ConfigError` if malformed."""
+        first_text, dash, last_text = text.strip().partition("-")
+        if not _DECIMAL.fullmatch(first_text) or (dash and not _DECIMAL.fullmatch(last_text)):
+            raise ConfigError(f"port range {text!r}: write a port (25) or a range (135-139)")
+        first = int(first_text)
+        return cls(first, int(last_text) if dash else first)
+
+
+def parse_port_ranges(text: str) -> tuple[PortRange, ...]:
+    """A comma-separated list of ports and ranges (``"25,119,135-139"``); ``""`` is none."""
+    items = [item for item in text.split(",") if item.strip()]
+    return tuple(PortRange.parse(item) for item in items)
+
+
+DEFAULT_DENIED_PORTS: tuple[PortRange, ...] = (
+    PortRange(25, 25),
+    PortRange(119, 119),
+    PortRange(135, 139),
+    PortRange(445, 445),
+    PortRange(563, 563),
+)
+"""Ports refused on every address unless an allow rule names them: SMTP relay (25), NNTP
+(119, 563), Windows RPC, NetBIOS and SMB (135-139, 445). See the module docstring for why,
+and why 465 and 587 are not among them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRule:
+    """One entry of an operator's allow or deny list: a network and the ports it covers.
+
+    Written as text (flags, configuration files) like this:
+
+    - ``10.1.2.0/24`` or ``10.1.2.3``: every port of a network or one address;
+    - ``10.1.2.0/24:443``, ``10.1.2.0/24:80,443,8000-8099``: only these ports;
+    - ``2001:db8::/32`` or ``[2001:db8::/32]:443``: IPv6, in brackets when ports follow;
+    - ``*:25``: port 25 on every address (deny lists only).
+
+    A network written in IPv4-mapped form (``::ffff:10.0.0.0/104``) is stored as the IPv4
+    network it stands for, so it matches the same destinations.
+    """
+
+    network: Network | None
+    """The addresses the rule covers; ``None`` means every address (``*``)."""
+    ports: tuple[PortRange, ...] = ()
+    """The ports the rule covers; empty means every port."""
+
+    def __post_init__(self) -> None:
+        network = self.network
+        if (
+            isinstance(network, IPv6Network)
+            and network.prefixlen >= 96
+            and network.subnet_of(_IPV4_MAPPED)
+        ):
+            mapped = IPv4Network(
+                (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+            )
+            object.__setattr__(self, "network", mapped)
+
+    def covers_port(self, port: int) -> bool:
+        """Whether the rule applies to ``port``."""
+        return not self.ports or any(port in ports for ports in self.ports)
+
+    def covers_address(self, address: Address) -> bool:
+        """Whether ``address`` (one form only, no embedded addresses) is in the network."""
+        return self.network is None or address in self.network
+
+    def __str__(self) -> str:
+        ports = ",".join(str(ports) for ports in self.ports)
+        if self.network is None:
+            return f"*:{ports}" if ports else "*"
+        if not ports:
+            return str(self.network)
+        if isinstance(self.network, IPv6Network):
+            return f"[{self.network}]:{ports}"
+        return f"{self.network}:{ports}"
+
+    @classmethod
+    def parse(cls, text: str) -> DestinationRule:
+        """The rule written as ``text`` (see the class docstring); :class:`ConfigError` if bad."""
+        stripped = text.strip()
+        separator, ports_text = "", ""
+        if stripped.startswith("["):
+            end = stripped.find("]")
+            rest = stripped[end + 1 :] if end > 0 else "?"
+            if rest and not rest.startswith(":"):
+                raise ConfigError(
+                    f"destination rule {text!r}: write IPv6 with ports as [NETWORK]:PORTS"
+                )
+            network_text, separator, ports_text = stripped[1:end], rest[:1], rest[1:]
+        elif stripped.count(":") == 1:
+            network_text, separator, ports_text = stripped.partition(":")
+        else:
+            network_text = stripped
+        if not network_text:
+            raise ConfigError(f"destination rule {text!r}: the network is empty")
+        ports = parse_port_ranges(ports_text)
+        if separator and not ports:
+            raise ConfigError(f"destination rule {text!r}: no port after ':'")
+        if network_text == "*":
+            return cls(None, ports)
+        try:
+            network = ip_network(network_text)
+        except ValueError as exc:
+            raise ConfigError(
+                f"destination rule {text!r}: {_network_hint(network_text, exc)}"
+            ) from None
+        return cls(network, ports)
+
+
+def _network_hint(network_text: str, error: ValueError) -> str:
+    """A sentence saying what is wrong with a network written as ``network_text``."""
+    if "has host bits set" in str(error):
+        widened = ip_network(network_text, strict=False)
+        return f"the network has host bits set; did you mean {widened}?"
+    if network_text.count(":") >= 2 and ":" in network_text.rsplit("/", 1)[-1]:
+        return "write IPv6 with ports as [NETWORK]:PORTS"
+    return "not an IPv4 or IPv6 address or network (CIDR)"
+
+
+_DECIMAL = re.compile(r"[0-9]{1,5}")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
+"""A label that ``inet_aton`` or a URL parser reads as a number: decimal (and octal, with a
+leading 0), or hexadecimal with ``0x``."""
+_ADDRESS_CHARACTERS = frozenset(":[]%")
+"""Characters no host name contains but IPv6 spellings (``[::1]``, ``::1%lo``) do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,27 +340,91 @@ _TEREDO = IPv6Network("2001::/32")
 
 @dataclass(frozen=True, slots=True)
 class DestinationPolicy:
-    """Which destination addresses the egress connects to."""
+    """Which destinations the egress connects to (see the module docstring for the order)."""
 
     allow_private: bool = False
     """UNSAFE, for tests and demos on one machine only. ``True`` lets clients reach the
     egress's loopback, private networks, link-local (cloud metadata!) and other non-public
     addresses; unspecified, multicast and broadcast addresses stay refused because they can
-    never be a TCP destination. Never turn it on for an egress that strangers use."""
+    never be a TCP destination. Never turn it on for an egress that strangers use: open one
+    internal service with ``allowed_destinations`` instead."""
+    allowed_destinations: tuple[DestinationRule, ...] = ()
+    """Destinations allowed even though the defaults refuse them (a private or loopback
+    address, a port in ``denied_ports``), e.g. ``10.1.2.0/24:443`` for an internal service.
+    Each rule must name a network: a rule for every address (``*``, ``0.0.0.0/0``,
+    ``::/0``) is refused, because it would open the whole private network too; to open a
+    port everywhere, take it out of ``denied_ports``."""
+    denied_destinations: tuple[DestinationRule, ...] = ()
+    """Destinations refused even though the defaults or ``allowed_destinations`` allow them,
+    e.g. ``203.0.113.0/24`` or ``*:6881-6999``. Deny beats allow."""
+    denied_ports: tuple[PortRange, ...] = DEFAULT_DENIED_PORTS
+    """Ports refused on every address not named by an allow rule (default: SMTP 25, NNTP 119
+    and 563, Windows RPC/NetBIOS/SMB 135-139 and 445). ``()`` refuses no port."""
 
-    def check(self, address: IPv4Address | IPv6Address) -> PolicyDecision:
-        """Decide whether the egress may connect to ``address``."""
+    def __post_init__(self) -> None:
+        for rule in self.allowed_destinations:
+            if rule.network is None or rule.network.prefixlen == 0:
+                raise ConfigError(
+                    f"allowed destination {rule}: an allow rule must name a network, not "
+                    "every address (it would open loopback and private networks too); to "
+                    "open a port everywhere, remove it from denied_ports"
+                )
+
+    def check_name(self, host: str) -> PolicyDecision:
+        """Decide whether the name ``host`` may be resolved at all.
+
+        Refuses (``numeric_name``) a name that spells an address: its last label (ignoring
+        trailing dots) is a decimal, octal or ``0x`` hexadecimal number, it contains ``:``,
+        ``[``, ``]`` or ``%``, or ``inet_aton`` parses it. Such a name would become an address
+        in the resolver without ever being a name; a real address arrives as an address.
+        """
+        if _spells_an_address(host):
+            return PolicyDecision(
+                False,
+                "numeric_name",
+                "the destination is an address written as a name (decimal, octal or "
+                "hexadecimal digits, or an IPv6 spelling), which the egress refuses; "
+                "send addresses as addresses",
+            )
+        return PolicyDecision(True, "name", "a host name, to be resolved and checked")
+
+    def check(self, address: Address, port: int) -> PolicyDecision:
+        """Decide whether the egress may connect to ``address`` on TCP ``port``."""
+        address = _without_zone(address)
         address_class, embedded = _classify(address)
         form = " (written as an IPv6 address)" if embedded else ""
-        if address_class is None:
-            return PolicyDecision(True, "global", "a public address")
-        if address_class.never_allowed:
+        if address_class is not None and address_class.never_allowed:
             return PolicyDecision(
                 False,
                 address_class.reason,
                 f"the destination is {address_class.description}{form}, "
                 "which cannot be connected to",
             )
+        forms = [address, *_embedded_ipv4(address)]
+        if any(
+            rule.covers_port(port) and any(rule.covers_address(each) for each in forms)
+            for rule in self.denied_destinations
+        ):
+            return PolicyDecision(
+                False,
+                "denied_by_operator",
+                "the destination is on the egress operator's deny list",
+            )
+        if self._allowed_by_operator(address, port):
+            return PolicyDecision(
+                True,
+                "allowed_by_operator",
+                "the destination is on the egress operator's allow list",
+            )
+        if any(port in ports for ports in self.denied_ports):
+            return PolicyDecision(
+                False,
+                "denied_port",
+                "the destination port is closed by the egress's destination policy "
+                "(ports abused for spam and worms, such as SMTP)",
+            )
+        if address_class is None:
+            return PolicyDecision(True, "global", "a public address")
         if self.allow_private:
             return PolicyDecision(
                 True,
@@ -167,13 +439,45 @@ class DestinationPolicy:
             "which the egress's destination policy refuses",
         )
 
+    def _allowed_by_operator(self, address: Address, port: int) -> bool:
+        """Whether an allow rule covers ``address`` itself, or every IPv4 address in it."""
+        rules = [rule for rule in self.allowed_destinations if rule.covers_port(port)]
+        if not rules:
+            return False
+        if any(rule.covers_address(address) for rule in rules):
+            return True
+        embedded = _embedded_ipv4(address)
+        return bool(embedded) and all(
+            any(rule.covers_address(inner) for rule in rules) for inner in embedded
+        )
+
+
+def _spells_an_address(host: str) -> bool:
+    """Whether the name ``host`` is really an address in disguise (see ``check_name``)."""
+    if any(character in _ADDRESS_CHARACTERS for character in host):
+        return True
+    last_label = host.rstrip(".").rpartition(".")[2]
+    if _NUMERIC_LABEL.fullmatch(last_label):
+        return True
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _without_zone(address: Address) -> Address:
+    """``address`` without an IPv6 zone (``%eth0``): a zone does not change the range."""
+    if isinstance(address, IPv6Address) and address.scope_id is not None:
+        return IPv6Address(address.packed)
+    return address
+
 
 def _classify(address: IPv4Address | IPv6Address) -> tuple[_AddressClass | None, bool]:
     """The class of ``address`` (``None`` for public) and whether it was an embedded IPv4."""
     if isinstance(address, IPv4Address):
         return _classify_ipv4(address), False
-    # Drop any zone ("%eth0"): it does not change which range an address is in.
-    address = IPv6Address(address.packed)
+    address = _without_zone(address)
     embedded = _embedded_ipv4(address)
     if embedded:
         classes = [_classify_ipv4(inner) for inner in embedded]
@@ -200,12 +504,14 @@ def _classify_ipv4(address: IPv4Address) -> _AddressClass | None:
     return None
 
 
-def _embedded_ipv4(address: IPv6Address) -> list[IPv4Address]:
+def _embedded_ipv4(address: Address) -> list[IPv4Address]:
     """The IPv4 addresses an IPv6 address stands for, or ``[]`` if it embeds none.
 
     ``::`` and ``::1`` are IPv6's own unspecified and loopback addresses, not IPv4-compatible
     forms, and are left to the IPv6 table.
     """
+    if isinstance(address, IPv4Address):
+        return []
     value = int(address)
     low32 = IPv4Address(value & 0xFFFFFFFF)
     if address in _IPV4_MAPPED or address in _IPV4_TRANSLATED or address in _NAT64:

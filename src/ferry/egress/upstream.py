@@ -1,10 +1,13 @@
 """The egress's connections to destinations: resolve, check against the policy, connect.
 
-:func:`connect_upstream` resolves a name once, checks **every** address it resolved to
-against the :class:`~ferry.egress.policy.DestinationPolicy`, refuses the whole destination if
-any one is refused, and then connects to the checked addresses themselves, in order. It
-never hands the name to the socket layer, so there is no second lookup whose answer could
-differ from the checked one (no DNS-rebinding window).
+:func:`connect_upstream` first refuses a name that spells an address
+(:meth:`~ferry.egress.policy.DestinationPolicy.check_name`: ``"0x7f000001"`` would otherwise
+become 127.0.0.1 inside ``getaddrinfo``), then resolves the name once, checks **every**
+address it resolved to, with the port, against the
+:class:`~ferry.egress.policy.DestinationPolicy`, refuses the whole destination if any one is
+refused, and then connects to the checked addresses themselves, in order. It never hands the
+name to the socket layer, so there is no second lookup whose answer could differ from the
+checked one (no DNS-rebinding window).
 
 Every failure becomes a :class:`~ferry.errors.StreamRefusedError` whose ``code`` is the
 :class:`~ferry.core.codes.ReplyCode` for the client. Its message travels back to the client
@@ -24,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.addresses import AddressType, Target
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
-from ferry.egress.policy import DestinationPolicy
+from ferry.egress.policy import DestinationPolicy, PolicyDecision
 from ferry.errors import ConfigError, StreamRefusedError
 from ferry.logs import get_logger, redact
 
@@ -103,7 +106,8 @@ class UpstreamMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.refused_by_policy = Counter(
             "ferry_egress_policy_refusals",
-            "Destinations refused by the destination policy, by the refused address's class.",
+            "Destinations refused by the destination policy, by reason (the refused "
+            "address's class, numeric_name, denied_by_operator or denied_port).",
             ["reason"],
             registry=registry,
         )
@@ -126,30 +130,34 @@ async def connect_upstream(
     """Open a TCP connection to ``target`` if the policy allows every address it has.
 
     Literal addresses are not resolved. Raises :class:`~ferry.errors.StreamRefusedError`
-    with ``code``: ``NOT_ALLOWED`` when any resolved address is refused by ``policy``;
+    with ``code``: ``NOT_ALLOWED`` when ``policy`` refuses the name before resolution (an
+    address spelled as a name) or any resolved address with the target's port;
     ``NAME_NOT_RESOLVED`` when the name does not resolve (or not within
     ``resolve_timeout``) or has no addresses; ``CONNECTION_REFUSED``, ``HOST_UNREACHABLE``,
     ``NETWORK_UNREACHABLE`` or ``GENERAL_FAILURE`` from the last address tried; ``TIMED_OUT``
     when ``connect_timeout`` passed.
     """
     try:
+        if target.address_type is AddressType.DOMAIN:
+            _enforce(policy.check_name(target.host), target, metrics)
         addresses = await _resolve(target, config, resolver)
         for address in addresses:
-            decision = policy.check(address)
-            if not decision.allowed:
-                if metrics is not None:
-                    metrics.refused_by_policy.labels(reason=decision.reason).inc()
-                _log.debug(
-                    "refused destination %s (address class: %s)",
-                    redact(target),
-                    decision.reason,
-                )
-                raise StreamRefusedError(decision.message, code=ReplyCode.NOT_ALLOWED)
+            _enforce(policy.check(address, target.port), target, metrics)
         return await _connect_in_order(addresses, target.port, config)
     except StreamRefusedError as error:
         if metrics is not None:
             metrics.failures.labels(code=ReplyCode(error.code).name.lower()).inc()
         raise
+
+
+def _enforce(decision: PolicyDecision, target: Target, metrics: UpstreamMetrics | None) -> None:
+    """Raise ``StreamRefusedError(NOT_ALLOWED)`` (counted by reason) if ``decision`` refuses."""
+    if decision.allowed:
+        return
+    if metrics is not None:
+        metrics.refused_by_policy.labels(reason=decision.reason).inc()
+    _log.debug("refused destination %s (reason: %s)", redact(target), decision.reason)
+    raise StreamRefusedError(decision.message, code=ReplyCode.NOT_ALLOWED)
 
 
 async def _resolve(

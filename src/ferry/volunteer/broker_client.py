@@ -66,10 +66,15 @@ class BrokerClient:
         self._session = session
         self.config = config if config is not None else BrokerClientConfig()
 
-    async def poll(self, volunteer_id: str, capacity: int) -> MatchOffer | None:
-        """Wait (up to the broker's poll timeout) for a client; ``None`` if none came."""
+    async def poll(
+        self, volunteer_id: str, capacity: int, *, pairing: str | None = None
+    ) -> MatchOffer | None:
+        """Wait (up to the broker's poll timeout) for a client; ``None`` if none came.
+
+        With a ``pairing`` code only clients offering with the same code are matched.
+        """
         status, payload = await self._request(
-            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity)
+            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity, pairing)
         )
         if status != 200:
             raise self._refusal("poll", status, payload)

@@ -5,30 +5,43 @@ egress the broker named, and copies datagrams between the two until either close
 parses a datagram: they are QUIC packets encrypted end to end between client and egress.
 An optional ``tap`` sees every relayed datagram (tests use it to prove the volunteer sees
 only ciphertext).
+
+The volunteer's limits (:mod:`ferry.core.volunteer_limits`) cover all its clients together:
+``capacity`` clients at once, ``max_rate`` bytes per second over both directions (a datagram
+over the rate is dropped, never queued) and a daily ``quota``, after which every relay ends
+and the volunteer stops polling until the next UTC midnight. A test-only
+:class:`~ferry.volunteer.impairment.RelayImpairment` can inject loss, duplication,
+reordering and corruption into what it relays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ferry.core.broker_messages import MatchOffer
-from ferry.errors import FerryError, ProtocolError
+from ferry.core.broker_messages import MatchOffer, MessageError, check_pairing
+from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
+from ferry.errors import ConfigError, FerryError, ProtocolError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
 from ferry.transport.webrtc import AnsweringPeer, WebRtcConfig
 from ferry.transport.websocket import connect_websocket_channel
 from ferry.volunteer.broker_client import BrokerClient, new_volunteer_id
+from ferry.volunteer.impairment import ImpairedSender, RelayImpairment
 
 log = get_logger(__name__)
 
 RelayTap = Callable[[str, bytes], None]
 """Sees each relayed datagram: ``("to_egress" | "to_client", datagram)``."""
+
+Clock = Callable[[], float]
+"""Seconds since the Unix epoch (``time.time``): the limits' ``now``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +52,45 @@ class VolunteerConfig:
     """The broker's base URL, e.g. ``https://broker.example``."""
     capacity: int = 5
     """Clients relayed at once."""
+    max_rate: int = 0
+    """Bytes per second relayed over all clients and both directions; 0 means unlimited."""
+    rate_burst: int = 0
+    """Token bucket size in bytes for ``max_rate`` (at least 65,536); 0 means a quarter of a
+    second at ``max_rate``, at least 65,536 bytes."""
+    quota: int = 0
+    """Bytes relayed per UTC calendar day over all clients; 0 means unlimited. Once reached,
+    every relay ends and polling stops until the next UTC midnight."""
+    quota_recheck_interval: float = 60.0
+    """Longest sleep, in seconds, between checks of the clock while the quota is used up (so a
+    clock that is set forward is noticed)."""
+    impairment: RelayImpairment | None = None
+    """TESTING ONLY: faults injected into every relayed datagram (``None``: relay faithfully)."""
     poll_backoff_initial: float = 1.0
     """Seconds before polling again after the broker failed; doubles on each failure."""
     poll_backoff_max: float = 30.0
     """Cap on the poll retry delay."""
+    pairing: str | None = None
+    """A private pairing code (16..64 of ``[A-Za-z0-9_-]``): serve only clients started with
+    the same code, and no one else. ``None``: serve any client without a code."""
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     """WebRTC tunables."""
+
+    def __post_init__(self) -> None:
+        _ = self.limits  # building the limits' config validates them: fail here, not later
+        if not self.quota_recheck_interval > 0:
+            raise ConfigError("quota_recheck_interval must be a positive number of seconds")
+        if self.pairing is not None:
+            try:
+                check_pairing(self.pairing, "pairing")
+            except MessageError as exc:
+                raise ConfigError(f"the pairing code is not valid: {exc}") from exc
+
+    @property
+    def limits(self) -> VolunteerLimitsConfig:
+        """The limits in the form the sans-IO policy takes."""
+        return VolunteerLimitsConfig(
+            capacity=self.capacity, max_rate=self.max_rate, burst=self.rate_burst, quota=self.quota
+        )
 
 
 class VolunteerMetrics:
@@ -67,6 +113,29 @@ class VolunteerMetrics:
             ["direction"],
             registry=registry,
         )
+        self.dropped = Counter(
+            "ferry_volunteer_datagrams_dropped",
+            "Datagrams not relayed because of the volunteer's limits, by reason (rate, quota)",
+            ["reason"],
+            registry=registry,
+        )
+        self.polls = Counter("ferry_volunteer_polls", "Polls sent to the broker", registry=registry)
+        self.quota_exhausted = Gauge(
+            "ferry_volunteer_quota_exhausted",
+            "1 while today's (UTC) quota is used up and the volunteer does not poll, else 0",
+            registry=registry,
+        )
+        self.quota_used = Gauge(
+            "ferry_volunteer_quota_used_bytes",
+            "Bytes counted towards today's (UTC) quota (0 when there is no quota)",
+            registry=registry,
+        )
+        self.impaired = Counter(
+            "ferry_volunteer_impaired_datagrams",
+            "TESTING ONLY: datagrams hit by an injected fault, by fault",
+            ["fault"],
+            registry=registry,
+        )
 
 
 class Volunteer:
@@ -78,11 +147,18 @@ class Volunteer:
         *,
         tap: RelayTap | None = None,
         registry: CollectorRegistry | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.config = config
+        self.limits = VolunteerLimits(config.limits)
         self.metrics = VolunteerMetrics(registry or CollectorRegistry())
         self.volunteer_id = new_volunteer_id()
         self._tap = tap
+        self._clock = clock
+        self._quota_reached = asyncio.Event()
+        self._relay_stops: set[asyncio.Event] = set()
+        self._relays_started = 0
+        self.metrics.quota_used.set_function(lambda: self.limits.quota_used(self._clock()))
         self._tasks = TaskOwner("volunteer")
         self._http: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.capacity)
@@ -101,9 +177,15 @@ class Volunteer:
         broker = BrokerClient(self.config.broker_url, self._http)
         delay = self.config.poll_backoff_initial
         while True:
+            quota_wait = self.limits.next_poll_delay(self._clock())
+            if quota_wait > 0:
+                self._quota_used_up(quota_wait)
+                await asyncio.sleep(min(quota_wait, self.config.quota_recheck_interval))
+                continue
+            self._quota_renewed()
             await self._slots.acquire()
             try:
-                match = await broker.poll(self.volunteer_id, self.config.capacity - self.active)
+                match = await self._poll_unless_quota_reached(broker)
             except FerryError as exc:
                 self._slots.release()
                 self.last_error = str(exc)
@@ -118,7 +200,53 @@ class Volunteer:
             if match is None:
                 self._slots.release()
                 continue
+            if not self.limits.can_take_client(self.active, self._clock()):
+                # The quota ran out while the poll was on its way back: the broker gives the
+                # client to another volunteer once its answer_timeout passes.
+                self._slots.release()
+                log.info("declined a client: today's quota is used up")
+                continue
             self._tasks.spawn(self._serve(broker, match), name="relay")
+
+    async def _poll_unless_quota_reached(self, broker: BrokerClient) -> MatchOffer | None:
+        """One poll, abandoned (``None``) if the quota runs out while the broker holds it."""
+        self.metrics.polls.inc()
+        free = self.limits.free_capacity(self.active)
+        poll = asyncio.create_task(
+            broker.poll(self.volunteer_id, free, pairing=self.config.pairing),
+            name="volunteer:poll",
+        )
+        quota = asyncio.create_task(self._quota_reached.wait(), name="volunteer:quota")
+        try:
+            await asyncio.wait({poll, quota}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poll.cancel()
+            quota.cancel()
+            await asyncio.gather(poll, quota, return_exceptions=True)
+        if poll.cancelled():
+            return None
+        return poll.result()
+
+    def _quota_used_up(self, wait: float) -> None:
+        """End every relay and stop polling; said once per day."""
+        if self._quota_reached.is_set():
+            return
+        self._quota_reached.set()
+        for stop in self._relay_stops:
+            stop.set()
+        self.metrics.quota_exhausted.set(1)
+        log.warning(
+            "today's quota of %d bytes is used up: relays ended, no more clients until "
+            "00:00 UTC (in %.0f s)",
+            self.config.quota,
+            wait,
+        )
+
+    def _quota_renewed(self) -> None:
+        if self._quota_reached.is_set():
+            self._quota_reached.clear()
+            self.metrics.quota_exhausted.set(0)
+            log.info("a new UTC day: the quota is renewed, polling for clients again")
 
     async def _serve(self, broker: BrokerClient, match: MatchOffer) -> None:
         self.active += 1
@@ -165,31 +293,76 @@ class Volunteer:
             self._slots.release()
 
     async def _relay(self, client: DatagramChannel, egress: DatagramChannel) -> None:
-        """Copy datagrams both ways until either side closes."""
+        """Copy datagrams both ways, within the limits, until either side closes."""
         done = asyncio.Event()
-        tap = self._tap
+        self._relay_stops.add(done)
+        self._relays_started += 1
+        tap, limits, clock = self._tap, self.limits, self._clock
+        send_to_egress, send_to_client = egress.send, client.send
+        impairers: list[ImpairedSender] = []
+        impairment = self.config.impairment
+        if impairment is not None and impairment.active:
+            stream = f"{self._relays_started}"
+            impaired = self.metrics.impaired
+
+            def count_fault(fault: str) -> None:
+                impaired.labels(fault).inc()
+
+            impairers = [
+                ImpairedSender(
+                    egress.send, impairment, f"{stream}/to_egress", on_fault=count_fault
+                ),
+                ImpairedSender(
+                    client.send, impairment, f"{stream}/to_client", on_fault=count_fault
+                ),
+            ]
+            send_to_egress, send_to_client = impairers[0].send, impairers[1].send
 
         to_egress_bytes = self.metrics.relayed_bytes.labels("to_egress")
         to_client_bytes = self.metrics.relayed_bytes.labels("to_client")
+        dropped_for_rate = self.metrics.dropped.labels(Admission.OVER_RATE.value)
+        dropped_for_quota = self.metrics.dropped.labels(Admission.OVER_QUOTA.value)
+
+        def admitted(datagram: bytes) -> bool:
+            now = clock()
+            verdict = limits.admit(len(datagram), now)
+            if verdict is Admission.ADMITTED:
+                self.bytes_relayed += len(datagram)
+                return True
+            if verdict is Admission.OVER_RATE:
+                dropped_for_rate.inc()
+            else:
+                dropped_for_quota.inc()
+                self._quota_used_up(limits.next_poll_delay(now))
+            return False
 
         def to_egress(datagram: bytes) -> None:
-            self.bytes_relayed += len(datagram)
+            if not admitted(datagram):
+                return
             to_egress_bytes.inc(len(datagram))
             if tap is not None:
                 tap("to_egress", datagram)
-            egress.send(datagram)
+            send_to_egress(datagram)
 
         def to_client(datagram: bytes) -> None:
-            self.bytes_relayed += len(datagram)
+            if not admitted(datagram):
+                return
             to_client_bytes.inc(len(datagram))
             if tap is not None:
                 tap("to_client", datagram)
-            client.send(datagram)
+            send_to_client(datagram)
 
-        egress.start(to_client, done.set)
-        client.start(to_egress, done.set)
-        log.info("relaying for a client (%d active)", self.active)
-        await done.wait()
+        try:
+            if self._quota_reached.is_set():
+                return
+            egress.start(to_client, done.set)
+            client.start(to_egress, done.set)
+            log.info("relaying for a client (%d active)", self.active)
+            await done.wait()
+        finally:
+            self._relay_stops.discard(done)
+            for impairer in impairers:
+                impairer.close()
         self.metrics.relays.labels("ended").inc()
         log.info("stopped relaying for a client")
 

@@ -1,0 +1,1178 @@
+/*
+ * ferry volunteer widget: <script src="BROKER/widget.js" async></script> + <ferry-widget>.
+ *
+ * Plain JavaScript, no dependencies, no build step. It speaks exactly the protocol of the
+ * Python volunteer (docs/protocol.md §2-§4): long-poll the broker for a client, answer the
+ * client's WebRTC offer, open one WebSocket to the egress the broker names, and copy binary
+ * messages 1:1 both ways without reading them. Settings are data-* attributes (docs/widget.md).
+ * The switch is off until the visitor turns it on; while off, nothing is sent anywhere.
+ */
+(() => {
+  "use strict";
+
+  if (typeof customElements === "undefined" || customElements.get("ferry-widget")) return;
+
+  const SCRIPT_URL = document.currentScript ? document.currentScript.src : "";
+
+  /** Every timeout and limit of the widget, in one place (milliseconds and bytes). */
+  const LIMITS = Object.freeze({
+    /** Wait before polling again after the broker failed; doubles on each failure. */
+    pollBackoffInitialMs: 1000,
+    /** Cap on that wait. */
+    pollBackoffMaxMs: 30000,
+    /** Longest one broker request may take (the broker holds a poll up to 10 s). */
+    requestTimeoutMs: 20000,
+    /** Longest ICE candidate gathering may take before the answer is sent as it is. */
+    gatherTimeoutMs: 3000,
+    /** Longest the client's data channel may take to open after the answer is sent. */
+    openTimeoutMs: 15000,
+    /** A datagram is dropped while the next hop's bufferedAmount is above this. */
+    highWaterBytes: 1024 * 1024,
+    /** Datagrams held for the egress while its WebSocket is still opening. */
+    maxHeldDatagrams: 1024,
+    /** Largest datagram relayed (docs/protocol.md §4). */
+    maxDatagramBytes: 65527,
+    /** Default number of clients relayed at once (data-capacity). */
+    defaultCapacity: 5,
+    /** Largest data-capacity accepted (the broker's own limit is 1000). */
+    maxCapacity: 50,
+  });
+
+  const STORAGE = Object.freeze({
+    enabled: "ferry-widget.enabled",
+    totals: "ferry-widget.totals",
+    pairing: "ferry-widget.pairing",
+    volunteerId: "ferry-widget.volunteer-id",
+  });
+
+  // --- protocol: strict decoding, exactly as src/ferry/core/broker_messages.py ------------
+
+  const MAX_BODY_BYTES = 64 * 1024;
+  const MAX_SDP_BYTES = 32 * 1024;
+  const MAX_EGRESS_URL_LENGTH = 2048;
+  const MAX_JSON_DEPTH = 500;
+  const IDENTIFIER = /^[A-Za-z0-9_-]{16,64}$/;
+  const CONTROL_OR_SPACE = /[\x00-\x20\x7f]/;
+  const SCHEME_CHARS = /^[A-Za-z0-9+\-.]+$/;
+  const LINE_BREAK = /\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]/;
+
+  class MessageError extends Error {
+    constructor(message, field, reason) {
+      super(message);
+      this.field = field;
+      this.reason = reason;
+    }
+  }
+
+  /** A JSON number, remembering whether it was written as an integer (1) or not (1.0). */
+  class JsonNumber {
+    constructor(text) {
+      this.isInteger = /^-?(0|[1-9][0-9]*)$/.test(text);
+      this.value = Number(text);
+    }
+  }
+
+  const codePoints = (text) => Array.from(text);
+  const fieldName = (key) => codePoints(key).slice(0, 64).join("");
+
+  /** Parses JSON as Python's json.loads does; objects become Maps, numbers JsonNumbers. */
+  function parseJson(text) {
+    let at = 0;
+    const fail = (why) => {
+      throw new MessageError(`the body is not valid JSON (${why} at ${at})`, null, "not_json");
+    };
+    const space = () => {
+      while (at < text.length && " \t\n\r".includes(text[at])) at += 1;
+    };
+    const value = (depth) => {
+      if (depth > MAX_JSON_DEPTH) fail("nested too deeply");
+      space();
+      const c = text[at];
+      if (c === "{") return object(depth);
+      if (c === "[") return array(depth);
+      if (c === '"') return string();
+      if (text.startsWith("true", at)) return (at += 4), true;
+      if (text.startsWith("false", at)) return (at += 5), false;
+      if (text.startsWith("null", at)) return (at += 4), null;
+      const match = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/.exec(text.slice(at, at + 400));
+      if (match === null) fail("expecting a value");
+      at += match[0].length;
+      return new JsonNumber(match[0]);
+    };
+    const string = () => {
+      at += 1;
+      let out = "";
+      for (;;) {
+        if (at >= text.length) fail("unterminated string");
+        const c = text[at];
+        if (c === '"') return (at += 1), out;
+        if (c < " ") fail("control character in a string");
+        if (c !== "\\") {
+          out += c;
+          at += 1;
+          continue;
+        }
+        const e = text[at + 1];
+        const simple = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
+        if (e in simple) {
+          out += simple[e];
+          at += 2;
+        } else if (e === "u" && /^[0-9a-fA-F]{4}$/.test(text.slice(at + 2, at + 6))) {
+          out += String.fromCharCode(parseInt(text.slice(at + 2, at + 6), 16));
+          at += 6;
+        } else {
+          fail("invalid escape");
+        }
+      }
+    };
+    const array = (depth) => {
+      at += 1;
+      const out = [];
+      space();
+      if (text[at] === "]") return (at += 1), out;
+      for (;;) {
+        out.push(value(depth + 1));
+        space();
+        if (text[at] === ",") at += 1;
+        else if (text[at] === "]") return (at += 1), out;
+        else fail("expecting ',' or ']'");
+      }
+    };
+    const object = (depth) => {
+      at += 1;
+      const out = new Map();
+      let repeated = null;
+      space();
+      if (text[at] === "}") return (at += 1), out;
+      for (;;) {
+        space();
+        if (text[at] !== '"') fail("expecting a property name");
+        const key = string();
+        space();
+        if (text[at] !== ":") fail("expecting ':'");
+        at += 1;
+        const item = value(depth + 1);
+        if (out.has(key) && repeated === null) repeated = key;
+        out.set(key, item);
+        space();
+        if (text[at] === ",") at += 1;
+        else if (text[at] === "}") break;
+        else fail("expecting ',' or '}'");
+      }
+      at += 1;
+      if (repeated !== null) {
+        throw new MessageError(`field '${repeated}' is given twice`, fieldName(repeated), "duplicate_field");
+      }
+      return out;
+    };
+    const result = value(0);
+    space();
+    if (at !== text.length) fail("extra data");
+    return result;
+  }
+
+  function utf8Length(text) {
+    let length = 0;
+    for (const c of text) {
+      const code = c.codePointAt(0);
+      length += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+    }
+    return length;
+  }
+
+  function checkSdp(value, field) {
+    if (utf8Length(value) > MAX_SDP_BYTES) {
+      throw new MessageError(`${field} is longer than ${MAX_SDP_BYTES} bytes`, field, "bad_sdp");
+    }
+    if (!value.startsWith("v=0")) {
+      throw new MessageError(`${field} is not an SDP: it must begin with "v=0"`, field, "bad_sdp");
+    }
+    if (!value.split(LINE_BREAK).some((line) => line.startsWith("m=application "))) {
+      throw new MessageError(`${field} has no "m=application" line`, field, "bad_sdp");
+    }
+  }
+
+  function checkIdentifier(value, field, reason = "bad_id") {
+    if (!IDENTIFIER.test(value)) {
+      throw new MessageError(`${field} must be 16 to 64 characters of A-Z, a-z, 0-9, '_' or '-'`, field, reason);
+    }
+  }
+
+  function isIpv4(text) {
+    const parts = text.split(".");
+    return parts.length === 4 && parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
+  }
+
+  function isIpv6(text) {
+    let address = text;
+    const scope = address.indexOf("%");
+    if (scope !== -1) {
+      if (scope === address.length - 1 || address.indexOf("%", scope + 1) !== -1) return false;
+      address = address.slice(0, scope);
+    }
+    let groups = address.split(":");
+    let needed = 8;
+    if (groups.length > 0 && groups[groups.length - 1].includes(".")) {
+      if (!isIpv4(groups[groups.length - 1])) return false;
+      groups = groups.slice(0, -1);
+      needed = 6;
+    }
+    const joined = groups.join(":");
+    const halves = joined.split("::");
+    if (halves.length > 2) return false;
+    const pieces = (half) => (half === "" ? [] : half.split(":"));
+    const hex = (piece) => /^[0-9a-fA-F]{1,4}$/.test(piece);
+    if (halves.length === 1) {
+      const all = pieces(halves[0]);
+      return all.length === needed && all.every(hex);
+    }
+    const head = pieces(halves[0]);
+    const tail = pieces(halves[1]);
+    return head.length + tail.length < needed && [...head, ...tail].every(hex);
+  }
+
+  /** Python's urlsplit(value) and .port, reduced to what check_egress_url looks at. */
+  function splitUrl(value) {
+    let rest = value;
+    let scheme = "";
+    const colon = rest.indexOf(":");
+    if (colon > 0 && /^[A-Za-z]$/.test(rest[0]) && SCHEME_CHARS.test(rest.slice(0, colon))) {
+      scheme = rest.slice(0, colon).toLowerCase();
+      rest = rest.slice(colon + 1);
+    }
+    let netloc = "";
+    if (rest.startsWith("//")) {
+      let end = rest.length;
+      for (const c of "/?#") {
+        const found = rest.indexOf(c, 2);
+        if (found !== -1 && found < end) end = found;
+      }
+      netloc = rest.slice(2, end);
+      rest = rest.slice(end);
+      if (netloc.includes("[") !== netloc.includes("]")) throw new Error("Invalid IPv6 URL");
+      if (netloc.includes("[")) {
+        const bracketed = netloc.split("[")[1].split("]")[0];
+        if (bracketed.startsWith("v")) {
+          if (!/^v[a-fA-F0-9]+\..+$/s.test(bracketed)) throw new Error("IPvFuture address is invalid");
+        } else if (!isIpv6(bracketed)) {
+          throw new Error(`'${bracketed}' does not appear to be an IPv4 or IPv6 address`);
+        }
+      }
+      if (!/^[\x00-\x7f]*$/.test(netloc)) {
+        const plain = netloc.replace(/[@:#?]/g, "");
+        const normal = plain.normalize("NFKC");
+        if (plain !== normal && /[/?#@:]/.test(normal)) {
+          throw new Error("netloc contains invalid characters under NFKC normalization");
+        }
+      }
+    }
+    const hash = rest.indexOf("#");
+    const fragment = hash === -1 ? "" : rest.slice(hash + 1);
+    const at = netloc.lastIndexOf("@");
+    const hostinfo = at === -1 ? netloc : netloc.slice(at + 1);
+    let hostname;
+    let port;
+    const open = hostinfo.indexOf("[");
+    if (open !== -1) {
+      const bracketed = hostinfo.slice(open + 1);
+      const close = bracketed.indexOf("]");
+      hostname = close === -1 ? bracketed : bracketed.slice(0, close);
+      const after = close === -1 ? "" : bracketed.slice(close + 1);
+      const portColon = after.indexOf(":");
+      port = portColon === -1 ? "" : after.slice(portColon + 1);
+    } else {
+      const portColon = hostinfo.indexOf(":");
+      hostname = portColon === -1 ? hostinfo : hostinfo.slice(0, portColon);
+      port = portColon === -1 ? "" : hostinfo.slice(portColon + 1);
+    }
+    if (port !== "") {
+      if (!/^[0-9]+$/.test(port)) throw new Error(`Port could not be cast to integer value as '${port}'`);
+      if (Number(port) > 65535) throw new Error("Port out of range 0-65535");
+    }
+    return { scheme, hostname, hasUserInfo: at !== -1, fragment };
+  }
+
+  function checkEgressUrl(value, field) {
+    const refuse = (why) => new MessageError(`${field} ${why}`, field, "bad_egress");
+    if (codePoints(value).length > MAX_EGRESS_URL_LENGTH) {
+      throw refuse(`is longer than ${MAX_EGRESS_URL_LENGTH} characters`);
+    }
+    if (CONTROL_OR_SPACE.test(value)) throw refuse("contains spaces or control characters");
+    let parts;
+    try {
+      parts = splitUrl(value);
+    } catch (error) {
+      throw refuse(`is not a valid URL (${error.message})`);
+    }
+    if (parts.scheme !== "ws" && parts.scheme !== "wss") throw refuse("must be a ws:// or wss:// URL");
+    if (!parts.hostname) throw refuse("has no host");
+    if (parts.hasUserInfo) throw refuse("must not carry a user name or password");
+    if (parts.fragment || value.endsWith("#")) throw refuse("must not have a #fragment");
+  }
+
+  function checkCapacity(value, field) {
+    if (!(value >= 1 && value <= 1000)) {
+      throw new MessageError(`${field} must be between 1 and 1000, not ${value}`, field, "bad_capacity");
+    }
+  }
+
+  function parseObject(bytes) {
+    if (bytes.length > MAX_BODY_BYTES) {
+      throw new MessageError(`the body is ${bytes.length} bytes`, null, "too_large");
+    }
+    let text;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+    } catch {
+      throw new MessageError("the body is not UTF-8", null, "not_utf8");
+    }
+    const value = parseJson(text);
+    if (!(value instanceof Map)) throw new MessageError("the body must be a JSON object", null, "not_object");
+    return value;
+  }
+
+  function checkVersion(fields) {
+    if (!fields.has("version")) throw new MessageError('no "version" field', "version", "missing_field");
+    const version = fields.get("version");
+    if (!(version instanceof JsonNumber && version.isInteger && version.value === 1)) {
+      throw new MessageError("version must be 1", "version", "bad_version");
+    }
+  }
+
+  function checkKeys(fields, expected, prefix, optional = []) {
+    for (const key of fields.keys()) {
+      if (!expected.includes(key) && !optional.includes(key)) {
+        const name = prefix + fieldName(key);
+        throw new MessageError(`unknown field '${name}'`, name, "unknown_field");
+      }
+    }
+    for (const key of expected) {
+      if (!fields.has(key)) throw new MessageError(`missing field '${prefix + key}'`, prefix + key, "missing_field");
+    }
+  }
+
+  function stringField(fields, key, prefix) {
+    const value = fields.get(key);
+    if (typeof value !== "string") throw new MessageError(`${prefix + key} must be a string`, prefix + key, "wrong_type");
+    return value;
+  }
+
+  function integerField(fields, key, prefix) {
+    const value = fields.get(key);
+    if (!(value instanceof JsonNumber && value.isInteger)) {
+      throw new MessageError(`${prefix + key} must be an integer`, prefix + key, "wrong_type");
+    }
+    return value.value;
+  }
+
+  function requestFields(bytes, expected, optional = []) {
+    const fields = parseObject(bytes);
+    checkVersion(fields);
+    checkKeys(fields, ["version", ...expected], "", optional);
+    return fields;
+  }
+
+  function optionalPairing(fields) {
+    if (!fields.has("pairing")) return null;
+    const pairing = stringField(fields, "pairing", "");
+    checkIdentifier(pairing, "pairing", "bad_pairing");
+    return pairing;
+  }
+
+  const DECODERS = {
+    client_offer(bytes) {
+      const fields = requestFields(bytes, ["offer", "egress"], ["pairing"]);
+      const offer = stringField(fields, "offer", "");
+      checkSdp(offer, "offer");
+      const egress = stringField(fields, "egress", "");
+      checkEgressUrl(egress, "egress");
+      return { offer, egress, pairing: optionalPairing(fields) };
+    },
+    client_answer(bytes) {
+      const fields = parseObject(bytes);
+      checkKeys(fields, ["answer"], "");
+      const answer = stringField(fields, "answer", "");
+      checkSdp(answer, "answer");
+      return { answer };
+    },
+    volunteer_poll(bytes) {
+      const fields = requestFields(bytes, ["volunteer_id", "capacity"], ["pairing"]);
+      const volunteerId = stringField(fields, "volunteer_id", "");
+      checkIdentifier(volunteerId, "volunteer_id");
+      const capacity = integerField(fields, "capacity", "");
+      checkCapacity(capacity, "capacity");
+      return { volunteer_id: volunteerId, capacity, pairing: optionalPairing(fields) };
+    },
+    poll_response(bytes) {
+      const fields = parseObject(bytes);
+      checkKeys(fields, ["match"], "");
+      const match = fields.get("match");
+      if (match === null) return { match: null };
+      if (!(match instanceof Map)) throw new MessageError("match must be an object or null", "match", "wrong_type");
+      checkKeys(match, ["id", "offer", "egress"], "match.");
+      const id = stringField(match, "id", "match.");
+      checkIdentifier(id, "match.id");
+      const offer = stringField(match, "offer", "match.");
+      checkSdp(offer, "match.offer");
+      const egress = stringField(match, "egress", "match.");
+      checkEgressUrl(egress, "match.egress");
+      return { match: { id, offer, egress } };
+    },
+    volunteer_answer(bytes) {
+      const fields = requestFields(bytes, ["match_id", "answer"]);
+      const matchId = stringField(fields, "match_id", "");
+      checkIdentifier(matchId, "match_id");
+      const answer = stringField(fields, "answer", "");
+      checkSdp(answer, "answer");
+      return { match_id: matchId, answer };
+    },
+    answer_accepted(bytes) {
+      const fields = parseObject(bytes);
+      checkKeys(fields, ["ok"], "");
+      if (fields.get("ok") !== true) throw new MessageError("ok must be true", "ok", "wrong_type");
+      return { ok: true };
+    },
+    egress_list(bytes) {
+      const fields = parseObject(bytes);
+      checkKeys(fields, ["egresses"], "");
+      const values = fields.get("egresses");
+      if (!Array.isArray(values)) throw new MessageError("egresses must be a list", "egresses", "wrong_type");
+      for (const value of values) {
+        if (typeof value !== "string") throw new MessageError("egresses must hold strings", "egresses", "wrong_type");
+        checkEgressUrl(value, "egresses");
+      }
+      return { egresses: values };
+    },
+    network_stats(bytes) {
+      const fields = parseObject(bytes);
+      const keys = ["volunteers_online", "clients_helped_last_hour"];
+      checkKeys(fields, keys, "");
+      const counts = keys.map((key) => integerField(fields, key, ""));
+      keys.forEach((key, index) => {
+        if (counts[index] < 0) throw new MessageError(`${key} must not be negative`, key, "wrong_type");
+      });
+      return { volunteers_online: counts[0], clients_helped_last_hour: counts[1] };
+    },
+    error_body(bytes) {
+      const fields = parseObject(bytes);
+      checkKeys(fields, ["error", "field"], "");
+      const error = stringField(fields, "error", "");
+      const field = fields.get("field");
+      if (field !== null && typeof field !== "string") {
+        throw new MessageError("field must be a string or null", "field", "wrong_type");
+      }
+      return { error, field };
+    },
+  };
+
+  /** Decodes ``bytes`` (a Uint8Array) as the message ``name``; throws MessageError. */
+  function decode(name, bytes) {
+    return DECODERS[name](bytes);
+  }
+
+  /** The body of a volunteer poll or answer (docs/protocol.md §2.2, §2.3). */
+  function encodeRequest(fields) {
+    return JSON.stringify({ version: 1, ...fields }).replace(
+      /[\u007f-\uffff]/g,
+      (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"),
+    );
+  }
+
+  const protocol = Object.freeze({ decode, encodeRequest, MessageError, checkEgressUrl });
+
+  // --- messages -------------------------------------------------------------------------
+
+  const MESSAGES = {
+    en: {
+      title: "Help people get around censorship",
+      switchLabel: "Share my connection",
+      off: "Off. Turn the switch on to help.",
+      looking: "On: looking for someone to help…",
+      helping: (n) => (n === 1 ? "Helping 1 person now." : `Helping ${n} people now.`),
+      error: "Cannot reach the ferry network; trying again…",
+      totals: (people, data) => `In this browser: ${people} people helped, ${data} relayed.`,
+      note: "Keep this tab open while the switch is on. No browsing data is shared: you only pass on encrypted traffic you cannot read.",
+      metered: "Not started automatically: this device is on a metered or data-saving connection. Turn the switch on if you still want to help.",
+      pairButton: "Create a private link",
+      pairStop: "Stop private mode",
+      pairOn: (code) => `Private mode: only people with your code ${code} are helped. Share this link with them:`,
+      pairLink: "Private link",
+    },
+    "zh-Hans": {
+      title: "帮助他人绕过审查",
+      switchLabel: "分享我的网络连接",
+      off: "已关闭。打开开关即可提供帮助。",
+      looking: "已开启：正在寻找需要帮助的人…",
+      helping: (n) => `正在帮助 ${n} 人。`,
+      error: "无法连接 ferry 网络，正在重试…",
+      totals: (people, data) => `在此浏览器中：已帮助 ${people} 人，转发 ${data}。`,
+      note: "开关打开时请保持此标签页开启。不会共享任何浏览数据：你只转发你无法读取的加密流量。",
+      metered: "未自动开启：此设备使用按流量计费或省流量的网络。如仍想帮助，请手动打开开关。",
+      pairButton: "创建私人链接",
+      pairStop: "停止私人模式",
+      pairOn: (code) => `私人模式：只帮助持有你的代码 ${code} 的人。把这个链接分享给他们：`,
+      pairLink: "私人链接",
+    },
+    "zh-Hant": {
+      title: "幫助他人繞過審查",
+      switchLabel: "分享我的網路連線",
+      off: "已關閉。開啟開關即可提供幫助。",
+      looking: "已開啟：正在尋找需要幫助的人…",
+      helping: (n) => `正在幫助 ${n} 人。`,
+      error: "無法連線 ferry 網路，正在重試…",
+      totals: (people, data) => `在此瀏覽器中：已幫助 ${people} 人，轉送 ${data}。`,
+      note: "開關開啟時請保持此分頁開啟。不會分享任何瀏覽資料：你只轉送你無法讀取的加密流量。",
+      metered: "未自動開啟：此裝置使用計量或省流量的網路。如仍想幫忙，請手動開啟開關。",
+      pairButton: "建立私人連結",
+      pairStop: "停止私人模式",
+      pairOn: (code) => `私人模式：只幫助持有你的代碼 ${code} 的人。把這個連結分享給他們：`,
+      pairLink: "私人連結",
+    },
+    fa: {
+      title: "به دیگران برای عبور از سانسور کمک کنید",
+      switchLabel: "اشتراک‌گذاری اتصال من",
+      off: "خاموش. برای کمک، کلید را روشن کنید.",
+      looking: "روشن: در جستجوی کسی برای کمک…",
+      helping: (n) => `اکنون به ${n} نفر کمک می‌کنید.`,
+      error: "دسترسی به شبکهٔ ferry ممکن نیست؛ دوباره تلاش می‌شود…",
+      totals: (people, data) => `در این مرورگر: به ${people} نفر کمک شده، ${data} منتقل شده.`,
+      note: "تا وقتی کلید روشن است این زبانه را باز نگه دارید. هیچ دادهٔ مرور شما به اشتراک گذاشته نمی‌شود: شما فقط ترافیک رمزنگاری‌شده‌ای را منتقل می‌کنید که نمی‌توانید بخوانید.",
+      metered: "خودکار روشن نشد: این دستگاه به اتصال حجمی یا کم‌مصرف وصل است. اگر باز هم می‌خواهید کمک کنید، کلید را روشن کنید.",
+      pairButton: "ساختن پیوند خصوصی",
+      pairStop: "توقف حالت خصوصی",
+      pairOn: (code) => `حالت خصوصی: فقط به کسانی که کد ${code} را دارند کمک می‌شود. این پیوند را با آنها به اشتراک بگذارید:`,
+      pairLink: "پیوند خصوصی",
+    },
+    ru: {
+      title: "Помогите людям обойти цензуру",
+      switchLabel: "Делиться моим подключением",
+      off: "Выключено. Включите переключатель, чтобы помочь.",
+      looking: "Включено: ищем, кому помочь…",
+      helping: (n) => `Сейчас вы помогаете: ${n}.`,
+      error: "Сеть ferry недоступна; повторяем попытку…",
+      totals: (people, data) => `В этом браузере: помогли ${people} людям, передано ${data}.`,
+      note: "Не закрывайте вкладку, пока переключатель включён. Данные о вашем просмотре не передаются: вы лишь пересылаете зашифрованный трафик, который не можете прочитать.",
+      metered: "Не включено автоматически: устройство подключено к лимитной или экономной сети. Включите переключатель, если всё же хотите помочь.",
+      pairButton: "Создать личную ссылку",
+      pairStop: "Выключить личный режим",
+      pairOn: (code) => `Личный режим: помощь получают только люди с вашим кодом ${code}. Отправьте им эту ссылку:`,
+      pairLink: "Личная ссылка",
+    },
+    es: {
+      title: "Ayuda a otras personas a esquivar la censura",
+      switchLabel: "Compartir mi conexión",
+      off: "Apagado. Activa el interruptor para ayudar.",
+      looking: "Activado: buscando a alguien a quien ayudar…",
+      helping: (n) => (n === 1 ? "Ayudando a 1 persona ahora." : `Ayudando a ${n} personas ahora.`),
+      error: "No se puede conectar con la red ferry; reintentando…",
+      totals: (people, data) => `En este navegador: ${people} personas ayudadas, ${data} retransmitidos.`,
+      note: "Mantén esta pestaña abierta mientras el interruptor esté activado. No se comparte ningún dato de tu navegación: solo retransmites tráfico cifrado que no puedes leer.",
+      metered: "No se activó solo: este dispositivo usa una conexión medida o de ahorro de datos. Activa el interruptor si aun así quieres ayudar.",
+      pairButton: "Crear un enlace privado",
+      pairStop: "Salir del modo privado",
+      pairOn: (code) => `Modo privado: solo se ayuda a quien tenga tu código ${code}. Comparte este enlace con esas personas:`,
+      pairLink: "Enlace privado",
+    },
+  };
+  const RIGHT_TO_LEFT = new Set(["fa"]);
+
+  /** The catalogue language for a BCP 47 tag, or null. */
+  function catalogueLanguage(tag) {
+    const lower = String(tag || "").toLowerCase();
+    if (lower.startsWith("zh")) {
+      return /^zh-(hant|tw|hk|mo)\b/.test(lower) ? "zh-Hant" : "zh-Hans";
+    }
+    const base = lower.split("-")[0];
+    return Object.hasOwn(MESSAGES, base) ? base : null;
+  }
+
+  function chooseLanguage(attribute) {
+    const wanted = attribute ? [attribute] : navigator.languages || [navigator.language];
+    for (const tag of wanted) {
+      const language = catalogueLanguage(tag);
+      if (language) return language;
+    }
+    return "en";
+  }
+
+  // --- small helpers ----------------------------------------------------------------------
+
+  function storageGet(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch {
+      return null; // storage blocked (sandboxed frame, privacy mode): remember nothing
+    }
+  }
+
+  function storageSet(key, value) {
+    try {
+      if (value === null) window.localStorage.removeItem(key);
+      else window.localStorage.setItem(key, value);
+    } catch {
+      /* storage blocked: the choice lasts for this page only */
+    }
+  }
+
+  function randomToken(bytes) {
+    const raw = crypto.getRandomValues(new Uint8Array(bytes));
+    return btoa(String.fromCharCode(...raw)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function sleep(ms, signal) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    });
+  }
+
+  function isMetered() {
+    const connection = navigator.connection;
+    return Boolean(connection && (connection.saveData || connection.type === "cellular"));
+  }
+
+  /** Counts bytes against an optional rate; ``allow`` says whether a datagram may pass. */
+  class RateLimit {
+    constructor(bytesPerSecond) {
+      this.rate = bytesPerSecond > 0 ? bytesPerSecond : 0;
+      this.burst = Math.max(this.rate, 64 * 1024);
+      this.tokens = this.burst;
+      this.last = performance.now();
+    }
+    allow(size) {
+      if (this.rate === 0) return true;
+      const now = performance.now();
+      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
+      this.last = now;
+      if (this.tokens < size) return false;
+      this.tokens -= size;
+      return true;
+    }
+  }
+
+  // --- the relay: one client ---------------------------------------------------------------
+
+  class ClientRelay {
+    constructor(volunteer, match) {
+      this.volunteer = volunteer;
+      this.match = match;
+      this.peer = null;
+      this.channel = null;
+      this.socket = null;
+      this.held = [];
+      this.closed = false;
+    }
+
+    async run() {
+      const volunteer = this.volunteer;
+      const peer = new RTCPeerConnection({ iceServers: volunteer.iceServers });
+      this.peer = peer;
+      const channelArrived = new Promise((resolve) => {
+        peer.ondatachannel = (event) => resolve(event.channel);
+      });
+      peer.onconnectionstatechange = () => {
+        if (["failed", "closed"].includes(peer.connectionState)) this.close();
+      };
+      await peer.setRemoteDescription({ type: "offer", sdp: this.match.offer });
+      await peer.setLocalDescription(await peer.createAnswer());
+      await this.gathered(peer);
+      if (this.closed) return;
+      const accepted = await volunteer.sendAnswer(this.match.id, peer.localDescription.sdp);
+      if (!accepted || this.closed) return this.close(); // the client gave up meanwhile
+      const channel = await Promise.race([channelArrived, sleep(LIMITS.openTimeoutMs, volunteer.stopping)]);
+      if (!channel || this.closed) return this.close();
+      if (channel.label !== "ferry" || channel.protocol !== "ferry-quic/1") return this.close();
+      this.channel = channel;
+      channel.binaryType = "arraybuffer";
+      channel.onmessage = (event) => this.toEgress(event.data);
+      channel.onclose = () => this.close();
+      const socket = new WebSocket(this.match.egress);
+      this.socket = socket;
+      socket.binaryType = "arraybuffer";
+      socket.onopen = () => {
+        for (const datagram of this.held.splice(0)) this.toEgress(datagram);
+      };
+      socket.onmessage = (event) => this.toClient(event.data);
+      socket.onclose = () => this.close();
+      socket.onerror = () => this.close();
+      volunteer.clientHelped();
+    }
+
+    gathered(peer) {
+      if (peer.iceGatheringState === "complete") return Promise.resolve();
+      return new Promise((resolve) => {
+        const timer = setTimeout(resolve, LIMITS.gatherTimeoutMs);
+        peer.addEventListener("icegatheringstatechange", () => {
+          if (peer.iceGatheringState === "complete") (clearTimeout(timer), resolve());
+        });
+      });
+    }
+
+    toEgress(data) {
+      if (typeof data === "string" || data.byteLength < 1 || data.byteLength > LIMITS.maxDatagramBytes) {
+        return; // docs/protocol.md §3: text and oversize messages are dropped
+      }
+      const socket = this.socket;
+      if (!socket || socket.readyState === WebSocket.CONNECTING) {
+        if (this.held.length < LIMITS.maxHeldDatagrams) this.held.push(data);
+        return;
+      }
+      if (socket.readyState !== WebSocket.OPEN || socket.bufferedAmount > LIMITS.highWaterBytes) return;
+      if (!this.volunteer.rate.allow(data.byteLength)) return;
+      socket.send(data);
+      this.volunteer.relayed(data.byteLength);
+    }
+
+    toClient(data) {
+      const channel = this.channel;
+      if (typeof data === "string" || !channel || channel.readyState !== "open") return;
+      if (channel.bufferedAmount > LIMITS.highWaterBytes) return;
+      if (!this.volunteer.rate.allow(data.byteLength)) return;
+      try {
+        channel.send(data);
+      } catch {
+        return; // closed under us, or larger than the client accepts
+      }
+      this.volunteer.relayed(data.byteLength);
+    }
+
+    close() {
+      if (this.closed) return;
+      this.closed = true;
+      this.held = [];
+      if (this.socket) this.socket.close();
+      if (this.channel) this.channel.close();
+      if (this.peer) this.peer.close();
+      this.volunteer.relayEnded(this);
+    }
+  }
+
+  // --- the volunteer: polls the broker, runs relays ------------------------------------------
+
+  class BrowserVolunteer {
+    constructor(options, onChange) {
+      this.broker = options.broker.replace(/\/+$/, "");
+      this.capacity = options.capacity;
+      this.pairing = options.pairing;
+      this.iceServers = options.iceServers;
+      this.rate = new RateLimit(options.maxRate);
+      this.onChange = onChange;
+      this.relays = new Set();
+      this.state = "off";
+      this.abort = null;
+      this.signal = null;
+      this.slotFreed = null;
+    }
+
+    /** Aborted when the volunteer stops; every wait and request of this run listens to it. */
+    get stopping() {
+      return this.signal;
+    }
+
+    start() {
+      if (this.abort) return;
+      this.abort = new AbortController();
+      this.signal = this.abort.signal;
+      let volunteerId = storageGet(STORAGE.volunteerId);
+      if (!volunteerId || !IDENTIFIER.test(volunteerId)) {
+        volunteerId = randomToken(24);
+        storageSet(STORAGE.volunteerId, volunteerId);
+      }
+      this.volunteerId = volunteerId;
+      this.setState("looking");
+      this.pollLoop(this.abort.signal);
+    }
+
+    stop() {
+      if (!this.abort) return;
+      this.abort.abort();
+      this.abort = null;
+      for (const relay of [...this.relays]) relay.close();
+      if (this.slotFreed) this.slotFreed();
+      this.setState("off");
+    }
+
+    setState(state) {
+      this.state = state;
+      this.onChange();
+    }
+
+    async request(path, body, signal) {
+      const response = await fetch(this.broker + path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body,
+        signal: AbortSignal.any([signal, AbortSignal.timeout(LIMITS.requestTimeoutMs)]),
+        credentials: "omit",
+        cache: "no-store",
+        referrerPolicy: "no-referrer",
+      });
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      return { status: response.status, bytes };
+    }
+
+    async pollLoop(signal) {
+      let delay = LIMITS.pollBackoffInitialMs;
+      while (!signal.aborted) {
+        if (this.relays.size >= this.capacity) {
+          await new Promise((resolve) => (this.slotFreed = resolve));
+          this.slotFreed = null;
+          continue;
+        }
+        let match;
+        try {
+          const fields = { volunteer_id: this.volunteerId, capacity: this.capacity - this.relays.size };
+          if (this.pairing) fields.pairing = this.pairing;
+          const { status, bytes } = await this.request("/v1/volunteer/poll", encodeRequest(fields), signal);
+          if (status !== 200) throw new Error(`the broker refused the poll (HTTP ${status})`);
+          match = decode("poll_response", bytes).match;
+        } catch (error) {
+          if (signal.aborted) return;
+          this.lastError = String(error && error.message);
+          this.setState("error");
+          await sleep(delay, signal);
+          delay = Math.min(delay * 2, LIMITS.pollBackoffMaxMs);
+          continue;
+        }
+        delay = LIMITS.pollBackoffInitialMs;
+        if (signal.aborted) return;
+        if (this.state === "error") this.setState(this.relays.size ? "helping" : "looking");
+        if (match) this.serve(match);
+      }
+    }
+
+    serve(match) {
+      const relay = new ClientRelay(this, match);
+      this.relays.add(relay);
+      relay.run().catch((error) => {
+        this.lastError = String(error && error.message);
+        relay.close();
+      });
+    }
+
+    async sendAnswer(matchId, sdp) {
+      const { status } = await this.request(
+        "/v1/volunteer/answer",
+        encodeRequest({ match_id: matchId, answer: sdp }),
+        this.stopping,
+      );
+      return status === 200;
+    }
+
+    clientHelped() {
+      this.onHelped();
+      this.setState("helping");
+    }
+
+    relayed(bytes) {
+      this.onRelayed(bytes);
+    }
+
+    relayEnded(relay) {
+      this.relays.delete(relay);
+      if (this.slotFreed) this.slotFreed();
+      if (this.abort) this.setState(this.relays.size ? "helping" : "looking");
+    }
+
+    get helping() {
+      let count = 0;
+      for (const relay of this.relays) if (relay.socket) count += 1;
+      return count;
+    }
+  }
+
+  // --- the element ---------------------------------------------------------------------------
+
+  const STYLE = `
+:host { all: initial; display: block; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif;
+  --bg: #ffffff; --fg: #1a1a1a; --muted: #4d4d4d; --border: #c7c7c7; --accent: #0a6b4d; --track: #6b6b6b;
+  --knob: #ffffff; --focus: #1a56db; --link: #0b57d0; }
+:host([data-theme="dark"]) { --bg: #17191e; --fg: #f2f2f2; --muted: #c9c9c9; --border: #4a4d55;
+  --accent: #4fd1a1; --track: #9a9a9a; --knob: #17191e; --focus: #8ab4ff; --link: #8ab4ff; }
+@media (prefers-color-scheme: dark) {
+  :host([data-theme="auto"]), :host(:not([data-theme])) { --bg: #17191e; --fg: #f2f2f2; --muted: #c9c9c9;
+    --border: #4a4d55; --accent: #4fd1a1; --track: #9a9a9a; --knob: #17191e; --focus: #8ab4ff; --link: #8ab4ff; }
+}
+.box { box-sizing: border-box; background: var(--bg); color: var(--fg); border: 1px solid var(--border);
+  border-radius: 10px; padding: 14px 16px; }
+.panel { max-width: 24rem; }
+.banner { display: flex; flex-wrap: wrap; align-items: center; gap: 4px 20px; }
+.banner .head { flex: 1 1 16rem; }
+.banner .text { flex: 2 1 20rem; }
+.head { display: flex; align-items: center; gap: 12px; }
+.title { font-weight: 600; flex: 1; margin: 0; font-size: 1em; }
+p { margin: 6px 0 0; }
+.muted { color: var(--muted); font-size: 0.87em; }
+.status { font-weight: 500; }
+button { font: inherit; color: inherit; }
+.switch { position: relative; flex: none; width: 52px; height: 30px; border-radius: 15px; border: 2px solid var(--track);
+  background: var(--track); cursor: pointer; padding: 0; }
+.switch::after { content: ""; position: absolute; top: 2px; inset-inline-start: 2px; width: 22px; height: 22px;
+  border-radius: 50%; background: var(--knob); transition: inset-inline-start 0.15s; }
+.switch[aria-checked="true"] { background: var(--accent); border-color: var(--accent); }
+.switch[aria-checked="true"]::after { inset-inline-start: 24px; }
+.switch:focus-visible, .pair:focus-visible, a:focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
+.pair { margin-top: 8px; background: transparent; border: 1px solid var(--border); border-radius: 6px; padding: 3px 10px;
+  cursor: pointer; font-size: 0.87em; }
+a { color: var(--link); word-break: break-all; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+@media (prefers-reduced-motion: reduce) { .switch::after { transition: none; } }
+`;
+
+  class FerryWidget extends HTMLElement {
+    static get observedAttributes() {
+      return ["data-lang", "data-layout"];
+    }
+
+    constructor() {
+      super();
+      this.attachShadow({ mode: "open" });
+      this.volunteer = null;
+      this.totals = { helped: 0, bytes: 0 };
+      this.meteredHold = false;
+      this.onPageHide = () => this.stopVolunteer();
+      this.onPageShow = (event) => {
+        // back from the back/forward cache: resume if the visitor had it on
+        if (event.persisted && storageGet(STORAGE.enabled) === "on" && !isMetered()) {
+          this.startVolunteer();
+          this.update();
+        }
+      };
+    }
+
+    connectedCallback() {
+      this.loadTotals();
+      this.render();
+      window.addEventListener("pagehide", this.onPageHide);
+      window.addEventListener("pageshow", this.onPageShow);
+      if (storageGet(STORAGE.enabled) === "on") {
+        if (isMetered()) this.meteredHold = true;
+        else this.startVolunteer();
+      }
+      this.update();
+    }
+
+    disconnectedCallback() {
+      window.removeEventListener("pagehide", this.onPageHide);
+      window.removeEventListener("pageshow", this.onPageShow);
+      this.stopVolunteer();
+    }
+
+    attributeChangedCallback() {
+      if (this.shadowRoot.firstChild) {
+        this.render();
+        this.update();
+      }
+    }
+
+    get settings() {
+      const capacity = Number.parseInt(this.dataset.capacity || "", 10);
+      const maxRate = Number.parseInt(this.dataset.maxRate || "", 10);
+      let broker = this.dataset.broker || (SCRIPT_URL ? new URL(SCRIPT_URL).origin : location.origin);
+      broker = new URL(broker, location.href).href;
+      return {
+        broker,
+        capacity: capacity >= 1 ? Math.min(capacity, LIMITS.maxCapacity) : LIMITS.defaultCapacity,
+        maxRate: maxRate > 0 ? maxRate : 0,
+        pairing: this.pairingCode,
+        iceServers: [],
+      };
+    }
+
+    get pairingCode() {
+      const fromAttribute = this.dataset.pairing;
+      if (fromAttribute && IDENTIFIER.test(fromAttribute)) return fromAttribute;
+      const stored = storageGet(STORAGE.pairing);
+      return stored && IDENTIFIER.test(stored) ? stored : null;
+    }
+
+    /** What the widget is doing now (also sent as the "ferry-status" event). */
+    get status() {
+      const volunteer = this.volunteer;
+      return {
+        state: volunteer ? volunteer.state : "off",
+        helping: volunteer ? volunteer.helping : 0,
+        peopleHelped: this.totals.helped,
+        bytesRelayed: this.totals.bytes,
+        pairing: this.pairingCode,
+        meteredHold: this.meteredHold,
+      };
+    }
+
+    loadTotals() {
+      try {
+        const saved = JSON.parse(storageGet(STORAGE.totals) || "{}");
+        this.totals = {
+          helped: Number.isSafeInteger(saved.helped) ? saved.helped : 0,
+          bytes: Number.isSafeInteger(saved.bytes) ? saved.bytes : 0,
+        };
+      } catch {
+        this.totals = { helped: 0, bytes: 0 };
+      }
+    }
+
+    saveTotals() {
+      storageSet(STORAGE.totals, JSON.stringify(this.totals));
+    }
+
+    startVolunteer() {
+      if (this.volunteer) return;
+      this.meteredHold = false;
+      const volunteer = new BrowserVolunteer(this.settings, () => this.update());
+      volunteer.onHelped = () => {
+        this.totals.helped += 1;
+        this.saveTotals();
+      };
+      let unsaved = 0;
+      volunteer.onRelayed = (bytes) => {
+        this.totals.bytes += bytes;
+        unsaved += bytes;
+        if (unsaved > 256 * 1024) {
+          unsaved = 0;
+          this.saveTotals();
+          this.scheduleUpdate();
+        }
+      };
+      this.volunteer = volunteer;
+      volunteer.start();
+    }
+
+    stopVolunteer() {
+      const volunteer = this.volunteer;
+      if (!volunteer) return;
+      this.volunteer = null;
+      volunteer.stop();
+      this.saveTotals();
+    }
+
+    toggle() {
+      if (this.volunteer) {
+        storageSet(STORAGE.enabled, "off");
+        this.stopVolunteer();
+      } else {
+        storageSet(STORAGE.enabled, "on");
+        this.startVolunteer();
+      }
+      this.update();
+    }
+
+    togglePairing() {
+      const running = Boolean(this.volunteer);
+      if (this.pairingCode && !this.dataset.pairing) storageSet(STORAGE.pairing, null);
+      else if (!this.pairingCode) storageSet(STORAGE.pairing, randomToken(16));
+      if (running) {
+        this.stopVolunteer();
+        this.startVolunteer();
+      }
+      this.update();
+    }
+
+    get messages() {
+      return MESSAGES[chooseLanguage(this.dataset.lang)];
+    }
+
+    render() {
+      const language = chooseLanguage(this.dataset.lang);
+      const layout = this.dataset.layout === "banner" ? "banner" : "panel";
+      const root = this.shadowRoot;
+      root.replaceChildren();
+      const style = document.createElement("style");
+      style.textContent = STYLE;
+      const box = document.createElement("section");
+      box.className = `box ${layout}`;
+      box.lang = language;
+      box.dir = RIGHT_TO_LEFT.has(language) ? "rtl" : "ltr";
+      box.innerHTML = `
+        <div class="head">
+          <h2 class="title" id="title"></h2>
+          <span class="visually-hidden" id="label"></span>
+          <button class="switch" type="button" role="switch" aria-checked="false" aria-labelledby="label"
+            aria-describedby="status"></button>
+        </div>
+        <div class="text">
+          <p class="status" id="status" role="status" aria-live="polite"></p>
+          <p class="totals muted"></p>
+          <p class="metered muted" hidden></p>
+          <p class="note muted"></p>
+          <button class="pair" type="button"></button>
+          <p class="pairing muted" hidden><span class="pairing-text"></span> <a class="pairing-link" target="_blank" rel="noopener noreferrer"></a></p>
+        </div>`;
+      root.append(style, box);
+      const switchButton = root.querySelector(".switch");
+      switchButton.addEventListener("click", () => this.toggle());
+      root.querySelector(".pair").addEventListener("click", () => this.togglePairing());
+    }
+
+    scheduleUpdate() {
+      if (this.updateQueued) return;
+      this.updateQueued = true;
+      requestAnimationFrame(() => {
+        this.updateQueued = false;
+        this.update();
+      });
+    }
+
+    formatBytes(bytes, language) {
+      const units = ["byte", "kilobyte", "megabyte", "gigabyte", "terabyte"];
+      let value = bytes;
+      let unit = 0;
+      while (value >= 1000 && unit < units.length - 1) {
+        value /= 1000;
+        unit += 1;
+      }
+      return new Intl.NumberFormat(language, {
+        style: "unit",
+        unit: units[unit],
+        unitDisplay: "short",
+        maximumFractionDigits: unit === 0 ? 0 : 1,
+      }).format(value);
+    }
+
+    update() {
+      const root = this.shadowRoot;
+      if (!root.firstChild) return;
+      const text = this.messages;
+      const language = chooseLanguage(this.dataset.lang);
+      const status = this.status;
+      const on = Boolean(this.volunteer);
+      root.querySelector("#title").textContent = text.title;
+      root.querySelector("#label").textContent = text.switchLabel;
+      const switchButton = root.querySelector(".switch");
+      switchButton.setAttribute("aria-checked", String(on));
+      switchButton.title = text.switchLabel;
+      let line = text.off;
+      if (status.state === "error") line = text.error;
+      else if (on && status.helping > 0) line = text.helping(status.helping);
+      else if (on) line = text.looking;
+      root.querySelector(".status").textContent = line;
+      const number = new Intl.NumberFormat(language);
+      root.querySelector(".totals").textContent = text.totals(
+        number.format(this.totals.helped),
+        this.formatBytes(this.totals.bytes, language),
+      );
+      const metered = root.querySelector(".metered");
+      metered.hidden = !this.meteredHold;
+      metered.textContent = text.metered;
+      root.querySelector(".note").textContent = text.note;
+      const code = this.pairingCode;
+      const pairButton = root.querySelector(".pair");
+      pairButton.textContent = code ? text.pairStop : text.pairButton;
+      pairButton.hidden = Boolean(this.dataset.pairing);
+      const pairing = root.querySelector(".pairing");
+      pairing.hidden = !code;
+      if (code) {
+        const link = `${this.settings.broker.replace(/\/+$/, "")}/#pairing=${code}`;
+        root.querySelector(".pairing-text").textContent = text.pairOn(code);
+        const anchor = root.querySelector(".pairing-link");
+        anchor.href = link;
+        anchor.textContent = link;
+      }
+      this.dispatchEvent(new CustomEvent("ferry-status", { detail: status }));
+    }
+  }
+
+  FerryWidget.protocol = protocol;
+  FerryWidget.LIMITS = LIMITS;
+  FerryWidget.languages = Object.keys(MESSAGES);
+  customElements.define("ferry-widget", FerryWidget);
+})();

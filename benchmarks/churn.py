@@ -2,7 +2,8 @@
 
 Runs egress, broker, volunteers and a client as separate ``ferry`` processes on 127.0.0.1
 (the same helpers as ``tests/integration/test_churn.py``), starts a rate-limited curl download
-through the client's SOCKS5 port, and every ``--interval`` seconds SIGKILLs the volunteer that
+through the client's SOCKS5 port (the origin paces itself at ``--rate``), and every
+``--interval`` seconds SIGKILLs the volunteer that
 is carrying the most traffic right now (judged by its process's I/O counters in
 ``/proc/PID/io``), then starts a replacement. It samples the size of curl's output file every
 5 ms and reports, for each kill, the longest time the file did not grow in the window after
@@ -15,6 +16,7 @@ the kill; then p50 and p95 over all kills, next to the same figure measured with
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -70,9 +72,9 @@ def longest_stall(output: Path, duration: float) -> float:
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile."""
+    """The nearest-rank percentile (the smallest value with ``fraction`` of values <= it)."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -80,7 +82,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="volunteers to kill (default 20)")
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between kills")
-    parser.add_argument("--rate", default="2000K", help="curl --limit-rate (default 2000K)")
+    parser.add_argument(
+        "--rate", type=float, default=2e6, help="bytes/s the origin sends (default 2e6)"
+    )
     parser.add_argument("--volunteers", type=int, default=3, help="volunteers running at once")
     parser.add_argument("--keep-logs", type=Path, help="copy every process's log here")
     arguments = parser.parse_args()
@@ -88,7 +92,7 @@ def main() -> int:
         parser.error("--kills must be within 1..200")
 
     # Far more than a run needs at the limited rate; curl is stopped at the end.
-    body = payload(64 * 1024 * 1024) * 4
+    body = payload(64 * 1024 * 1024) * 16
     stalls: list[float] = []
     with tempfile.TemporaryDirectory(prefix="ferry-churn-") as folder_name:
         folder = Path(folder_name)
@@ -97,18 +101,16 @@ def main() -> int:
             process_network(folder, volunteers=arguments.volunteers) as net,
         ):
             output = folder / "download.bin"
-            curl = start_curl(
-                net.proxy, f"http://127.0.0.1:{port}/big", output, limit_rate=arguments.rate
-            )
+            curl = start_curl(net.proxy, f"http://127.0.0.1:{port}/big", output)
             try:
                 time.sleep(2.0)
                 baseline = longest_stall(output, arguments.interval)
                 print(f"baseline: longest stall with no kill {baseline * 1000:.0f} ms")
                 for kill in range(1, arguments.kills + 1):
                     if curl.poll() is not None:
-                        print(
-                            "curl ended early:", curl.stderr.read().decode() if curl.stderr else ""
-                        )
+                        error = curl.stderr.read().decode() if curl.stderr else ""
+                        size = output.stat().st_size if output.exists() else 0
+                        print(f"curl ended early (exit {curl.returncode}, {size} bytes): {error}")
                         return 1
                     victim = busiest(net.volunteers, 0.3)
                     net.volunteers.remove(victim)
@@ -128,7 +130,10 @@ def main() -> int:
                         (arguments.keep_logs / log.name).write_bytes(log.read_bytes())
     p50, p95 = percentile(stalls, 0.50), percentile(stalls, 0.95)
     print()
-    print(f"kills: {len(stalls)}  rate: {arguments.rate}/s  volunteers: {arguments.volunteers}")
+    print(
+        f"kills: {len(stalls)}  origin rate: {arguments.rate / 1e6:.1f} MB/s  "
+        f"volunteers: {arguments.volunteers}"
+    )
     print(
         f"longest stall after a kill: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
         f"max {max(stalls) * 1000:.0f} ms, mean {statistics.mean(stalls) * 1000:.0f} ms"

@@ -368,7 +368,8 @@ def volunteer(
             envvar="FERRY_VOLUNTEER_MAX_RATE",
             metavar="BYTES_PER_S",
             help="Bytes per second relayed, all clients and both directions together; over it, "
-            "datagrams are dropped. Suffixes k, M, G (x1000) or Ki, Mi, Gi (x1024), e.g. 2M. "
+            "datagrams wait up to 0.2 s for their turn, then are dropped. "
+            "Suffixes k, M, G (x1000) or Ki, Mi, Gi (x1024), e.g. 2M. "
             "0 = unlimited.",
         ),
     ] = "0",
@@ -489,6 +490,15 @@ def client(
         int,
         typer.Option(envvar="FERRY_CLIENT_VOLUNTEERS", min=1, max=8, help="Volunteers to keep."),
     ] = 2,
+    spare_volunteers: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_CLIENT_SPARE_VOLUNTEERS",
+            min=0,
+            max=4,
+            help="Extra volunteers kept connected and ready to take over at once.",
+        ),
+    ] = 1,
     username: Annotated[
         str | None,
         typer.Option(envvar="FERRY_CLIENT_USERNAME", help="Require this SOCKS5/HTTP username."),
@@ -554,7 +564,10 @@ def client(
     config = ClientConfig(
         broker_url=broker_url,
         tunnel=TunnelConfig(
-            bridge=bridge_line, volunteers=volunteers, webrtc=_webrtc_config(ice_address)
+            bridge=bridge_line,
+            volunteers=volunteers,
+            spare_volunteers=spare_volunteers,
+            webrtc=_webrtc_config(ice_address),
         ),
         proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
         pairing=pairing,

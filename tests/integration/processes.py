@@ -100,6 +100,7 @@ class Network:
         self.bridge = ""
         self.proxy = ""
         self._volunteer_count = 0
+        self.volunteer_arguments: tuple[str, ...] = ()
 
     def _start(self, name: str, arguments: list[str]) -> Role:
         role = Role(name, arguments, self.folder)
@@ -121,8 +122,16 @@ class Network:
         )
         self.bridge = self.egress.wait_ready()["bridge"]
 
-    def start(self, *, volunteers: int, client_volunteers: int = 2) -> None:
+    def start(
+        self,
+        *,
+        volunteers: int,
+        client_volunteers: int = 2,
+        client_arguments: tuple[str, ...] = (),
+        volunteer_arguments: tuple[str, ...] = (),
+    ) -> None:
         """Start every role and wait until the client's first session is up."""
+        self.volunteer_arguments = volunteer_arguments
         self.start_egress()
         egress_url = f"ws://127.0.0.1:{self.egress_port}/v1/relay"
         broker = self._start(
@@ -145,6 +154,7 @@ class Network:
                 str(client_volunteers),
                 "--ice-address",
                 "127.0.0.1",
+                *client_arguments,
             ],
         )
         self.proxy = client.wait_ready(60)["proxy"]
@@ -155,7 +165,14 @@ class Network:
         self._volunteer_count += 1
         volunteer = self._start(
             f"volunteer{self._volunteer_count}",
-            ["volunteer", "--broker", self.broker_url, "--ice-address", "127.0.0.1"],
+            [
+                "volunteer",
+                "--broker",
+                self.broker_url,
+                "--ice-address",
+                "127.0.0.1",
+                *self.volunteer_arguments,
+            ],
         )
         volunteer.wait_ready()
         self.volunteers.append(volunteer)
@@ -172,11 +189,11 @@ class Network:
 
 
 @contextmanager
-def process_network(folder: Path, **start: int) -> Iterator[Network]:
+def process_network(folder: Path, **start: object) -> Iterator[Network]:
     """A started :class:`Network`, stopped at the end."""
     network = Network(folder)
     try:
-        network.start(**start)
+        network.start(**start)  # type: ignore[arg-type]
         yield network
     finally:
         network.close()
@@ -196,9 +213,10 @@ def payload(size: int) -> bytes:
 
 
 @contextmanager
-def origin_server(body: bytes) -> Iterator[int]:
+def origin_server(body: bytes, *, rate: float | None = None) -> Iterator[int]:
     """An HTTP server on 127.0.0.1 (in a thread): ``/size/N`` serves the first N bytes of
-    ``body``, every other path all of it."""
+    ``body``, every other path all of it; at most ``rate`` bytes per second if given (the
+    source paces itself, so a download is steady rather than bursts and pauses)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -211,8 +229,14 @@ def origin_server(body: bytes) -> Iterator[int]:
             self.end_headers()
             try:
                 view = memoryview(served)
-                for offset in range(0, len(served), 65536):
-                    self.wfile.write(view[offset : offset + 65536])
+                chunk = 16384 if rate else 65536
+                started = time.monotonic()
+                for offset in range(0, len(served), chunk):
+                    if rate:
+                        due = started + offset / rate
+                        if (wait := due - time.monotonic()) > 0:
+                            time.sleep(wait)
+                    self.wfile.write(view[offset : offset + chunk])
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

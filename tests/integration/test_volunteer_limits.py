@@ -143,7 +143,9 @@ async def test_a_rate_capped_volunteer_carries_a_transfer_within_its_cap() -> No
         assert size < total <= allowance
         assert relayed["to_egress"] > 0, "both directions count"
         dropped = counter_values(volunteer, "dropped")
-        assert dropped.get("rate", 0) > 0, "the cap must have been reached to prove anything"
+        # The cap must have been reached to prove anything: datagrams waited for the bucket
+        # (shaping, the default) or were dropped over it.
+        assert limits.held_for_rate + dropped.get("rate", 0) > 0
         assert dropped.get("quota", 0) == 0
 
 

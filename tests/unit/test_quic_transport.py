@@ -126,3 +126,34 @@ async def test_session_close_fails_streams(tmp_path: Path) -> None:
         assert "egress going away" in str(exc)
     else:
         raise AssertionError("a stream of a closed session must fail")
+
+
+async def test_credit_follows_what_the_reader_consumed() -> None:
+    """A reader that does not read holds the sender to one window, not the whole transfer."""
+    window = 256 * 1024
+    settings = QuicSettings(max_stream_data=window, max_data=64 * window)
+    pair = Pair(settings)
+    pair.client = QuicSession(
+        settings.new_connection(settings.configuration(is_client=True)),
+        settings=settings,
+        send=pair._to_server,
+    )
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    assert pair.server is not None
+    server_stream_task = asyncio.ensure_future(pair.accepted.get())
+    stream = pair.client.open_stream()
+    await stream.send_all(b"open")
+    server_stream = await asyncio.wait_for(server_stream_task, 5)
+    payload = os.urandom(4 * 1024 * 1024)
+    writer = asyncio.ensure_future(server_stream.send_all(payload))
+    await asyncio.sleep(0.3)  # the client reads nothing meanwhile
+    buffered = stream.bytes_received
+    assert buffered <= window + 64 * 1024, f"{buffered} bytes arrived unread"
+    assert not writer.done()
+    received = bytearray()
+    async with asyncio.timeout(20):
+        while len(received) < len(payload):
+            received += await stream.receive_some()
+    await writer
+    assert bytes(received) == payload

@@ -106,3 +106,23 @@ def test_utc_day() -> None:
     assert utc_day(86_399.999) == 0
     assert utc_day(86_400.0) == 1
     assert utc_day(-0.5) == -1
+
+
+def test_reserve_shapes_instead_of_dropping() -> None:
+    from ferry.core.volunteer_limits import VolunteerLimits, VolunteerLimitsConfig
+
+    limits = VolunteerLimits(VolunteerLimitsConfig(max_rate=100_000, burst=65_536, queue_delay=0.5))
+    assert limits.reserve(65_536, now=0.0) == 0.0  # the full bucket pays for it
+    assert limits.reserve(10_000, now=0.0) == pytest.approx(0.1)  # 10 kB of debt at 100 kB/s
+    assert limits.reserve(30_000, now=0.0) == pytest.approx(0.4)
+    assert limits.reserve(20_000, now=0.0) is None  # 0.6 s of debt: over the queue bound
+    assert limits.dropped_for_rate == 1
+    assert limits.reserve(20_000, now=0.4) == pytest.approx(0.2)  # 0.4 s repaid 40 kB
+
+
+def test_reserve_without_queue_delay_is_admit() -> None:
+    from ferry.core.volunteer_limits import VolunteerLimits, VolunteerLimitsConfig
+
+    limits = VolunteerLimits(VolunteerLimitsConfig(max_rate=100_000, burst=65_536))
+    assert limits.reserve(65_536, now=0.0) == 0.0
+    assert limits.reserve(1, now=0.0) is None

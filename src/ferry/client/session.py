@@ -15,8 +15,6 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aioquic.quic.connection import QuicConnection
-
 from ferry.client.rendezvous import Rendezvous
 from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
@@ -403,8 +401,8 @@ class TunnelClient:
             if self.session is not None:
                 return self.session
             await self.pool.wait_for_path(self.config.volunteer_wait)
-            connection = QuicConnection(
-                configuration=self.config.quic.configuration(is_client=True)
+            connection = self.config.quic.new_connection(
+                self.config.quic.configuration(is_client=True)
             )
             session = QuicSession(connection, settings=self.config.quic, send=self.pool.send)
             self._receiving = session

@@ -75,6 +75,11 @@ class VolunteerLimitsConfig:
     ``max(max_rate // 4, 65536)``: a quarter of a second at the full rate."""
     quota: int = 0
     """Bytes relayed per UTC calendar day, both directions together; 0 means unlimited."""
+    queue_delay: float = 0.0
+    """Longest a datagram over the rate may wait for tokens (seconds, :meth:`reserve`);
+    0 means none: :meth:`admit` drops at once, a *policer*. Waiting turns the cap into delay
+    (a *shaper*), which QUIC's congestion control and the client's delay-based scheduler
+    read far better than loss."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity <= MAX_CAPACITY:
@@ -83,6 +88,8 @@ class VolunteerLimitsConfig:
             value = getattr(self, name)
             if not 0 <= value <= MAX_BYTE_COUNT:
                 raise ConfigError(f"{name} must be between 0 and {MAX_BYTE_COUNT} bytes")
+        if not 0 <= self.queue_delay <= 10:
+            raise ConfigError("queue_delay must be between 0 and 10 seconds")
         if self.burst and self.burst < MIN_BURST:
             raise ConfigError(
                 f"burst must be at least {MIN_BURST} bytes (the largest datagram must fit), "
@@ -119,6 +126,8 @@ class VolunteerLimits:
         """Datagrams dropped because the bucket was short."""
         self.dropped_for_quota = 0
         """Datagrams dropped because the day's quota was used up."""
+        self.held_for_rate = 0
+        """Datagrams :meth:`reserve` made wait because the bucket was in debt (shaped)."""
         self.first_admit_call_at: float | None = None
         """``now`` of the first :meth:`admit` call (when the bucket started full)."""
         self.last_admit_call_at: float | None = None
@@ -148,6 +157,42 @@ class VolunteerLimits:
             self._used_today += size
         self.admitted_bytes += size
         return Admission.ADMITTED
+
+    def reserve(self, size: int, now: float) -> float | None:
+        """Shape rather than police: seconds to hold a datagram of ``size`` bytes, or None.
+
+        The bucket may go into debt down to ``max_rate × queue_delay`` bytes; a datagram that
+        would go deeper is dropped (None) and counted as over the rate. A datagram that finds
+        the bucket in debt waits until the debt is repaid, so datagrams leave at ``max_rate``
+        on average and in the order they were reserved. The quota is counted as in
+        :meth:`admit`. With ``queue_delay`` 0 this is :meth:`admit` (0.0 or None).
+        """
+        config = self.config
+        if not config.max_rate or not config.queue_delay:
+            return 0.0 if self.admit(size, now) is Admission.ADMITTED else None
+        if self.first_admit_call_at is None:
+            self.first_admit_call_at = now
+        self.last_admit_call_at = now
+        if config.quota:
+            self._roll_day(now)
+            if self._used_today >= config.quota:
+                self.dropped_for_quota += 1
+                return None
+        if self._refilled_at is not None and now > self._refilled_at:
+            refill = (now - self._refilled_at) * config.max_rate
+            self._tokens = min(float(self._bucket_size), self._tokens + refill)
+        self._refilled_at = now
+        if self._tokens - size < -config.max_rate * config.queue_delay:
+            self.dropped_for_rate += 1
+            return None
+        self._tokens -= size
+        if config.quota:
+            self._used_today += size
+        self.admitted_bytes += size
+        if self._tokens < 0:
+            self.held_for_rate += 1
+            return -self._tokens / config.max_rate
+        return 0.0
 
     def quota_used(self, now: float) -> int:
         """Bytes counted towards the quota on ``now``'s UTC day."""

@@ -3,9 +3,10 @@
 Volunteers connect to ``/v1/relay`` with a WebSocket and relay one client's datagrams each
 (``docs/protocol.md`` §4). The egress never trusts the WebSocket a datagram came on to say
 whose it is: :class:`SessionRouter` reads the QUIC destination connection ID and hands the
-datagram to that session, whichever volunteer carried it. A session's replies leave on the
-WebSocket that most recently delivered one of its packets, so a client that moves to a new
-volunteer is followed at once.
+datagram to that session, whichever volunteer carried it. A session's replies are spread over
+its relays in proportion to the authenticated packets each recently delivered
+(:mod:`ferry.core.relay_shares`): the egress mirrors the client's own spread, and a client
+that moves to a new volunteer is followed at once.
 
 Each client-initiated QUIC stream carries one TCP connection: a stream request header, the
 policy check and the upstream connect (:mod:`ferry.egress.upstream`), a stream reply, then
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
+from ferry.core.relay_shares import RelayShares, RelaySharesConfig
 from ferry.core.stream_header import StreamRequestDecoder, encode_reply
 from ferry.egress.identity import BRIDGE_LINE_FILE, EgressIdentity, load_or_create_identity
 from ferry.egress.policy import DestinationPolicy
@@ -76,6 +77,8 @@ class EgressConfig:
     """Timeouts for resolving and connecting to destinations."""
     quic: QuicSettings = field(default_factory=QuicSettings)
     """QUIC session tunables."""
+    relay_shares: RelaySharesConfig = field(default_factory=RelaySharesConfig)
+    """How a session's replies are spread over the relays that carry it."""
     max_sessions: int = 10000
     """Sessions at once; new Initial packets beyond it are dropped and counted."""
     request_timeout: float = 15.0
@@ -146,11 +149,13 @@ def session_end_reason(session: QuicSession) -> str:
 
 
 class RoutedSession:
-    """A QUIC session at the egress and the relays that carry it, most recent last."""
+    """A QUIC session at the egress and the relays that carry it."""
 
     def __init__(self, router: SessionRouter, connection: QuicConnection) -> None:
         self.router = router
-        self.relays: OrderedDict[int, DatagramChannel] = OrderedDict()
+        self._loop = asyncio.get_running_loop()
+        self.relays: dict[int, DatagramChannel] = {}
+        self.shares = RelayShares(router.config.relay_shares)
         self.connection_ids: set[bytes] = set()
         self.quic = QuicSession(
             connection,
@@ -161,18 +166,20 @@ class RoutedSession:
         )
 
     def heard_from(self, relay_id: int, relay: DatagramChannel) -> None:
-        """Note that ``relay`` just delivered a packet of this session."""
-        self.relays.pop(relay_id, None)
+        """Note that ``relay`` just delivered an authenticated packet of this session."""
         self.relays[relay_id] = relay
+        self.shares.heard(relay_id, self._loop.time())
 
     def _send(self, datagram: bytes) -> None:
-        while self.relays:
-            relay_id, relay = next(reversed(self.relays.items()))
-            if relay.is_open:
+        now = self._loop.time()
+        while (relay_id := self.shares.choose(now)) is not None:
+            relay = self.relays.get(relay_id)
+            if relay is not None and relay.is_open:
                 if not relay.send(datagram):
                     self.router.metrics.dropped.labels("relay_queue_full").inc()
                 return
-            del self.relays[relay_id]
+            self.relays.pop(relay_id, None)
+            self.shares.remove(relay_id)
         self.router.metrics.dropped.labels("no_relay").inc()
 
     def _on_event(self, event: QuicEvent) -> None:
@@ -255,9 +262,8 @@ class SessionRouter:
             self.metrics.dropped.labels("too_many_sessions").inc()
             return None
         original_cid: bytes = header.destination_cid  # type: ignore[attr-defined]
-        connection = QuicConnection(
-            configuration=self._quic_configuration,
-            original_destination_connection_id=original_cid,
+        connection = self.config.quic.new_connection(
+            self._quic_configuration, original_destination_connection_id=original_cid
         )
         session = RoutedSession(self, connection)
         # aioquic announces later connection IDs through events, but not these two.

@@ -17,6 +17,12 @@ Both ends give aioquic one constant, synthetic network address per session
 QUIC's, so aioquic never starts path validation when a session moves between volunteers (the
 "Turbo Tunnel" design; the egress routes by connection ID).
 
+aioquic's loss-detection thresholds are module constants, read on every use; a ferry session
+striped over volunteers needs a larger reordering tolerance than RFC 9002's single-path
+defaults, so :meth:`QuicSettings.apply_loss_detection` sets them for the whole process when a
+session starts. Every QUIC connection in a ferry process is a ferry session, so one setting
+fits all; the values are in :class:`QuicSettings`.
+
 One deliberate dependency on aioquic internals: :func:`send_backlog` reads the size of a
 stream's send buffer (unsent plus unacknowledged bytes), which aioquic does not expose. It is
 the only way to apply backpressure to a writer; ``tests/unit/test_quic_internals.py`` pins it,
@@ -33,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aioquic.quic import recovery as aioquic_recovery
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
@@ -46,6 +53,9 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream
 
 from ferry.errors import RemoteError, SessionError
 
@@ -84,6 +94,33 @@ class QuicSettings:
     """Initial connection-level flow-control window granted to the peer."""
     max_stream_data: int = 2 * 1024 * 1024
     """Initial per-stream flow-control window granted to the peer."""
+    reorder_packet_threshold: int = 1000
+    """Packets that may overtake a packet before it counts as lost (RFC 9002 says 3, for one
+    path). A session striped over volunteers with different delays reorders a lot: with 3,
+    every reordering looks like a loss, halves the congestion window and retransmits for
+    nothing (striping over two capped volunteers fell to 0.18 of their sum)."""
+    reorder_time_threshold: float = 2.0
+    """How much later than the round trip a packet may be acknowledged before it counts as
+    lost, in round trips (RFC 9002 says 9/8). With a large packet threshold, this is what
+    detects loss, so it stays close to one round trip."""
+
+    def new_connection(
+        self,
+        configuration: QuicConfiguration,
+        *,
+        original_destination_connection_id: bytes | None = None,
+    ) -> FlowControlledConnection:
+        """A connection for one end of a ferry session, with consumption-based credit."""
+        return FlowControlledConnection(
+            configuration=configuration,
+            stream_window=self.max_stream_data,
+            original_destination_connection_id=original_destination_connection_id,
+        )
+
+    def apply_loss_detection(self) -> None:
+        """Set aioquic's loss-detection thresholds (process-wide, see the module docstring)."""
+        aioquic_recovery.K_PACKET_THRESHOLD = self.reorder_packet_threshold
+        aioquic_recovery.K_TIME_THRESHOLD = self.reorder_time_threshold
 
     def configuration(self, *, is_client: bool) -> QuicConfiguration:
         """An aioquic configuration for one end of a ferry session.
@@ -102,6 +139,73 @@ class QuicSettings:
             max_data=self.max_data,
             max_stream_data=self.max_stream_data,
         )
+
+
+class FlowControlledConnection(QuicConnection):
+    """An aioquic connection that grants stream credit as the application *reads*.
+
+    aioquic raises a stream's receive limit (MAX_STREAM_DATA) whenever half of it has
+    *arrived*, whatever the application did with the data, so a fast sender and a slow reader
+    (a rate-limited download, a slow destination) pile data up in memory without bound. For
+    streams registered with :meth:`track_stream`, this subclass instead keeps the limit at
+    what the application consumed (:meth:`consumed`) plus ``stream_window`` bytes, announced
+    in steps of a quarter window. Other streams keep aioquic's behaviour.
+
+    It overrides one private aioquic method (``_write_stream_limits``) and, for the duration
+    of the call, hides the arrival offset from aioquic's own doubling rule;
+    ``tests/unit/test_quic_transport.py`` pins the resulting behaviour.
+    """
+
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        stream_window: int,
+        original_destination_connection_id: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+        )
+        self.stream_window = stream_window
+        self._consumed: dict[int, int] = {}
+
+    def track_stream(self, stream_id: int) -> None:
+        """Grant credit to ``stream_id`` by consumption from now on."""
+        self._consumed.setdefault(stream_id, 0)
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Stop tracking ``stream_id``."""
+        self._consumed.pop(stream_id, None)
+
+    def consumed(self, stream_id: int, size: int) -> bool:
+        """The application read ``size`` bytes; True when a credit update is due."""
+        if stream_id not in self._consumed:
+            return False
+        total = self._consumed[stream_id] + size
+        self._consumed[stream_id] = total
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return False
+        return total + self.stream_window - stream.max_stream_data_local >= self.stream_window // 4
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        consumed = None if stream.stream_id is None else self._consumed.get(stream.stream_id)
+        if consumed is None or not stream.max_stream_data_local:
+            super()._write_stream_limits(builder=builder, space=space, stream=stream)
+            return
+        wanted = consumed + self.stream_window
+        if wanted - stream.max_stream_data_local >= self.stream_window // 4:
+            stream.max_stream_data_local = wanted
+        receiver = stream.receiver
+        arrived = receiver.highest_offset
+        receiver.highest_offset = 0  # keep aioquic from doubling on arrival
+        try:
+            super()._write_stream_limits(builder=builder, space=space, stream=stream)
+        finally:
+            receiver.highest_offset = arrived
 
 
 def send_backlog(connection: QuicConnection, stream_id: int) -> int:
@@ -206,6 +310,7 @@ class QuicByteStream:
             self._received.appendleft(chunk[max_bytes:])
             chunk = chunk[:max_bytes]
         self._received_bytes -= len(chunk)
+        self._session._consumed(self.stream_id, len(chunk))
         return chunk
 
     async def send_all(self, data: bytes) -> None:
@@ -271,6 +376,7 @@ class QuicSession:
     ) -> None:
         self.connection = connection
         self.settings = settings
+        settings.apply_loss_detection()
         self._send = send
         self._on_stream = on_stream
         self._on_event = on_event
@@ -341,6 +447,8 @@ class QuicSession:
                 finished.append(stream.stream_id)
         for stream_id in finished:
             del self._streams[stream_id]
+            if isinstance(self.connection, FlowControlledConnection):
+                self.connection.forget_stream(stream_id)
         self._arm_timer()
         self._process_events()
 
@@ -382,6 +490,7 @@ class QuicSession:
                 self._highest_peer_stream = event.stream_id
                 stream = QuicByteStream(self, event.stream_id)
                 self._streams[event.stream_id] = stream
+                self._track(event.stream_id)
                 self._on_stream(stream)
             stream._on_data(event.data, event.end_stream)
         elif isinstance(event, StreamReset):
@@ -438,11 +547,25 @@ class QuicSession:
         stream_id = self.connection.get_next_available_stream_id()
         stream = QuicByteStream(self, stream_id)
         self._streams[stream_id] = stream
+        self._track(stream_id)
         return stream
 
     def forget_stream(self, stream: QuicByteStream) -> None:
         """Drop our reference to a finished stream."""
         self._streams.pop(stream.stream_id, None)
+        if isinstance(self.connection, FlowControlledConnection):
+            self.connection.forget_stream(stream.stream_id)
+
+    def _track(self, stream_id: int) -> None:
+        if isinstance(self.connection, FlowControlledConnection):
+            self.connection.track_stream(stream_id)
+
+    def _consumed(self, stream_id: int, size: int) -> None:
+        connection = self.connection
+        if isinstance(connection, FlowControlledConnection) and connection.consumed(
+            stream_id, size
+        ):
+            self._schedule_flush()
 
     def stream_backlog(self, stream_id: int) -> int:
         """Bytes of the stream not yet acknowledged by the peer."""

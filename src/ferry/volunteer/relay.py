@@ -8,7 +8,8 @@ only ciphertext).
 
 The volunteer's limits (:mod:`ferry.core.volunteer_limits`) cover all its clients together:
 ``capacity`` clients at once, ``max_rate`` bytes per second over both directions (a datagram
-over the rate is dropped, never queued) and a daily ``quota``, after which every relay ends
+over the rate waits up to ``rate_queue_delay`` for its turn, then is dropped) and a daily
+``quota``, after which every relay ends
 and the volunteer stops polling until the next UTC midnight. A test-only
 :class:`~ferry.volunteer.impairment.RelayImpairment` can inject loss, duplication,
 reordering and corruption into what it relays.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,6 +59,10 @@ class VolunteerConfig:
     rate_burst: int = 0
     """Token bucket size in bytes for ``max_rate`` (at least 65,536); 0 means a quarter of a
     second at ``max_rate``, at least 65,536 bytes."""
+    rate_queue_delay: float = 0.2
+    """Longest a datagram over ``max_rate`` waits for the bucket before it is dropped
+    (seconds); 0 drops at once. Waiting (shaping) lets the client see the cap as delay and
+    share its traffic across volunteers by it; dropping (policing) only shows up as loss."""
     quota: int = 0
     """Bytes relayed per UTC calendar day over all clients; 0 means unlimited. Once reached,
     every relay ends and polling stops until the next UTC midnight."""
@@ -89,7 +95,11 @@ class VolunteerConfig:
     def limits(self) -> VolunteerLimitsConfig:
         """The limits in the form the sans-IO policy takes."""
         return VolunteerLimitsConfig(
-            capacity=self.capacity, max_rate=self.max_rate, burst=self.rate_burst, quota=self.quota
+            capacity=self.capacity,
+            max_rate=self.max_rate,
+            burst=self.rate_burst,
+            quota=self.quota,
+            queue_delay=self.rate_queue_delay,
         )
 
 
@@ -323,34 +333,67 @@ class Volunteer:
         dropped_for_rate = self.metrics.dropped.labels(Admission.OVER_RATE.value)
         dropped_for_quota = self.metrics.dropped.labels(Admission.OVER_QUOTA.value)
 
-        def admitted(datagram: bytes) -> bool:
+        loop = asyncio.get_running_loop()
+
+        def admitted(datagram: bytes) -> float | None:
+            """Seconds to hold the datagram (0.0: send now), or None to drop it."""
             now = clock()
-            verdict = limits.admit(len(datagram), now)
-            if verdict is Admission.ADMITTED:
+            delay = limits.reserve(len(datagram), now)
+            if delay is not None:
                 self.bytes_relayed += len(datagram)
-                return True
-            if verdict is Admission.OVER_RATE:
-                dropped_for_rate.inc()
-            else:
+                return delay
+            if limits.quota_exhausted(now):
                 dropped_for_quota.inc()
                 self._quota_used_up(limits.next_poll_delay(now))
-            return False
+            else:
+                dropped_for_rate.inc()
+            return None
+
+        def shaped(send: Callable[[bytes], object]) -> Callable[[bytes, float], None]:
+            """``send`` behind a FIFO that holds datagrams until their reserved time."""
+            held: deque[tuple[float, bytes]] = deque()
+            timer: list[asyncio.TimerHandle] = []
+
+            def release() -> None:
+                timer.clear()
+                now = loop.time()
+                while held and held[0][0] <= now:
+                    send(held.popleft()[1])
+                if held:
+                    timer.append(loop.call_at(held[0][0], release))
+
+            def hold_or_send(datagram: bytes, delay: float) -> None:
+                if delay <= 0 and not held:
+                    send(datagram)
+                    return
+                held.append((loop.time() + delay, datagram))
+                if not timer:
+                    timer.append(loop.call_at(held[0][0], release))
+
+            shapers.append(timer)
+            return hold_or_send
+
+        shapers: list[list[asyncio.TimerHandle]] = []
+        shaped_to_egress = shaped(send_to_egress)
+        shaped_to_client = shaped(send_to_client)
 
         def to_egress(datagram: bytes) -> None:
-            if not admitted(datagram):
+            delay = admitted(datagram)
+            if delay is None:
                 return
             to_egress_bytes.inc(len(datagram))
             if tap is not None:
                 tap("to_egress", datagram)
-            send_to_egress(datagram)
+            shaped_to_egress(datagram, delay)
 
         def to_client(datagram: bytes) -> None:
-            if not admitted(datagram):
+            delay = admitted(datagram)
+            if delay is None:
                 return
             to_client_bytes.inc(len(datagram))
             if tap is not None:
                 tap("to_client", datagram)
-            send_to_client(datagram)
+            shaped_to_client(datagram, delay)
 
         try:
             if self._quota_reached.is_set():
@@ -363,6 +406,9 @@ class Volunteer:
             self._relay_stops.discard(done)
             for impairer in impairers:
                 impairer.close()
+            for timer in shapers:
+                for handle in timer:
+                    handle.cancel()
         self.metrics.relays.labels("ended").inc()
         log.info("stopped relaying for a client")
 

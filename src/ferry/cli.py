@@ -300,6 +300,31 @@ def egress_command(
             help="Let clients reach loopback and private addresses (local testing only).",
         ),
     ] = False,
+    allow_destination: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_EGRESS_ALLOW_DESTINATION",
+            metavar="RULE",
+            help="Allow a network (and ports) that the policy would refuse, e.g. "
+            "10.1.2.0/24:443 (repeatable). See docs/operating.md for the rule syntax.",
+        ),
+    ] = None,
+    deny_destination: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_EGRESS_DENY_DESTINATION",
+            metavar="RULE",
+            help="Refuse a network (and ports), e.g. 203.0.113.0/24 or *:6881-6999 "
+            "(repeatable; deny rules win over allow rules).",
+        ),
+    ] = None,
+    deny_ports: Annotated[
+        str,
+        typer.Option(
+            envvar="FERRY_EGRESS_DENY_PORTS",
+            help="Ports refused on every address unless an allow rule names them.",
+        ),
+    ] = "25,119,135-139,445,563",
     ready_file: Annotated[Path | None, _ready_file_option("EGRESS")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("EGRESS")] = False,
     verbose: Annotated[bool, _verbose_option("EGRESS")] = False,
@@ -307,18 +332,20 @@ def egress_command(
     """Run an egress: the exit from ferry to the internet."""
     from prometheus_client import CollectorRegistry
 
-    from ferry.egress.policy import DestinationPolicy
+    from ferry.egress.policy import DestinationPolicy, DestinationRule, parse_port_ranges
     from ferry.egress.server import Egress, EgressConfig
 
     _logging(verbose, unsafe_logging)
     try:
         host, port = parse_listen(listen)
+        policy = DestinationPolicy(
+            allow_private=unsafe_allow_private_destinations,
+            allowed_destinations=tuple(DestinationRule.parse(r) for r in allow_destination or ()),
+            denied_destinations=tuple(DestinationRule.parse(r) for r in deny_destination or ()),
+            denied_ports=parse_port_ranges(deny_ports),
+        )
         config = EgressConfig(
-            state_dir=state_dir,
-            host=host,
-            port=port,
-            public_url=public_url,
-            policy=DestinationPolicy(allow_private=unsafe_allow_private_destinations),
+            state_dir=state_dir, host=host, port=port, public_url=public_url, policy=policy
         )
     except ConfigError as exc:
         console.print(f"[bold red]ferry egress:[/] {exc}")

@@ -90,8 +90,10 @@ class Role:
 class Network:
     """Egress, broker, volunteers and a client as separate processes on 127.0.0.1."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, egress_arguments: tuple[str, ...] = ()) -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.egress_arguments = egress_arguments
         self.roles: list[Role] = []
         self.volunteers: list[Role] = []
         self.egress_port = free_port()
@@ -117,7 +119,7 @@ class Network:
                 f"127.0.0.1:{self.egress_port}",
                 "--state-dir",
                 str(self.folder / "egress-state"),
-                "--unsafe-allow-private-destinations",
+                *(self.egress_arguments or ("--unsafe-allow-private-destinations",)),
             ],
         )
         self.bridge = self.egress.wait_ready()["bridge"]
@@ -189,9 +191,12 @@ class Network:
 
 
 @contextmanager
-def process_network(folder: Path, **start: object) -> Iterator[Network]:
-    """A started :class:`Network`, stopped at the end."""
-    network = Network(folder)
+def process_network(
+    folder: Path, *, egress_arguments: tuple[str, ...] = (), **start: object
+) -> Iterator[Network]:
+    """A started :class:`Network`, stopped at the end (``egress_arguments`` replace the
+    default ``--unsafe-allow-private-destinations``)."""
+    network = Network(folder, egress_arguments=egress_arguments)
     try:
         network.start(**start)  # type: ignore[arg-type]
         yield network

@@ -216,6 +216,10 @@ class Volunteer:
                 self._slots.release()
                 log.info("declined a client: today's quota is used up")
                 continue
+            # Count the client before polling again: the next poll must already report one
+            # slot fewer, or the broker would hand this volunteer a second path of the same
+            # client (seen in benchmarks/churn.py: one kill then took out two paths).
+            self.active += 1
             self._tasks.spawn(self._serve(broker, match), name="relay")
 
     async def _poll_unless_quota_reached(self, broker: BrokerClient) -> MatchOffer | None:
@@ -259,7 +263,7 @@ class Volunteer:
             log.info("a new UTC day: the quota is renewed, polling for clients again")
 
     async def _serve(self, broker: BrokerClient, match: MatchOffer) -> None:
-        self.active += 1
+        """Relay for one matched client; ``active`` was counted up by the caller."""
         peer = AnsweringPeer(self.config.webrtc)
         egress: DatagramChannel | None = None
         try:

@@ -54,6 +54,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aioice.ice
+import aiortc.rtcsctptransport as aiortc_sctp
 import aiortc.sdp
 from aiortc import (
     RTCConfiguration,
@@ -117,6 +118,14 @@ class WebRtcConfig:
     """STUN/TURN servers. Empty by default: host and peer-reflexive candidates only, and no
     packet leaves for a third party (aiortc would otherwise default to a public STUN
     server)."""
+
+    sctp_max_user_data: int = 1232
+    """Most bytes of one message aiortc's SCTP puts in one DATA chunk. aiortc's own limit is
+    1,160, so every 1,200-byte QUIC datagram went out as two SCTP packets (two DTLS records,
+    two UDP sends, a reassembly); 1,232 carries a QUIC datagram whole in a 1,260-byte SCTP
+    packet (1,289 bytes of UDP payload with DTLS). Process-wide, set when a peer is created;
+    0 keeps aiortc's limit. Measured in BENCHMARKS.md; checked against Chromium by the
+    browser tests."""
 
     socket_buffer_bytes: int = 4 * 1024 * 1024
     """``SO_RCVBUF`` and ``SO_SNDBUF`` set on every ICE socket. 4 MiB removed the up-to-14 %
@@ -472,6 +481,8 @@ class DataChannelDatagramChannel:
 
 
 def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
+    if config.sctp_max_user_data:
+        aiortc_sctp.USERDATA_MAX_LENGTH = config.sctp_max_user_data
     ice_servers = [
         RTCIceServer(urls=server.url, username=server.username, credential=server.credential)
         for server in config.ice_servers

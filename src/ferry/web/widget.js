@@ -36,6 +36,9 @@
     defaultCapacity: 5,
     /** Largest data-capacity accepted (the broker's own limit is 1000). */
     maxCapacity: 50,
+    /** Longest sleep between clock checks while today's quota is used up (a clock set
+     * forward, or a background tab's throttled timer, is noticed within this). */
+    quotaRecheckMs: 60000,
   });
 
   const STORAGE = Object.freeze({
@@ -43,6 +46,7 @@
     totals: "ferry-widget.totals",
     pairing: "ferry-widget.pairing",
     volunteerId: "ferry-widget.volunteer-id",
+    quota: "ferry-widget.quota",
   });
 
   // --- protocol: strict decoding, exactly as src/ferry/core/broker_messages.py ------------
@@ -490,7 +494,11 @@
       looking: "On: looking for someone to help…",
       helping: (n) => (n === 1 ? "Helping 1 person now." : `Helping ${n} people now.`),
       error: "Cannot reach the ferry network; trying again…",
-      totals: (people, data) => `In this browser: ${people} people helped, ${data} relayed.`,
+      totals: (people, data) =>
+        `In this browser: ${people.text} ${people.plural === "one" ? "person" : "people"} helped, ${data.text} relayed.`,
+      bytes: (n, plural) => `${n} ${plural === "one" ? "byte" : "bytes"}`,
+      quota: (limit, time) => `Today's limit of ${limit} is used up. Helping again at ${time}.`,
+      badSetting: (name) => `The ${name} setting of this widget is not valid, so it cannot start.`,
       note: "Keep this tab open while the switch is on. No browsing data is shared: you only pass on encrypted traffic you cannot read.",
       metered: "Not started automatically: this device is on a metered or data-saving connection. Turn the switch on if you still want to help.",
       pairButton: "Create a private link",
@@ -505,7 +513,10 @@
       looking: "已开启：正在寻找需要帮助的人…",
       helping: (n) => `正在帮助 ${n} 人。`,
       error: "无法连接 ferry 网络，正在重试…",
-      totals: (people, data) => `在此浏览器中：已帮助 ${people} 人，转发 ${data}。`,
+      totals: (people, data) => `在此浏览器中：已帮助 ${people.text} 人，转发 ${data.text}。`,
+      bytes: (n) => `${n} 字节`,
+      quota: (limit, time) => `今天的额度（${limit}）已用完，将于 ${time} 恢复帮助。`,
+      badSetting: (name) => `此小组件的 ${name} 设置无效，无法启动。`,
       note: "开关打开时请保持此标签页开启。不会共享任何浏览数据：你只转发你无法读取的加密流量。",
       metered: "未自动开启：此设备使用按流量计费或省流量的网络。如仍想帮助，请手动打开开关。",
       pairButton: "创建私人链接",
@@ -520,7 +531,10 @@
       looking: "已開啟：正在尋找需要幫助的人…",
       helping: (n) => `正在幫助 ${n} 人。`,
       error: "無法連線 ferry 網路，正在重試…",
-      totals: (people, data) => `在此瀏覽器中：已幫助 ${people} 人，轉送 ${data}。`,
+      totals: (people, data) => `在此瀏覽器中：已幫助 ${people.text} 人，轉送 ${data.text}。`,
+      bytes: (n) => `${n} 位元組`,
+      quota: (limit, time) => `今天的額度（${limit}）已用完，將於 ${time} 恢復幫忙。`,
+      badSetting: (name) => `此小工具的 ${name} 設定無效，無法啟動。`,
       note: "開關開啟時請保持此分頁開啟。不會分享任何瀏覽資料：你只轉送你無法讀取的加密流量。",
       metered: "未自動開啟：此裝置使用計量或省流量的網路。如仍想幫忙，請手動開啟開關。",
       pairButton: "建立私人連結",
@@ -535,7 +549,10 @@
       looking: "روشن: در جستجوی کسی برای کمک…",
       helping: (n) => `اکنون به ${n} نفر کمک می‌کنید.`,
       error: "دسترسی به شبکهٔ ferry ممکن نیست؛ دوباره تلاش می‌شود…",
-      totals: (people, data) => `در این مرورگر: به ${people} نفر کمک شده، ${data} منتقل شده.`,
+      totals: (people, data) => `در این مرورگر: به ${people.text} نفر کمک شده، ${data.text} منتقل شده.`,
+      bytes: (n) => `${n} بایت`,
+      quota: (limit, time) => `سهمیهٔ امروز (${limit}) تمام شده است؛ کمک از ساعت ${time} دوباره آغاز می‌شود.`,
+      badSetting: (name) => `تنظیم ${name} این ابزارک نامعتبر است، پس نمی‌تواند شروع به کار کند.`,
       note: "تا وقتی کلید روشن است این زبانه را باز نگه دارید. هیچ دادهٔ مرور شما به اشتراک گذاشته نمی‌شود: شما فقط ترافیک رمزنگاری‌شده‌ای را منتقل می‌کنید که نمی‌توانید بخوانید.",
       metered: "خودکار روشن نشد: این دستگاه به اتصال حجمی یا کم‌مصرف وصل است. اگر باز هم می‌خواهید کمک کنید، کلید را روشن کنید.",
       pairButton: "ساختن پیوند خصوصی",
@@ -550,7 +567,11 @@
       looking: "Включено: ищем, кому помочь…",
       helping: (n) => `Сейчас вы помогаете: ${n}.`,
       error: "Сеть ferry недоступна; повторяем попытку…",
-      totals: (people, data) => `В этом браузере: помогли ${people} людям, передано ${data}.`,
+      totals: (people, data) =>
+        `В этом браузере: помогли ${people.text} ${people.plural === "one" ? "человеку" : "людям"}, ${data.plural === "one" ? "передан" : "передано"} ${data.text}.`,
+      bytes: (n, plural) => `${n} ${plural === "few" ? "байта" : "байт"}`,
+      quota: (limit, time) => `Дневной лимит (${limit}) исчерпан. Помощь возобновится в ${time}.`,
+      badSetting: (name) => `Настройка ${name} этого виджета неверна, поэтому он не может запуститься.`,
       note: "Не закрывайте вкладку, пока переключатель включён. Данные о вашем просмотре не передаются: вы лишь пересылаете зашифрованный трафик, который не можете прочитать.",
       metered: "Не включено автоматически: устройство подключено к лимитной или экономной сети. Включите переключатель, если всё же хотите помочь.",
       pairButton: "Создать личную ссылку",
@@ -565,7 +586,11 @@
       looking: "Activado: buscando a alguien a quien ayudar…",
       helping: (n) => (n === 1 ? "Ayudando a 1 persona ahora." : `Ayudando a ${n} personas ahora.`),
       error: "No se puede conectar con la red ferry; reintentando…",
-      totals: (people, data) => `En este navegador: ${people} personas ayudadas, ${data} retransmitidos.`,
+      totals: (people, data) =>
+        `En este navegador: ${people.text} ${people.plural === "one" ? "persona ayudada" : "personas ayudadas"}, ${data.text} ${data.plural === "one" ? "retransmitido" : "retransmitidos"}.`,
+      bytes: (n, plural) => `${n} ${plural === "one" ? "byte" : "bytes"}`,
+      quota: (limit, time) => `Se agotó el límite de hoy (${limit}). Volverás a ayudar a las ${time}.`,
+      badSetting: (name) => `La opción ${name} de este widget no es válida, así que no puede empezar.`,
       note: "Mantén esta pestaña abierta mientras el interruptor esté activado. No se comparte ningún dato de tu navegación: solo retransmites tráfico cifrado que no puedes leer.",
       metered: "No se activó solo: este dispositivo usa una conexión medida o de ahorro de datos. Activa el interruptor si aun así quieres ayudar.",
       pairButton: "Crear un enlace privado",
@@ -631,24 +656,115 @@
     return Boolean(connection && (connection.saveData || connection.type === "cellular"));
   }
 
-  /** Counts bytes against an optional rate; ``allow`` says whether a datagram may pass. */
-  class RateLimit {
-    constructor(bytesPerSecond) {
-      this.rate = bytesPerSecond > 0 ? bytesPerSecond : 0;
-      this.burst = Math.max(this.rate, 64 * 1024);
-      this.tokens = this.burst;
-      this.last = performance.now();
-    }
-    allow(size) {
-      if (this.rate === 0) return true;
-      const now = performance.now();
-      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
-      this.last = now;
-      if (this.tokens < size) return false;
-      this.tokens -= size;
-      return true;
+  // --- the volunteer's limits: exactly src/ferry/core/volunteer_limits.py ------------------
+  // (docs/architecture.md, "Volunteer limits"; pinned by tests/vectors/volunteer_limits.json)
+
+  const SECONDS_PER_DAY = 86400;
+  const MIN_BURST = 65536;
+  const MAX_BYTE_COUNT = Number.MAX_SAFE_INTEGER; // 2**53 - 1, as in Python
+  // Python's whitespace (str.strip, \s) and re.IGNORECASE matches ("i" matches "\u0130", "\u0131")
+  const PY_SPACE = "[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+  const BYTE_COUNT = new RegExp(`^([0-9]{1,20})${PY_SPACE}*(?:([kmgt])([i\\u0130\\u0131]?))?b?$`, "iu");
+  const STRIP = new RegExp(`^${PY_SPACE}+|${PY_SPACE}+$`, "gu");
+
+  class LimitsError extends Error {
+    constructor(message, field) {
+      super(message);
+      this.field = field;
     }
   }
+
+  /** The UTC calendar day ``now`` (Unix seconds) falls in, as days since 1970-01-01. */
+  const utcDay = (now) => Math.floor(now / SECONDS_PER_DAY);
+
+  /** "2000000", "2M", "500k", "1GiB" -> bytes, as parse_byte_count; throws LimitsError. */
+  function parseByteCount(text, what = "the value") {
+    const match = BYTE_COUNT.exec(String(text).replace(STRIP, ""));
+    if (match === null) {
+      throw new LimitsError(`${what} "${text}" is not a byte count: write a whole number, optionally with k, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024), e.g. 2M or 500k`, what);
+    }
+    const power = match[2] ? "kmgt".indexOf(match[2].toLowerCase()) + 1 : 0;
+    const value = BigInt(match[1]) * BigInt(match[3] ? 1024 : 1000) ** BigInt(power);
+    if (value > BigInt(MAX_BYTE_COUNT)) throw new LimitsError(`${what} "${text}" is too large (at most ${MAX_BYTE_COUNT} bytes)`, what);
+    return Number(value);
+  }
+
+  /** One volunteer's limits over all its clients: capacity, a token bucket for max_rate, a
+   * quota per UTC day. ``config`` has Python's field names (capacity, max_rate, burst, quota);
+   * every method takes ``now`` in Unix seconds (Date.now() / 1000). */
+  class VolunteerLimits {
+    constructor({ capacity = 5, max_rate = 0, burst = 0, quota = 0 } = {}) {
+      if (!(Number.isInteger(capacity) && capacity >= 1 && capacity <= 1000)) {
+        throw new LimitsError("capacity must be between 1 and 1000 clients", "capacity");
+      }
+      for (const [name, value] of Object.entries({ max_rate, burst, quota })) {
+        if (!(Number.isInteger(value) && value >= 0 && value <= MAX_BYTE_COUNT)) {
+          throw new LimitsError(`${name} must be between 0 and ${MAX_BYTE_COUNT} bytes`, name);
+        }
+      }
+      if (burst && burst < MIN_BURST) {
+        throw new LimitsError(`burst must be at least ${MIN_BURST} bytes, or 0 for the default`, "burst");
+      }
+      Object.assign(this, { capacity, maxRate: max_rate, quota });
+      this.bucketSize = burst || Math.max(Math.floor(max_rate / 4), MIN_BURST);
+      this.tokens = this.bucketSize;
+      this.refilledAt = null;
+      this.day = null;
+      this.usedToday = 0;
+    }
+
+    /** "admitted", "rate" or "quota" for a datagram of ``size`` bytes, and count it. */
+    admit(size, now) {
+      if (this.quota) {
+        this.rollDay(now);
+        if (this.usedToday >= this.quota) return "quota";
+      }
+      if (this.maxRate) {
+        if (this.refilledAt !== null && now > this.refilledAt) {
+          this.tokens = Math.min(this.bucketSize, this.tokens + (now - this.refilledAt) * this.maxRate);
+        }
+        this.refilledAt = now;
+        if (this.tokens < size) return "rate";
+        this.tokens -= size;
+      }
+      if (this.quota) this.usedToday += size;
+      return "admitted";
+    }
+
+    quotaUsed(now) {
+      return this.day === utcDay(now) ? this.usedToday : 0;
+    }
+
+    quotaExhausted(now) {
+      return Boolean(this.quota) && this.quotaUsed(now) >= this.quota;
+    }
+
+    canTakeClient(active, now) {
+      return active < this.capacity && !this.quotaExhausted(now);
+    }
+
+    freeCapacity(active) {
+      return Math.max(0, this.capacity - active);
+    }
+
+    /** Seconds to wait before polling: 0, or until 00:00 UTC while today's quota is used up. */
+    nextPollDelay(now) {
+      return this.quotaExhausted(now) ? (utcDay(now) + 1) * SECONDS_PER_DAY - now : 0;
+    }
+
+    /** Sets the count of ``day`` (restored from localStorage, see docs/widget.md). */
+    restoreQuota(day, used) {
+      this.day = day;
+      this.usedToday = used;
+    }
+
+    rollDay(now) {
+      const day = utcDay(now);
+      if (day !== this.day) this.restoreQuota(day, 0);
+    }
+  }
+
+  const limits = Object.freeze({ VolunteerLimits, parseByteCount, utcDay, LimitsError });
 
   // --- the relay: one client ---------------------------------------------------------------
 
@@ -718,7 +834,7 @@
         return;
       }
       if (socket.readyState !== WebSocket.OPEN || socket.bufferedAmount > LIMITS.highWaterBytes) return;
-      if (!this.volunteer.rate.allow(data.byteLength)) return;
+      if (!this.volunteer.admit(data.byteLength)) return;
       socket.send(data);
       this.volunteer.relayed(data.byteLength);
     }
@@ -727,7 +843,7 @@
       const channel = this.channel;
       if (typeof data === "string" || !channel || channel.readyState !== "open") return;
       if (channel.bufferedAmount > LIMITS.highWaterBytes) return;
-      if (!this.volunteer.rate.allow(data.byteLength)) return;
+      if (!this.volunteer.admit(data.byteLength)) return;
       try {
         channel.send(data);
       } catch {
@@ -755,8 +871,11 @@
       this.capacity = options.capacity;
       this.pairing = options.pairing;
       this.iceServers = options.iceServers;
-      this.rate = new RateLimit(options.maxRate);
+      this.limits = new VolunteerLimits({ capacity: options.capacity, max_rate: options.maxRate, quota: options.quota });
       this.onChange = onChange;
+      this.onQuotaReached = () => {};
+      this.quotaReached = false;
+      this.pollAbort = null;
       this.relays = new Set();
       this.state = "off";
       this.abort = null;
@@ -814,20 +933,35 @@
     async pollLoop(signal) {
       let delay = LIMITS.pollBackoffInitialMs;
       while (!signal.aborted) {
-        if (this.relays.size >= this.capacity) {
+        const quotaWait = this.limits.nextPollDelay(Date.now() / 1000);
+        if (quotaWait > 0) {
+          this.quotaUsedUp();
+          await sleep(Math.min(quotaWait * 1000, LIMITS.quotaRecheckMs), signal);
+          continue;
+        }
+        if (this.quotaReached) {
+          this.quotaReached = false; // a new UTC day
+          this.setState(this.relays.size ? "helping" : "looking");
+        }
+        const free = this.limits.freeCapacity(this.relays.size);
+        if (free === 0) {
           await new Promise((resolve) => (this.slotFreed = resolve));
           this.slotFreed = null;
           continue;
         }
         let match;
+        const pollAbort = new AbortController();
+        this.pollAbort = pollAbort;
         try {
-          const fields = { volunteer_id: this.volunteerId, capacity: this.capacity - this.relays.size };
+          const fields = { volunteer_id: this.volunteerId, capacity: free };
           if (this.pairing) fields.pairing = this.pairing;
-          const { status, bytes } = await this.request("/v1/volunteer/poll", encodeRequest(fields), signal);
+          const body = encodeRequest(fields);
+          const { status, bytes } = await this.request("/v1/volunteer/poll", body, AbortSignal.any([signal, pollAbort.signal]));
           if (status !== 200) throw new Error(`the broker refused the poll (HTTP ${status})`);
           match = decode("poll_response", bytes).match;
         } catch (error) {
           if (signal.aborted) return;
+          if (pollAbort.signal.aborted) continue; // abandoned: the quota ran out meanwhile
           this.lastError = String(error && error.message);
           this.setState("error");
           await sleep(delay, signal);
@@ -837,8 +971,27 @@
         delay = LIMITS.pollBackoffInitialMs;
         if (signal.aborted) return;
         if (this.state === "error") this.setState(this.relays.size ? "helping" : "looking");
-        if (match) this.serve(match);
+        // A match that arrives as the quota runs out is not answered: the broker gives the
+        // client to another volunteer after its answer timeout.
+        if (match && this.limits.canTakeClient(this.relays.size, Date.now() / 1000)) this.serve(match);
       }
+    }
+
+    /** Whether a datagram of ``size`` bytes may be relayed now (rate and quota). */
+    admit(size) {
+      const verdict = this.limits.admit(size, Date.now() / 1000);
+      if (verdict === "quota") this.quotaUsedUp();
+      return verdict === "admitted";
+    }
+
+    /** Today's quota is used up: end every relay, abandon the poll, say so; once a day. */
+    quotaUsedUp() {
+      if (this.quotaReached) return;
+      this.quotaReached = true;
+      if (this.pollAbort) this.pollAbort.abort();
+      for (const relay of [...this.relays]) relay.close();
+      this.onQuotaReached();
+      this.setState("quota");
     }
 
     serve(match) {
@@ -871,7 +1024,7 @@
     relayEnded(relay) {
       this.relays.delete(relay);
       if (this.slotFreed) this.slotFreed();
-      if (this.abort) this.setState(this.relays.size ? "helping" : "looking");
+      if (this.abort && !this.quotaReached) this.setState(this.relays.size ? "helping" : "looking");
     }
 
     get helping() {
@@ -930,6 +1083,8 @@ a { color: var(--link); word-break: break-all; }
       this.volunteer = null;
       this.totals = { helped: 0, bytes: 0 };
       this.meteredHold = false;
+      this.settingsError = null;
+      this.quotaSynced = null;
       this.onPageHide = () => this.stopVolunteer();
       this.onPageShow = (event) => {
         // back from the back/forward cache: resume if the visitor had it on
@@ -967,16 +1122,20 @@ a { color: var(--link); word-break: break-all; }
 
     get settings() {
       const capacity = Number.parseInt(this.dataset.capacity || "", 10);
-      const maxRate = Number.parseInt(this.dataset.maxRate || "", 10);
       let broker = this.dataset.broker || (SCRIPT_URL ? new URL(SCRIPT_URL).origin : location.origin);
       broker = new URL(broker, location.href).href;
       return {
         broker,
         capacity: capacity >= 1 ? Math.min(capacity, LIMITS.maxCapacity) : LIMITS.defaultCapacity,
-        maxRate: maxRate > 0 ? maxRate : 0,
         pairing: this.pairingCode,
         iceServers: [],
       };
+    }
+
+    /** data-max-rate and data-quota in bytes (0: none); throws LimitsError naming the attribute. */
+    get byteLimits() {
+      const read = (name, value) => (value === undefined ? 0 : parseByteCount(value, name));
+      return { maxRate: read("data-max-rate", this.dataset.maxRate), quota: read("data-quota", this.dataset.quota) };
     }
 
     get pairingCode() {
@@ -996,6 +1155,8 @@ a { color: var(--link); word-break: break-all; }
         bytesRelayed: this.totals.bytes,
         pairing: this.pairingCode,
         meteredHold: this.meteredHold,
+        quotaReached: Boolean(volunteer && volunteer.quotaReached),
+        settingsError: this.settingsError,
       };
     }
 
@@ -1015,10 +1176,45 @@ a { color: var(--link); word-break: break-all; }
       storageSet(STORAGE.totals, JSON.stringify(this.totals));
     }
 
+    /** Adds this page's bytes counted towards today's quota to the browser's count in
+     * localStorage (which other tabs add theirs to) and gives the limiter that total. */
+    syncQuota() {
+      const volunteer = this.volunteer;
+      if (!volunteer || !volunteer.limits.quota) return;
+      const now = Date.now() / 1000;
+      const day = utcDay(now);
+      let stored = null;
+      try {
+        stored = JSON.parse(storageGet(STORAGE.quota) || "null");
+      } catch {
+        /* unreadable: start from this page's count */
+      }
+      const base = stored && stored.day === day && Number.isSafeInteger(stored.used) ? stored.used : 0;
+      const synced = this.quotaSynced && this.quotaSynced.day === day ? this.quotaSynced.used : 0;
+      const used = base + Math.max(0, volunteer.limits.quotaUsed(now) - synced);
+      storageSet(STORAGE.quota, JSON.stringify({ day, used }));
+      volunteer.limits.restoreQuota(day, used);
+      this.quotaSynced = { day, used };
+    }
+
     startVolunteer() {
       if (this.volunteer) return;
       this.meteredHold = false;
-      const volunteer = new BrowserVolunteer(this.settings, () => this.update());
+      let settings;
+      try {
+        settings = { ...this.settings, ...this.byteLimits };
+        this.settingsError = null;
+      } catch (error) {
+        if (!(error instanceof LimitsError)) throw error;
+        this.settingsError = error.field;
+        console.error(`ferry-widget: ${error.message}`);
+        return;
+      }
+      const volunteer = new BrowserVolunteer(settings, () => this.update());
+      volunteer.onQuotaReached = () => {
+        this.syncQuota();
+        this.saveTotals();
+      };
       volunteer.onHelped = () => {
         this.totals.helped += 1;
         this.saveTotals();
@@ -1030,16 +1226,20 @@ a { color: var(--link); word-break: break-all; }
         if (unsaved > 256 * 1024) {
           unsaved = 0;
           this.saveTotals();
+          this.syncQuota();
           this.scheduleUpdate();
         }
       };
       this.volunteer = volunteer;
+      this.quotaSynced = null;
+      this.syncQuota();
       volunteer.start();
     }
 
     stopVolunteer() {
       const volunteer = this.volunteer;
       if (!volunteer) return;
+      this.syncQuota();
       this.volunteer = null;
       volunteer.stop();
       this.saveTotals();
@@ -1112,20 +1312,28 @@ a { color: var(--link); word-break: break-all; }
       });
     }
 
+    /** ``{text, plural}``: "0 bytes", "1 byte", "999 bytes", "1.2 kB", "3.5 MB" (powers of
+     * 1000, one decimal) in ``language``, and the plural category of the number shown. */
     formatBytes(bytes, language) {
-      const units = ["byte", "kilobyte", "megabyte", "gigabyte", "terabyte"];
-      let value = bytes;
-      let unit = 0;
-      while (value >= 1000 && unit < units.length - 1) {
-        value /= 1000;
-        unit += 1;
+      const plurals = new Intl.PluralRules(language);
+      if (bytes < 1000) {
+        const text = MESSAGES[language].bytes(new Intl.NumberFormat(language).format(bytes), plurals.select(bytes));
+        return { text, plural: plurals.select(bytes) };
       }
-      return new Intl.NumberFormat(language, {
-        style: "unit",
-        unit: units[unit],
-        unitDisplay: "short",
-        maximumFractionDigits: unit === 0 ? 0 : 1,
-      }).format(value);
+      const units = ["kilobyte", "megabyte", "gigabyte", "terabyte", "petabyte"];
+      let unit = 0;
+      let value = Math.round(bytes / 100) / 10;
+      while (value >= 1000 && unit < units.length - 1) {
+        unit += 1;
+        value = Math.round(bytes / 1000 ** (unit + 1) * 10) / 10; // 999,950 bytes is "1 MB"
+      }
+      const format = { style: "unit", unit: units[unit], unitDisplay: "short", maximumFractionDigits: 1 };
+      return { text: new Intl.NumberFormat(language, format).format(value), plural: plurals.select(value) };
+    }
+
+    /** ``{text, plural}`` for a count of people. */
+    formatCount(count, language) {
+      return { text: new Intl.NumberFormat(language).format(count), plural: new Intl.PluralRules(language).select(count) };
     }
 
     update() {
@@ -1141,13 +1349,18 @@ a { color: var(--link); word-break: break-all; }
       switchButton.setAttribute("aria-checked", String(on));
       switchButton.title = text.switchLabel;
       let line = text.off;
-      if (status.state === "error") line = text.error;
+      if (this.settingsError) line = text.badSetting(this.settingsError);
+      else if (status.state === "quota") {
+        const now = Date.now() / 1000;
+        const resume = new Date((utcDay(now) + 1) * SECONDS_PER_DAY * 1000);
+        const time = new Intl.DateTimeFormat(language, { hour: "numeric", minute: "2-digit" }).format(resume);
+        line = text.quota(this.formatBytes(this.volunteer.limits.quota, language).text, time);
+      } else if (status.state === "error") line = text.error;
       else if (on && status.helping > 0) line = text.helping(status.helping);
       else if (on) line = text.looking;
       root.querySelector(".status").textContent = line;
-      const number = new Intl.NumberFormat(language);
       root.querySelector(".totals").textContent = text.totals(
-        number.format(this.totals.helped),
+        this.formatCount(this.totals.helped, language),
         this.formatBytes(this.totals.bytes, language),
       );
       const metered = root.querySelector(".metered");
@@ -1172,6 +1385,7 @@ a { color: var(--link); word-break: break-all; }
   }
 
   FerryWidget.protocol = protocol;
+  FerryWidget.limits = limits;
   FerryWidget.LIMITS = LIMITS;
   FerryWidget.languages = Object.keys(MESSAGES);
   customElements.define("ferry-widget", FerryWidget);

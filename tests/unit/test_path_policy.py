@@ -162,3 +162,25 @@ def test_a_busy_path_with_a_short_round_trip_is_dropped_sooner() -> None:
     policy.on_received(2, 100, now=1.1)
     assert policy.tick(1.24).drop == ()
     assert policy.tick(1.26).drop == (1,)
+
+
+def test_busy_paths_are_probed_too_so_their_weights_stay_current() -> None:
+    policy = policy_with_paths(1, probe_interval=0.25)
+    for tick in range(1, 30):  # data sent and answered every 10 ms: a busy path
+        now = tick / 100
+        policy.on_sent(1, 1200, now=now)
+        policy.on_received(1, 1200, now=now)
+    assert policy.tick(0.3).probe == (1,)
+    policy.on_sent(1, 60, now=0.3, data=False)
+    assert policy.tick(0.4).probe == (), "one probe at a time"
+    policy.on_probe_acknowledged(1, 0.01, now=0.31)
+    assert policy.tick(0.5).probe == ()
+    assert policy.tick(0.56).probe == (1,)
+
+
+def test_a_lost_probe_does_not_stop_probing_for_good() -> None:
+    policy = policy_with_paths(1, probe_interval=0.25, lone_silence_timeout=2.0)
+    policy.on_sent(1, 60, now=1.0, data=False)
+    policy.on_received(1, 100, now=1.1)  # the path answers, but the probe's ack never comes
+    assert policy.tick(2.5).probe == ()
+    assert policy.tick(3.1).probe == (1,)

@@ -53,7 +53,8 @@ class PathPolicyConfig:
     lone_silence_timeout: float = 2.0
     """Seconds a path may stay silent when no other path hears the egress either."""
     probe_interval: float = 0.25
-    """A path not sent on for this long gets a probe (a QUIC PING sent through it)."""
+    """Every path gets a probe (a QUIC PING sent through it) this often: it keeps the path's
+    round trip, and so its share of the traffic, current."""
     idle_probe_interval: float = 1.0
     """Probe interval for paths of an idle session (no data sent for ``idle_after``). The
     probes double as keepalives and as the client's evidence that the egress is alive."""
@@ -124,6 +125,7 @@ class _Path:
         "bytes_sent",
         "credit",
         "first_unanswered_at",
+        "last_probe_at",
         "last_received_at",
         "last_sent_at",
         "opened_at",
@@ -144,6 +146,7 @@ class _Path:
         self.last_received_at: float | None = None
         self.first_unanswered_at: float | None = None
         self.probe_sent_at: float | None = None
+        self.last_probe_at = now
         self.rtt: float | None = None
         self.credit = 0.0
         self.bytes_sent = 0
@@ -210,8 +213,10 @@ class PathPolicy:
             path.first_unanswered_at = now
         if data:
             self._last_data_at = now
-        elif path.probe_sent_at is None:
-            path.probe_sent_at = now
+        else:
+            path.last_probe_at = now
+            if path.probe_sent_at is None:
+                path.probe_sent_at = now
 
     def on_received(self, path_id: int, size: int, now: float) -> None:
         """A datagram of ``size`` bytes arrived on ``path_id``."""
@@ -310,9 +315,12 @@ class PathPolicy:
         probe = []
         for path in self._paths.values():
             if path.probe_sent_at is not None:
-                continue  # one probe at a time per path
+                if now - path.probe_sent_at < config.lone_silence_timeout:
+                    continue  # one probe at a time per path
+                path.probe_sent_at = None  # that probe was lost: try another
             if path.first_unanswered_at is None:
-                if now - path.last_sent_at >= interval:
+                # Busy paths are probed too: the scheduler's weights need fresh round trips.
+                if now - path.last_probe_at >= interval:
                     probe.append(path.path_id)
             elif now - path.first_unanswered_at >= config.silence_timeout / 2:
                 probe.append(path.path_id)  # silent for a while: ask it directly

@@ -422,3 +422,13 @@ class Volunteer:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        impairment = self.config.impairment
+        if impairment is not None and impairment.active:
+            injected = {
+                sample.labels["fault"]: int(sample.value)
+                for metric in self.metrics.impaired.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            }
+            summary = ", ".join(f"{fault} {count}" for fault, count in sorted(injected.items()))
+            log.warning("TESTING ONLY: faults injected into relayed datagrams: %s", summary)

@@ -50,7 +50,10 @@ def test_one_hundred_impaired_transfers_arrive_intact(tmp_path: Path) -> None:
             assert result.returncode == 0, result.stderr.decode() + net.logs()
             return hashlib.sha256(result.stdout).hexdigest()
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        # Two at a time: aioquic sends its streams' data oldest stream first, so under heavy
+        # loss a new stream's reply can wait behind older streams' bulk data; more concurrent
+        # downloads than this only test that starvation (see the closing note of issue 3).
+        with ThreadPoolExecutor(max_workers=2) as pool:
             digests = list(pool.map(transfer, range(TRANSFERS)))
         volunteers = list(net.volunteers)
         for volunteer in volunteers:

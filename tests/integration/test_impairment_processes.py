@@ -64,8 +64,11 @@ def test_one_hundred_impaired_transfers_arrive_intact(tmp_path: Path) -> None:
     injected: dict[str, int] = {}
     for fault, count in re.findall(r"(\w+) (\d+)(?:,|$)", _summaries(logs)):
         injected[fault] = injected.get(fault, 0) + int(count)
-    for fault in ("lost", "duplicated", "reordered", "corrupted"):
-        assert injected.get(fault, 0) > 100, f"too few {fault} faults injected: {injected}"
+    # Thousands of losses, duplicates and corruptions; reordering needs a following datagram
+    # within its hold time, so it fires far less often (86 in one run, 5,775 in another).
+    for fault in ("lost", "duplicated", "corrupted"):
+        assert injected.get(fault, 0) > 1000, f"too few {fault} faults injected: {injected}"
+    assert injected.get("reordered", 0) > 10, f"too few reorderings injected: {injected}"
 
 
 def _summaries(logs: str) -> str:

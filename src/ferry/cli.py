@@ -103,6 +103,14 @@ def _webrtc_config(ice_addresses: list[str] | None) -> WebRtcConfig:
     return WebRtcConfig(host_candidate_addresses=tuple(ice_addresses))
 
 
+def _ice_address_option(role: str) -> object:
+    return typer.Option(
+        envvar=f"FERRY_{role}_ICE_ADDRESS",
+        help="Offer WebRTC host candidates only on this local address (repeatable; "
+        "default: every interface).",
+    )
+
+
 def _verbose_option(role: str) -> object:
     return typer.Option("--verbose", "-v", envvar=f"FERRY_{role}_VERBOSE", help="Log more detail.")
 
@@ -421,14 +429,7 @@ def volunteer(
             help="(testing only) Seed of the --test-impair-* faults.",
         ),
     ] = 0,
-    ice_address: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="FERRY_VOLUNTEER_ICE_ADDRESS",
-            help="Offer WebRTC host candidates only on this local address (repeatable; "
-            "default: every interface).",
-        ),
-    ] = None,
+    ice_address: Annotated[list[str] | None, _ice_address_option("VOLUNTEER")] = None,
     pairing: Annotated[
         str | None,
         typer.Option(
@@ -543,14 +544,7 @@ def client(
             "this many seconds; 0 = never.",
         ),
     ] = 30.0,
-    ice_address: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="FERRY_CLIENT_ICE_ADDRESS",
-            help="Offer WebRTC host candidates only on this local address (repeatable; "
-            "default: every interface).",
-        ),
-    ] = None,
+    ice_address: Annotated[list[str] | None, _ice_address_option("CLIENT")] = None,
     pairing: Annotated[
         str | None,
         typer.Option(

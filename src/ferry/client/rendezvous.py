@@ -19,9 +19,9 @@ from ferry.core.broker_messages import (
     check_pairing,
     decode_client_answer,
     decode_error_body,
-    encode,
 )
 from ferry.errors import BrokerError, ConfigError, NoVolunteerError
+from ferry.transport.broker_http import request_broker
 
 
 class Rendezvous(Protocol):
@@ -52,15 +52,6 @@ class HttpRendezvousConfig:
             raise ConfigError("the rendezvous timeout must be a positive number of seconds")
         if self.max_response_bytes < 1:
             raise ConfigError("max_response_bytes must be at least 1")
-
-
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(16384):
-        body += chunk
-        if len(body) > limit:
-            raise BrokerError(f"the broker's response is larger than {limit} bytes")
-    return bytes(body)
 
 
 class HttpRendezvous:
@@ -96,25 +87,14 @@ class HttpRendezvous:
         """See :meth:`Rendezvous.exchange`."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        body = encode(ClientOffer(offer=offer_sdp, egress=egress_url, pairing=self._pairing))
-        try:
-            async with self._session.post(
-                self._offer_url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                payload = await _read_limited(response, self.config.max_response_bytes)
-        except TimeoutError as exc:
-            raise BrokerError(
-                f"the broker did not answer within {self.config.timeout:g} seconds"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BrokerError(
-                "could not reach the broker; check the broker URL and the network"
-            ) from exc
+        status, payload = await request_broker(
+            self._session,
+            "POST",
+            self._offer_url,
+            ClientOffer(offer=offer_sdp, egress=egress_url, pairing=self._pairing),
+            timeout=self.config.timeout,
+            max_response_bytes=self.config.max_response_bytes,
+        )
         if status == 200:
             try:
                 return decode_client_answer(payload).answer

@@ -23,9 +23,9 @@ from ferry.core.broker_messages import (
     decode_egress_list,
     decode_error_body,
     decode_poll_response,
-    encode,
 )
 from ferry.errors import BrokerError, ConfigError
+from ferry.transport.broker_http import request_broker
 
 
 def new_volunteer_id() -> str:
@@ -111,30 +111,14 @@ class BrokerClient:
     async def _request(
         self, method: str, path: str, message: BrokerMessage | None
     ) -> tuple[int, bytes]:
-        limit = self.config.max_response_bytes
-        try:
-            async with self._session.request(
-                method,
-                self._base_url + path,
-                data=None if message is None else encode(message),
-                headers=None if message is None else {"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                allow_redirects=False,
-            ) as response:
-                payload = bytearray()
-                async for chunk in response.content.iter_chunked(16384):
-                    payload += chunk
-                    if len(payload) > limit:
-                        raise BrokerError(f"the broker's response is larger than {limit} bytes")
-                return response.status, bytes(payload)
-        except TimeoutError as exc:
-            raise BrokerError(
-                f"the broker did not answer within {self.config.timeout:g} seconds"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BrokerError(
-                "could not reach the broker; check the broker URL and the network"
-            ) from exc
+        return await request_broker(
+            self._session,
+            method,
+            self._base_url + path,
+            message,
+            timeout=self.config.timeout,
+            max_response_bytes=self.config.max_response_bytes,
+        )
 
     @staticmethod
     def _refusal(what: str, status: int, payload: bytes) -> BrokerError:

@@ -38,15 +38,23 @@ def test_one_hundred_impaired_transfers_arrive_intact(tmp_path: Path) -> None:
         origin_server(body) as port,
         process_network(tmp_path, volunteers=2, volunteer_arguments=IMPAIRMENT) as net,
     ):
+        refused: list[int] = []
 
         def transfer(index: int) -> str:
-            result = subprocess.run(
-                ["/usr/bin/curl", "--silent", "--show-error", "--max-time", "120",
-                 "--socks5-hostname", net.proxy, f"http://127.0.0.1:{port}/t{index}"],
-                capture_output=True,
-                timeout=150,
-                check=False,
-            )  # fmt: skip
+            for _attempt in range(2):
+                result = subprocess.run(
+                    ["/usr/bin/curl", "--silent", "--show-error", "--max-time", "120",
+                     "--socks5-hostname", net.proxy, f"http://127.0.0.1:{port}/t{index}"],
+                    capture_output=True,
+                    timeout=150,
+                    check=False,
+                )  # fmt: skip
+                # 97: the SOCKS connection was refused before any byte flowed (under this
+                # much loss a stream's reply can miss the client's 30 s wait; see issue 3's
+                # note). Nothing was delivered, so nothing can be corrupt: try once more.
+                if result.returncode != 97:
+                    break
+                refused.append(index)
             assert result.returncode == 0, result.stderr.decode() + net.logs()
             return hashlib.sha256(result.stdout).hexdigest()
 
@@ -61,6 +69,7 @@ def test_one_hundred_impaired_transfers_arrive_intact(tmp_path: Path) -> None:
         logs = "\n".join(volunteer.log() for volunteer in volunteers)
     assert len(digests) == TRANSFERS
     assert digests.count(expected) == TRANSFERS, "zero corrupt transfers"
+    assert len(refused) <= 3, f"too many stream openings refused: {refused}"
     injected: dict[str, int] = {}
     for fault, count in re.findall(r"(\w+) (\d+)(?:,|$)", _summaries(logs)):
         injected[fault] = injected.get(fault, 0) + int(count)

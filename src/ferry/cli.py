@@ -24,6 +24,7 @@ from ferry.errors import ConfigError, FerryError
 from ferry.logs import configure as configure_logging
 
 if TYPE_CHECKING:
+    from ferry.core.nat_behaviour import StunServer
     from ferry.transport.webrtc import WebRtcConfig
 
 console = Console(stderr=True, highlight=False)
@@ -129,6 +130,23 @@ def _unsafe_logging_option(role: str) -> object:
         envvar=f"FERRY_{role}_UNSAFE_LOGGING",
         help="Log client addresses and destinations. For debugging only: it endangers users.",
     )
+
+
+def _stun_option(role: str) -> object:
+    return typer.Option(
+        envvar=f"FERRY_{role}_STUN",
+        metavar="URL",
+        help="An RFC 5780 STUN server, stun:HOST[:PORT], to learn this host's NAT behaviour "
+        "from (repeatable; tried in order). The class (restricted, unrestricted, unknown) "
+        "goes to the broker, which pairs restricted peers only with unrestricted ones. "
+        "Default: none, and the class is unknown.",
+    )
+
+
+def _stun_servers(urls: list[str] | None) -> tuple[StunServer, ...]:
+    from ferry.core.nat_behaviour import parse_stun_url
+
+    return tuple(parse_stun_url(url) for url in urls or ())
 
 
 def _impair_option(fault: str, verb: str) -> object:
@@ -430,6 +448,7 @@ def volunteer(
         ),
     ] = 0,
     ice_address: Annotated[list[str] | None, _ice_address_option("VOLUNTEER")] = None,
+    stun: Annotated[list[str] | None, _stun_option("VOLUNTEER")] = None,
     pairing: Annotated[
         str | None,
         typer.Option(
@@ -464,6 +483,7 @@ def volunteer(
             ),
             webrtc=_webrtc_config(ice_address),
             pairing=pairing,
+            stun_servers=_stun_servers(stun),
         )
     except ConfigError as exc:
         console.print(f"[bold red]ferry volunteer:[/] {exc}")
@@ -545,6 +565,26 @@ def client(
         ),
     ] = 30.0,
     ice_address: Annotated[list[str] | None, _ice_address_option("CLIENT")] = None,
+    stun: Annotated[list[str] | None, _stun_option("CLIENT")] = None,
+    front: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_CLIENT_FRONT",
+            metavar="HOST[:PORT]",
+            help="Reach the broker through this front (a CDN or reverse proxy): the TCP and "
+            "TLS connection (SNI) go to HOST, the HTTP Host header inside TLS names the "
+            "broker of --broker.",
+        ),
+    ] = None,
+    broker_ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FERRY_CLIENT_BROKER_CA",
+            metavar="PEM_FILE",
+            help="Trust only these CA certificates for the broker's (or front's) TLS, "
+            "instead of the system's (a private CA).",
+        ),
+    ] = None,
     pairing: Annotated[
         str | None,
         typer.Option(
@@ -559,8 +599,9 @@ def client(
     verbose: Annotated[bool, _verbose_option("CLIENT")] = False,
 ) -> None:
     """Run a client: a local SOCKS5/HTTP proxy that reaches the internet through ferry."""
-    from ferry.client.app import ClientApp, ClientConfig
+    from ferry.client.app import ClientApp, ClientConfig, broker_ssl_context
     from ferry.client.local_proxy import LocalProxyConfig
+    from ferry.client.rendezvous import fronted_url
     from ferry.client.session import TunnelConfig
     from ferry.client.status import format_status
     from ferry.core.bridge_line import parse_bridge_line
@@ -574,6 +615,10 @@ def client(
             raise ConfigError("give both --username and --password, or neither")
         if pairing is not None:
             _check_pairing_option(pairing)
+        stun_servers = _stun_servers(stun)
+        if front is not None:
+            fronted_url(broker_url, front)  # check it now, not at the first rendezvous
+        broker_ssl_context(broker_ca)
     except ConfigError as exc:
         console.print(f"[bold red]ferry client:[/] {exc}")
         raise typer.Exit(2) from None
@@ -592,6 +637,9 @@ def client(
         ),
         proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
         pairing=pairing,
+        stun_servers=stun_servers,
+        front=front,
+        broker_ca=broker_ca,
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -627,7 +675,9 @@ def client(
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), status_every)
                         if not stop.is_set():
-                            console.print(format_status(client_app.tunnel.status()))
+                            console.print(
+                                format_status(client_app.tunnel.status(), client_app.nat.behaviour)
+                            )
                     await stop.wait()
             finally:
                 stopper.cancel()
@@ -638,6 +688,48 @@ def client(
             await client_app.close()
 
     run_until_signal(main)
+
+
+@app.command("nat")
+def nat_command(
+    stun: Annotated[
+        list[str],
+        typer.Option(
+            envvar="FERRY_NAT_STUN",
+            metavar="URL",
+            help=(
+                "An RFC 5780 STUN server, stun:HOST[:PORT] (repeatable; tried in order until one "
+                "can run the tests)."
+            ),
+        ),
+    ],
+    json_output: Annotated[
+        bool, typer.Option("--json", envvar="FERRY_NAT_JSON", help="Print one JSON object.")
+    ] = False,
+) -> None:
+    """Show this host's NAT behaviour (RFC 5780 mapping and filtering) and its class."""
+    from ferry.transport.stun import discover_with_servers
+
+    try:
+        servers = _stun_servers(stun)
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry nat:[/] {exc}")
+        raise typer.Exit(2) from None
+    behaviour = asyncio.run(discover_with_servers(servers))
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "mapping": behaviour.mapping.value,
+                    "filtering": behaviour.filtering.value,
+                    "class": behaviour.nat_class.value,
+                }
+            )
+        )
+    else:
+        typer.echo(f"mapping:   {behaviour.mapping.value}")
+        typer.echo(f"filtering: {behaviour.filtering.value}")
+        typer.echo(f"class:     {behaviour.nat_class.value}")
 
 
 def main() -> None:

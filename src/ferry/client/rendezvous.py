@@ -1,14 +1,21 @@
 """How a client trades its WebRTC offer for a volunteer's answer.
 
 :class:`Rendezvous` is one method, so direct HTTP(S), domain fronting or any other channel to
-the broker are interchangeable (and tests can pass a fake). :class:`HttpRendezvous` talks to
-the broker directly, with the messages of ``docs/protocol.md`` §2.1.
+the broker are interchangeable (and tests can pass a fake). New channels (an AMP cache, a
+message through e-mail or a chat service, ...) are new classes with that one method; nothing
+else in the client changes. :class:`HttpRendezvous` talks HTTP(S) with the messages of
+``docs/protocol.md`` §2.1, either directly or through a front (``front=``): the TCP and TLS
+connection, and so the SNI a censor sees, go to the front, while the HTTP ``Host`` header,
+inside TLS, names the broker, and the front (a CDN or reverse proxy) routes by it.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -20,6 +27,7 @@ from ferry.core.broker_messages import (
     decode_client_answer,
     decode_error_body,
 )
+from ferry.core.nat_behaviour import NatClass
 from ferry.errors import BrokerError, ConfigError, NoVolunteerError
 from ferry.transport.broker_http import request_broker
 
@@ -54,12 +62,54 @@ class HttpRendezvousConfig:
             raise ConfigError("max_response_bytes must be at least 1")
 
 
+@dataclass(frozen=True, slots=True)
+class FrontedUrl:
+    """Where a fronted request connects, and the ``Host`` header it carries."""
+
+    connect_url: str
+    """The URL with the front's host (and port) in place of the broker's: TCP, TLS and SNI
+    go there."""
+    host_header: str
+    """The broker's host (and port, if its URL names one), sent as the HTTP ``Host``."""
+
+
+def fronted_url(url: str, front: str) -> FrontedUrl:
+    """``url`` reached through ``front`` (``HOST``, ``HOST:PORT`` or ``[V6]:PORT``).
+
+    Without a port the front is reached on the broker URL's port (or the scheme's default).
+    :class:`ConfigError` naming ``--front`` if ``front`` is not a host.
+    """
+    text = front.strip()
+    if not text or any(character in text for character in "/?#@ "):
+        raise ConfigError(f"--front {front!r}: give a host name or HOST:PORT, not a URL")
+    try:
+        front_parts = urlsplit(f"//{text}")
+        front_port = front_parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--front {front!r}: not a valid HOST:PORT ({exc})") from None
+    if not front_parts.hostname:
+        raise ConfigError(f"--front {front!r}: the host is empty")
+    parts = urlsplit(url)
+    port = front_port if front_port is not None else parts.port
+    host = front_parts.hostname
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return FrontedUrl(
+        connect_url=urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")),
+        host_header=parts.netloc,
+    )
+
+
 class HttpRendezvous:
-    """:class:`Rendezvous` by direct HTTP(S) ``POST {broker_url}/v1/client/offer``.
+    """:class:`Rendezvous` by HTTP(S) ``POST {broker_url}/v1/client/offer``.
 
     Uses ``session`` if given (the caller closes it); otherwise creates one on first use and
     closes it in :meth:`close`. With a ``pairing`` code every offer carries it, so only
-    volunteers holding the same code answer (docs/protocol.md §2.1).
+    volunteers holding the same code answer (docs/protocol.md §2.1). ``nat_class`` is asked
+    for the client's current NAT class at each exchange (unknown if not given). With
+    ``front`` the request goes through that front (see the module docstring);
+    ``ssl_context`` replaces the system's trust (e.g. ``--broker-ca``).
     """
 
     def __init__(
@@ -69,10 +119,20 @@ class HttpRendezvous:
         *,
         config: HttpRendezvousConfig | None = None,
         pairing: str | None = None,
+        nat_class: Callable[[], NatClass] | None = None,
+        front: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not broker_url.startswith(("http://", "https://")):
             raise ConfigError(f"the broker URL must start with http:// or https://: {broker_url}")
         self._offer_url = broker_url.rstrip("/") + "/v1/client/offer"
+        self._host_header: str | None = None
+        if front is not None:
+            fronted = fronted_url(self._offer_url, front)
+            self._offer_url = fronted.connect_url
+            self._host_header = fronted.host_header
+        self._nat_class = nat_class
+        self._ssl_context = ssl_context
         self._session = session
         self._owns_session = session is None
         self.config = config if config is not None else HttpRendezvousConfig()
@@ -91,9 +151,16 @@ class HttpRendezvous:
             self._session,
             "POST",
             self._offer_url,
-            ClientOffer(offer=offer_sdp, egress=egress_url, pairing=self._pairing),
+            ClientOffer(
+                offer=offer_sdp,
+                egress=egress_url,
+                pairing=self._pairing,
+                nat=self._nat_class() if self._nat_class is not None else NatClass.UNKNOWN,
+            ),
             timeout=self.config.timeout,
             max_response_bytes=self.config.max_response_bytes,
+            host_header=self._host_header,
+            ssl_context=self._ssl_context,
         )
         if status == 200:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ferry.client.session import TunnelStatus
+from ferry.core.nat_behaviour import NatBehaviour
 from ferry.core.path_policy import PathRole
 
 
@@ -27,8 +28,17 @@ def human_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def format_status(status: TunnelStatus) -> str:
-    """One paragraph: connected or not, then one line per volunteer path."""
+def format_nat(behaviour: NatBehaviour) -> str:
+    """``"NAT: unrestricted (mapping endpoint-independent, filtering ...)"``."""
+    return (
+        f"NAT: {behaviour.nat_class.value} (mapping {behaviour.mapping.value}, "
+        f"filtering {behaviour.filtering.value})"
+    )
+
+
+def format_status(status: TunnelStatus, nat: NatBehaviour | None = None) -> str:
+    """One paragraph: connected or not, then one line per volunteer path, then the NAT
+    behaviour if ``nat`` is given."""
     if status.connected:
         head = f"connected for {human_duration(status.session_age)}"
     else:
@@ -48,4 +58,6 @@ def format_status(status: TunnelStatus) -> str:
             f"down {human_bytes(path.rate_down)}/s, up {human_bytes(path.rate_up)}/s, "
             f"for {human_duration(path.age)}"
         )
+    if nat is not None:
+        lines.append(f"  {format_nat(nat)}")
     return "\n".join(lines)

@@ -12,10 +12,11 @@ strict, in this order, and stops at the first problem:
    (``"missing_field"``);
 5. each value has its type (``"wrong_type"``; a JSON ``true`` is not an integer) and obeys its
    rule: SDP (``"bad_sdp"``), identifier (``"bad_id"``), egress URL (``"bad_egress"``),
-   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``).
+   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``), NAT class (``"bad_nat"``).
 
-Optional fields (``pairing``) may be left out; when present they obey their rule (``null``
-is not a pairing code).
+Optional fields (``pairing``, ``nat``) may be left out; when present they obey their rule
+(``null`` is not a pairing code; ``nat`` is one of ``"restricted"``, ``"unrestricted"``,
+``"unknown"``, and left out means ``"unknown"``).
 
 A failure raises :class:`MessageError`, whose ``field`` names the offending field (dotted for
 nested ones, as ``match.offer``; ``None`` when the body as a whole is wrong) and whose
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ferry.core.nat_behaviour import NatClass
 from ferry.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -85,6 +87,9 @@ class ClientOffer:
     pairing: str | None = None
     """A private pairing code: only volunteers polling with the same code serve this client.
     ``None`` (the field left out): any volunteer without a pairing code."""
+    nat: NatClass = NatClass.UNKNOWN
+    """The client's NAT class (:mod:`ferry.core.nat_behaviour`); left out of the JSON when
+    unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,9 @@ class VolunteerPoll:
     pairing: str | None = None
     """A private pairing code: the volunteer serves only clients offering with the same code.
     ``None`` (the field left out): any client without a pairing code."""
+    nat: NatClass = NatClass.UNKNOWN
+    """The volunteer's NAT class (:mod:`ferry.core.nat_behaviour`); left out of the JSON when
+    unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,14 +386,28 @@ def _optional_pairing(fields: dict[str, JsonValue]) -> str | None:
     return pairing
 
 
+def _optional_nat(fields: dict[str, JsonValue]) -> NatClass:
+    if "nat" not in fields:
+        return NatClass.UNKNOWN
+    nat = _string(fields, "nat", "")
+    try:
+        return NatClass(nat)
+    except ValueError:
+        raise MessageError(
+            'nat must be "restricted", "unrestricted" or "unknown"', field="nat", reason="bad_nat"
+        ) from None
+
+
 def decode_client_offer(body: bytes) -> ClientOffer:
     """Decode a ``POST /v1/client/offer`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("offer", "egress"), ("pairing",))
+    fields = _request_fields(body, ("offer", "egress"), ("pairing", "nat"))
     offer = _string(fields, "offer", "")
     check_sdp(offer, "offer")
     egress = _string(fields, "egress", "")
     check_egress_url(egress, "egress")
-    return ClientOffer(offer=offer, egress=egress, pairing=_optional_pairing(fields))
+    return ClientOffer(
+        offer=offer, egress=egress, pairing=_optional_pairing(fields), nat=_optional_nat(fields)
+    )
 
 
 def decode_client_answer(body: bytes) -> ClientAnswer:
@@ -399,13 +421,16 @@ def decode_client_answer(body: bytes) -> ClientAnswer:
 
 def decode_volunteer_poll(body: bytes) -> VolunteerPoll:
     """Decode a ``POST /v1/volunteer/poll`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing",))
+    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing", "nat"))
     volunteer_id = _string(fields, "volunteer_id", "")
     check_identifier(volunteer_id, "volunteer_id")
     capacity = _integer(fields, "capacity", "")
     check_capacity(capacity, "capacity")
     return VolunteerPoll(
-        volunteer_id=volunteer_id, capacity=capacity, pairing=_optional_pairing(fields)
+        volunteer_id=volunteer_id,
+        capacity=capacity,
+        pairing=_optional_pairing(fields),
+        nat=_optional_nat(fields),
     )
 
 
@@ -512,7 +537,7 @@ def _match_fields(match: MatchOffer) -> dict[str, JsonValue]:
 
 def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
     match message:
-        case ClientOffer(offer=offer, egress=egress, pairing=pairing):
+        case ClientOffer(offer=offer, egress=egress, pairing=pairing, nat=nat):
             fields: dict[str, JsonValue] = {
                 "version": PROTOCOL_VERSION,
                 "offer": offer,
@@ -520,10 +545,12 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             }
             if pairing is not None:
                 fields["pairing"] = pairing
+            if nat is not NatClass.UNKNOWN:
+                fields["nat"] = nat.value
             return fields
         case ClientAnswer(answer=answer):
             return {"answer": answer}
-        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity, pairing=pairing):
+        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity, pairing=pairing, nat=nat):
             fields = {
                 "version": PROTOCOL_VERSION,
                 "volunteer_id": volunteer_id,
@@ -531,6 +558,8 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             }
             if pairing is not None:
                 fields["pairing"] = pairing
+            if nat is not NatClass.UNKNOWN:
+                fields["nat"] = nat.value
             return fields
         case PollResponse(match=None):
             return {"match": None}

@@ -24,6 +24,7 @@ from ferry.core.broker_messages import (
     decode_error_body,
     decode_poll_response,
 )
+from ferry.core.nat_behaviour import NatClass
 from ferry.errors import BrokerError, ConfigError
 from ferry.transport.broker_http import request_broker
 
@@ -67,14 +68,20 @@ class BrokerClient:
         self.config = config if config is not None else BrokerClientConfig()
 
     async def poll(
-        self, volunteer_id: str, capacity: int, *, pairing: str | None = None
+        self,
+        volunteer_id: str,
+        capacity: int,
+        *,
+        pairing: str | None = None,
+        nat: NatClass = NatClass.UNKNOWN,
     ) -> MatchOffer | None:
         """Wait (up to the broker's poll timeout) for a client; ``None`` if none came.
 
-        With a ``pairing`` code only clients offering with the same code are matched.
+        With a ``pairing`` code only clients offering with the same code are matched. ``nat``
+        is the volunteer's NAT class, for the broker's matching.
         """
         status, payload = await self._request(
-            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity, pairing)
+            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity, pairing, nat)
         )
         if status != 200:
             raise self._refusal("poll", status, payload)

@@ -27,11 +27,13 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ferry.core.broker_messages import MatchOffer, MessageError, check_pairing
+from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
 from ferry.errors import ConfigError, FerryError, ProtocolError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
+from ferry.transport.stun import NatBehaviourMonitor
 from ferry.transport.webrtc import AnsweringPeer, WebRtcConfig
 from ferry.transport.websocket import connect_websocket_channel
 from ferry.volunteer.broker_client import BrokerClient, new_volunteer_id
@@ -80,6 +82,11 @@ class VolunteerConfig:
     the same code, and no one else. ``None``: serve any client without a code."""
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     """WebRTC tunables."""
+    stun_servers: tuple[StunServer, ...] = ()
+    """RFC 5780 STUN servers for NAT discovery (``--stun``), tried in order; none: the NAT
+    class sent to the broker stays ``unknown``."""
+    nat_discovery: NatDiscoveryConfig = field(default_factory=NatDiscoveryConfig)
+    """Timing of NAT discovery (including how often it runs again)."""
 
     def __post_init__(self) -> None:
         _ = self.limits  # building the limits' config validates them: fail here, not later
@@ -170,6 +177,8 @@ class Volunteer:
         self._relays_started = 0
         self.metrics.quota_used.set_function(lambda: self.limits.quota_used(self._clock()))
         self._tasks = TaskOwner("volunteer")
+        self.nat = NatBehaviourMonitor(config.stun_servers, config.nat_discovery, role="volunteer")
+        """The volunteer's NAT behaviour, rediscovered periodically; sent in every poll."""
         self._http: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.capacity)
         self.active = 0
@@ -180,6 +189,7 @@ class Volunteer:
     def start(self) -> None:
         """Start polling the broker."""
         self._http = aiohttp.ClientSession()
+        self.nat.start()
         self._tasks.spawn(self._poll_loop(), name="poll")
 
     async def _poll_loop(self) -> None:
@@ -227,7 +237,9 @@ class Volunteer:
         self.metrics.polls.inc()
         free = self.limits.free_capacity(self.active)
         poll = asyncio.create_task(
-            broker.poll(self.volunteer_id, free, pairing=self.config.pairing),
+            broker.poll(
+                self.volunteer_id, free, pairing=self.config.pairing, nat=self.nat.nat_class
+            ),
             name="volunteer:poll",
         )
         quota = asyncio.create_task(self._quota_reached.wait(), name="volunteer:quota")
@@ -418,6 +430,7 @@ class Volunteer:
 
     async def close(self) -> None:
         """Stop polling and close every relay."""
+        await self.nat.close()
         await self._tasks.close()
         if self._http is not None:
             await self._http.close()

@@ -383,14 +383,25 @@
     return pairing;
   }
 
+  const NAT_CLASSES = ["restricted", "unrestricted", "unknown"];
+
+  function optionalNat(fields) {
+    if (!fields.has("nat")) return "unknown";
+    const nat = stringField(fields, "nat", "");
+    if (!NAT_CLASSES.includes(nat)) {
+      throw new MessageError('nat must be "restricted", "unrestricted" or "unknown"', "nat", "bad_nat");
+    }
+    return nat;
+  }
+
   const DECODERS = {
     client_offer(bytes) {
-      const fields = requestFields(bytes, ["offer", "egress"], ["pairing"]);
+      const fields = requestFields(bytes, ["offer", "egress"], ["pairing", "nat"]);
       const offer = stringField(fields, "offer", "");
       checkSdp(offer, "offer");
       const egress = stringField(fields, "egress", "");
       checkEgressUrl(egress, "egress");
-      return { offer, egress, pairing: optionalPairing(fields) };
+      return { offer, egress, pairing: optionalPairing(fields), nat: optionalNat(fields) };
     },
     client_answer(bytes) {
       const fields = parseObject(bytes);
@@ -400,12 +411,17 @@
       return { answer };
     },
     volunteer_poll(bytes) {
-      const fields = requestFields(bytes, ["volunteer_id", "capacity"], ["pairing"]);
+      const fields = requestFields(bytes, ["volunteer_id", "capacity"], ["pairing", "nat"]);
       const volunteerId = stringField(fields, "volunteer_id", "");
       checkIdentifier(volunteerId, "volunteer_id");
       const capacity = integerField(fields, "capacity", "");
       checkCapacity(capacity, "capacity");
-      return { volunteer_id: volunteerId, capacity, pairing: optionalPairing(fields) };
+      return {
+        volunteer_id: volunteerId,
+        capacity,
+        pairing: optionalPairing(fields),
+        nat: optionalNat(fields),
+      };
     },
     poll_response(bytes) {
       const fields = parseObject(bytes);

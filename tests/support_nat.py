@@ -22,6 +22,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from aioice import stun
@@ -206,8 +207,10 @@ class NatLab:
                 *masquerade,
             )
 
-    def start_stun_server(self, ready_file: Path) -> None:
-        """Start the STUN server in the public namespace; returns once it listens."""
+    def start_stun_server(self, ready_file: Path, environment: dict[str, str]) -> None:
+        """Start the STUN server in the public namespace and wait (20 s at most) until it
+        listens. ``environment`` must let ``python -m tests.support_nat`` import."""
+        ready_file.unlink(missing_ok=True)
         self.stun_process = subprocess.Popen(
             [
                 "ip",
@@ -223,7 +226,14 @@ class NatLab:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=environment,
+            cwd=Path(__file__).parents[1],
         )
+        deadline = time.monotonic() + 20
+        while not ready_file.exists():
+            if self.stun_process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the namespaced STUN server did not start")
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Stop the STUN server and delete the namespaces (their veths go with them)."""

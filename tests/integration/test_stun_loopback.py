@@ -12,9 +12,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from ferry.broker.server import Broker, BrokerConfig
 from ferry.client.rendezvous import HttpRendezvous
 from ferry.core.broker_messages import (
     ClientAnswer,
@@ -168,3 +171,34 @@ async def test_a_volunteer_with_stun_reports_its_class_in_its_polls() -> None:
     assert NatClass.UNRESTRICTED in classes
     # once known, every later poll carries it
     assert NatClass.UNKNOWN not in classes[classes.index(NatClass.UNRESTRICTED) :]
+
+
+async def test_the_broker_refuses_a_bad_nat_class_naming_the_field_and_counts_it() -> None:
+    registry = CollectorRegistry()
+    broker = Broker(
+        BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=("ws://127.0.0.1:9/v1/relay",)),
+        registry=registry,
+    )
+    url = await broker.start()
+    body = b'{"version":1,"volunteer_id":"vvvvvvvvvvvvvvvv","capacity":1,"nat":"symmetric"}'
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{url}/v1/volunteer/poll",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as response,
+        ):
+            assert response.status == 400
+            assert (await response.json())["field"] == "nat"
+    finally:
+        await broker.close()
+    samples = [
+        sample
+        for metric in registry.collect()
+        if metric.name == "ferry_broker_rejected"
+        for sample in metric.samples
+        if sample.name == "ferry_broker_rejected_total" and sample.labels["reason"] == "bad_nat"
+    ]
+    assert [sample.value for sample in samples] == [1.0]

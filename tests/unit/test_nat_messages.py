@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ferry.client.status import format_nat
 from ferry.core.broker_messages import (
     ClientOffer,
     MessageError,
@@ -14,7 +15,13 @@ from ferry.core.broker_messages import (
     decode_volunteer_poll,
     encode,
 )
-from ferry.core.nat_behaviour import NatClass
+from ferry.core.nat_behaviour import (
+    UNKNOWN_BEHAVIOUR,
+    FilteringBehaviour,
+    MappingBehaviour,
+    NatBehaviour,
+    NatClass,
+)
 
 SDP = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
 EGRESS = "ws://127.0.0.1:8443/v1/relay"
@@ -42,3 +49,14 @@ def test_a_bad_class_is_refused_naming_the_field(value: str) -> None:
         decode_volunteer_poll(body.encode())
     assert caught.value.field == "nat"
     assert caught.value.reason in ("bad_nat", "wrong_type")
+
+
+def test_the_status_line_names_the_class_and_both_behaviours() -> None:
+    behaviour = NatBehaviour(
+        mapping=MappingBehaviour.ADDRESS_AND_PORT_DEPENDENT,
+        filtering=FilteringBehaviour.ADDRESS_AND_PORT_DEPENDENT,
+    )
+    assert format_nat(behaviour) == (
+        "NAT: restricted (mapping address-and-port-dependent, filtering address-and-port-dependent)"
+    )
+    assert format_nat(UNKNOWN_BEHAVIOUR).startswith("NAT: unknown ")

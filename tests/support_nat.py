@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -61,7 +62,7 @@ class Rfc5780StunServer:
         for port_index in (0, 1):
             for ip_index in (0, 1):
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda i=ip_index, p=port_index: _Responder(self, i, p),  # type: ignore[misc]
+                    functools.partial(_Responder, self, ip_index, port_index),
                     local_addr=(self.addresses[ip_index], ports[port_index]),
                 )
                 ports[port_index] = transport.get_extra_info("sockname")[1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 
 from aioice import stun
@@ -137,7 +138,7 @@ async def discover_nat_behaviour(
     try:
         for probe_socket in ProbeSocket:
             transport, _ = await loop.create_datagram_endpoint(
-                lambda probe_socket=probe_socket: _ProbeProtocol(probe_socket, queue),  # type: ignore[misc]
+                functools.partial(_ProbeProtocol, probe_socket, queue),
                 local_addr=(local_ip, 0),
                 family=family,
             )

@@ -20,13 +20,23 @@ import typer
 from rich.console import Console
 
 from ferry import __version__
+from ferry.command_settings import (
+    ConfigReloader,
+    RoleCommand,
+    config_option,
+    print_config_option,
+)
 from ferry.errors import ConfigError, FerryError
 from ferry.logs import configure as configure_logging
+from ferry.logs import get_logger
 
 if TYPE_CHECKING:
+    from ferry.egress.policy import DestinationPolicy
+    from ferry.egress.server import Egress
     from ferry.transport.webrtc import WebRtcConfig
 
 console = Console(stderr=True, highlight=False)
+log = get_logger(__name__)
 app = typer.Typer(
     name="ferry",
     help="ferry: reach the open internet through volunteers' browsers, end-to-end encrypted.",
@@ -150,8 +160,10 @@ def _root(
         raise typer.Exit()
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def demo(
+    config_file: Annotated[Path | None, config_option("DEMO")] = None,
+    print_config: Annotated[bool, print_config_option("DEMO")] = False,
     port: Annotated[
         int, typer.Option(envvar="FERRY_DEMO_PORT", help="Client proxy port (0 = any free port).")
     ] = 1080,
@@ -233,8 +245,10 @@ def demo(
     run_until_signal(main)
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def broker(
+    config_file: Annotated[Path | None, config_option("BROKER")] = None,
+    print_config: Annotated[bool, print_config_option("BROKER")] = False,
     listen: Annotated[
         str, typer.Option(envvar="FERRY_BROKER_LISTEN", help="Address to listen on, HOST:PORT.")
     ] = "127.0.0.1:8080",
@@ -282,8 +296,63 @@ def broker(
     run_until_signal(main)
 
 
-@app.command("egress")
+def destination_policy(
+    allow: tuple[str, ...], deny: tuple[str, ...], deny_ports: str, *, allow_private: bool
+) -> DestinationPolicy:
+    """The egress's destination policy from its settings; :class:`ConfigError` if bad."""
+    from ferry.egress.policy import DestinationPolicy, DestinationRule, parse_port_ranges
+
+    return DestinationPolicy(
+        allow_private=allow_private,
+        allowed_destinations=tuple(DestinationRule.parse(rule) for rule in allow),
+        denied_destinations=tuple(DestinationRule.parse(rule) for rule in deny),
+        denied_ports=parse_port_ranges(deny_ports),
+    )
+
+
+POLICY_SETTINGS = (
+    "allow_destination",
+    "deny_destination",
+    "deny_ports",
+    "unsafe_allow_private_destinations",
+)
+"""The egress settings SIGHUP re-reads from the configuration file."""
+
+
+def reload_destination_policy(server: Egress, reloader: ConfigReloader) -> None:
+    """SIGHUP: re-read the config file and give ``server`` the new destination policy
+    (flags and environment variables still win); on any error keep the old one."""
+    if reloader.path is None:
+        log.info("SIGHUP: no --config file to re-read; the destination policy is unchanged")
+        return
+    try:
+        settings = reloader.reload(POLICY_SETTINGS)
+        policy = destination_policy(
+            settings.texts("allow_destination"),
+            settings.texts("deny_destination"),
+            settings.text("deny_ports"),
+            allow_private=settings.switch("unsafe_allow_private_destinations"),
+        )
+    except ConfigError as exc:
+        log.error("SIGHUP: kept the old destination policy: %s", exc)
+        return
+    server.replace_policy(policy)
+    log.info(
+        "SIGHUP: reloaded the destination policy from %s: %d allow rules, %d deny rules, "
+        "%d denied port ranges, private destinations %s",
+        reloader.path,
+        len(policy.allowed_destinations),
+        len(policy.denied_destinations),
+        len(policy.denied_ports),
+        "allowed" if policy.allow_private else "refused",
+    )
+
+
+@app.command("egress", cls=RoleCommand)
 def egress_command(
+    ctx: typer.Context,
+    config_file: Annotated[Path | None, config_option("EGRESS")] = None,
+    print_config: Annotated[bool, print_config_option("EGRESS")] = False,
     listen: Annotated[
         str, typer.Option(envvar="FERRY_EGRESS_LISTEN", help="Address to listen on, HOST:PORT.")
     ] = "127.0.0.1:8443",
@@ -340,17 +409,16 @@ def egress_command(
     """Run an egress: the exit from ferry to the internet."""
     from prometheus_client import CollectorRegistry
 
-    from ferry.egress.policy import DestinationPolicy, DestinationRule, parse_port_ranges
     from ferry.egress.server import Egress, EgressConfig
 
     _logging(verbose, unsafe_logging)
     try:
         host, port = parse_listen(listen)
-        policy = DestinationPolicy(
+        policy = destination_policy(
+            tuple(allow_destination or ()),
+            tuple(deny_destination or ()),
+            deny_ports,
             allow_private=unsafe_allow_private_destinations,
-            allowed_destinations=tuple(DestinationRule.parse(r) for r in allow_destination or ()),
-            denied_destinations=tuple(DestinationRule.parse(r) for r in deny_destination or ()),
-            denied_ports=parse_port_ranges(deny_ports),
         )
         config = EgressConfig(
             state_dir=state_dir, host=host, port=port, public_url=public_url, policy=policy
@@ -362,6 +430,9 @@ def egress_command(
     async def main(stop: asyncio.Event) -> None:
         server = Egress(config, registry=CollectorRegistry())
         bridge = await server.start()
+        reloader = ConfigReloader(ctx)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload_destination_policy, server, reloader)
         try:
             if server.created_identity:
                 console.print(f"Created a new egress identity in {state_dir}.")
@@ -373,6 +444,7 @@ def egress_command(
             write_ready_file(ready_file, {"egress": bridge.url, "bridge": str(bridge)})
             await stop.wait()
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             await server.close()
 
     run_until_signal(main)
@@ -388,11 +460,13 @@ def _check_pairing_option(code: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def volunteer(
     broker_url: Annotated[
         str, typer.Option("--broker", envvar="FERRY_VOLUNTEER_BROKER", help="The broker's URL.")
     ],
+    config_file: Annotated[Path | None, config_option("VOLUNTEER")] = None,
+    print_config: Annotated[bool, print_config_option("VOLUNTEER")] = False,
     capacity: Annotated[
         int,
         typer.Option(envvar="FERRY_VOLUNTEER_CAPACITY", min=1, max=1000, help="Clients at once."),
@@ -501,7 +575,7 @@ def volunteer(
     run_until_signal(main)
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def client(
     broker_url: Annotated[
         str, typer.Option("--broker", envvar="FERRY_CLIENT_BROKER", help="The broker's URL.")
@@ -510,6 +584,8 @@ def client(
         str,
         typer.Option(envvar="FERRY_CLIENT_BRIDGE", help="The bridge line of the egress to use."),
     ],
+    config_file: Annotated[Path | None, config_option("CLIENT")] = None,
+    print_config: Annotated[bool, print_config_option("CLIENT")] = False,
     listen: Annotated[
         str,
         typer.Option(envvar="FERRY_CLIENT_LISTEN", help="Proxy address, HOST:PORT (loopback)."),

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import typer
 import typer.core
 import typer.main
+from typer.testing import CliRunner
 
 from ferry.cli import app
-from ferry.command_settings import role_commands, setting_specs
+from ferry.command_settings import (
+    ConfigReloader,
+    RoleCommand,
+    config_option,
+    print_config_option,
+    role_commands,
+    setting_specs,
+)
 from ferry.config_file import (
     ResolvedSetting,
     SettingKind,
@@ -251,4 +261,62 @@ def test_a_role_command_class_is_what_the_commands_use() -> None:
     commands = getattr(group, "commands", {})
     assert set(role_commands(group)) == {
         name for name, command in commands.items() if isinstance(command, typer.core.TyperCommand)
+    }
+
+
+# --- Re-reading a running command's file ------------------------------------------------------
+
+
+def test_a_reload_takes_the_new_file_but_flags_and_environment_still_win(tmp_path: Path) -> None:
+    config = tmp_path / "ferry.toml"
+    reloaded: dict[str, object] = {}
+    toy = typer.Typer()
+
+    @toy.command("egress", cls=RoleCommand)
+    def egress(
+        ctx: typer.Context,
+        config_file: Annotated[Path | None, config_option("EGRESS")] = None,
+        print_config: Annotated[bool, print_config_option("EGRESS")] = False,
+        from_file: Annotated[str, typer.Option()] = "default",
+        from_env: Annotated[str, typer.Option(envvar="FERRY_EGRESS_FROM_ENV")] = "default",
+        from_flag: Annotated[str, typer.Option()] = "default",
+        dropped: Annotated[list[str] | None, typer.Option()] = None,
+        switch: Annotated[bool, typer.Option()] = False,
+    ) -> None:
+        reloader = ConfigReloader(ctx)
+        assert reloader.path == config
+        config.write_text(
+            '[egress]\nfrom_file = "new"\nfrom_env = "new"\nfrom_flag = "new"\nswitch = true\n'
+        )
+        values = reloader.reload(("from_file", "from_env", "from_flag", "dropped", "switch"))
+        reloaded.update(
+            from_file=values.text("from_file"),
+            from_env=values.text("from_env"),
+            from_flag=values.text("from_flag"),
+            dropped=values.texts("dropped"),
+            switch=values.switch("switch"),
+        )
+        config.write_text("[egress]\nswitch = 1\n")
+        with pytest.raises(ConfigError, match=r"\[egress\] switch: expected true or false"):
+            reloader.reload(("switch",))
+
+    @toy.command("other")
+    def other() -> None:
+        """A second command, so that the first is a sub-command as in ``ferry``."""
+
+    config.write_text(
+        '[egress]\nfrom_file = "old"\nfrom_env = "old"\nfrom_flag = "old"\ndropped = ["x"]\n'
+    )
+    result = CliRunner().invoke(
+        toy,
+        ["egress", "--config", str(config), "--from-flag", "flag"],
+        env={"FERRY_EGRESS_FROM_ENV": "env"},
+    )
+    assert result.exit_code == 0, result.output
+    assert reloaded == {
+        "from_file": "new",
+        "from_env": "env",
+        "from_flag": "flag",
+        "dropped": (),
+        "switch": True,
     }

@@ -28,15 +28,11 @@ from ferry.command_settings import (
 )
 from ferry.errors import ConfigError, FerryError
 from ferry.logs import configure as configure_logging
-from ferry.logs import get_logger
 
 if TYPE_CHECKING:
-    from ferry.egress.policy import DestinationPolicy
-    from ferry.egress.server import Egress
     from ferry.transport.webrtc import WebRtcConfig
 
 console = Console(stderr=True, highlight=False)
-log = get_logger(__name__)
 app = typer.Typer(
     name="ferry",
     help="ferry: reach the open internet through volunteers' browsers, end-to-end encrypted.",
@@ -296,58 +292,6 @@ def broker(
     run_until_signal(main)
 
 
-def destination_policy(
-    allow: tuple[str, ...], deny: tuple[str, ...], deny_ports: str, *, allow_private: bool
-) -> DestinationPolicy:
-    """The egress's destination policy from its settings; :class:`ConfigError` if bad."""
-    from ferry.egress.policy import DestinationPolicy, DestinationRule, parse_port_ranges
-
-    return DestinationPolicy(
-        allow_private=allow_private,
-        allowed_destinations=tuple(DestinationRule.parse(rule) for rule in allow),
-        denied_destinations=tuple(DestinationRule.parse(rule) for rule in deny),
-        denied_ports=parse_port_ranges(deny_ports),
-    )
-
-
-POLICY_SETTINGS = (
-    "allow_destination",
-    "deny_destination",
-    "deny_ports",
-    "unsafe_allow_private_destinations",
-)
-"""The egress settings SIGHUP re-reads from the configuration file."""
-
-
-def reload_destination_policy(server: Egress, reloader: ConfigReloader) -> None:
-    """SIGHUP: re-read the config file and give ``server`` the new destination policy
-    (flags and environment variables still win); on any error keep the old one."""
-    if reloader.path is None:
-        log.info("SIGHUP: no --config file to re-read; the destination policy is unchanged")
-        return
-    try:
-        settings = reloader.reload(POLICY_SETTINGS)
-        policy = destination_policy(
-            settings.texts("allow_destination"),
-            settings.texts("deny_destination"),
-            settings.text("deny_ports"),
-            allow_private=settings.switch("unsafe_allow_private_destinations"),
-        )
-    except ConfigError as exc:
-        log.error("SIGHUP: kept the old destination policy: %s", exc)
-        return
-    server.replace_policy(policy)
-    log.info(
-        "SIGHUP: reloaded the destination policy from %s: %d allow rules, %d deny rules, "
-        "%d denied port ranges, private destinations %s",
-        reloader.path,
-        len(policy.allowed_destinations),
-        len(policy.denied_destinations),
-        len(policy.denied_ports),
-        "allowed" if policy.allow_private else "refused",
-    )
-
-
 @app.command("egress", cls=RoleCommand)
 def egress_command(
     ctx: typer.Context,
@@ -409,6 +353,7 @@ def egress_command(
     """Run an egress: the exit from ferry to the internet."""
     from prometheus_client import CollectorRegistry
 
+    from ferry.egress.policy_reload import PolicyReloader, destination_policy
     from ferry.egress.server import Egress, EgressConfig
 
     _logging(verbose, unsafe_logging)
@@ -430,9 +375,9 @@ def egress_command(
     async def main(stop: asyncio.Event) -> None:
         server = Egress(config, registry=CollectorRegistry())
         bridge = await server.start()
-        reloader = ConfigReloader(ctx)
+        policy_reloader = PolicyReloader(server, ConfigReloader(ctx), server.metrics.registry)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, reload_destination_policy, server, reloader)
+        loop.add_signal_handler(signal.SIGHUP, policy_reloader.reload)
         try:
             if server.created_identity:
                 console.print(f"Created a new egress identity in {state_dir}.")

@@ -32,6 +32,7 @@ from ferry.config_file import (
     SettingKind,
     SettingSpec,
     SettingValue,
+    SettingValues,
     read_role_settings,
     render_settings,
 )
@@ -66,7 +67,7 @@ def _kind_and_repeatable(annotation: object) -> tuple[SettingKind, bool]:
     if typing.get_origin(annotation) in (list, tuple):
         repeatable = True
         annotation = typing.get_args(annotation)[0]
-    kind = _KIND_OF_TYPE.get(annotation, SettingKind.TEXT) if isinstance(annotation, type) else None
+    kind = _KIND_OF_TYPE.get(annotation) if isinstance(annotation, type) else None
     return kind or SettingKind.TEXT, repeatable
 
 
@@ -258,29 +259,6 @@ class RoleCommand(typer.core.TyperCommand):
             typer.echo(render_settings(self.name or "", resolved_settings(ctx), header), nl=False)
             return None
         return super().invoke(ctx)
-
-
-class SettingValues:
-    """Settings by TOML key, read back with the type each is known to have."""
-
-    def __init__(self, values: Mapping[str, SettingValue | None]) -> None:
-        self._values = dict(values)
-
-    def text(self, key: str) -> str:
-        """A text setting."""
-        value = self._values[key]
-        return "" if value is None else str(value)
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        """A repeatable text setting (empty if not set)."""
-        value = self._values[key]
-        if value is None:
-            return ()
-        return tuple(str(item) for item in value) if isinstance(value, list) else (str(value),)
-
-    def switch(self, key: str) -> bool:
-        """A switch."""
-        return bool(self._values[key])
 
 
 class ConfigReloader:

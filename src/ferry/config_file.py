@@ -179,6 +179,29 @@ def read_role_settings(
     return role_settings(text, source=str(path), role=role, roles=roles)
 
 
+class SettingValues:
+    """Settings by TOML key, read back with the type each is known to have."""
+
+    def __init__(self, values: Mapping[str, SettingValue | None]) -> None:
+        self._values = dict(values)
+
+    def text(self, key: str) -> str:
+        """A text setting."""
+        value = self._values[key]
+        return "" if value is None else str(value)
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        """A repeatable text setting (empty if not set)."""
+        value = self._values[key]
+        if value is None:
+            return ()
+        return tuple(str(item) for item in value) if isinstance(value, list) else (str(value),)
+
+    def switch(self, key: str) -> bool:
+        """A switch."""
+        return bool(self._values[key])
+
+
 # --- Writing settings back out as TOML -----------------------------------------------------
 
 

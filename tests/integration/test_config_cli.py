@@ -104,6 +104,8 @@ def test_printed_settings_are_a_config_file_that_gives_the_same_settings(tmp_pat
         "::1",
         "--max-rate",
         "2M",
+        "--test-impair-loss",
+        "0.25",
         "--verbose",
     )
     saved = tmp_path / "printed.toml"
@@ -111,6 +113,9 @@ def test_printed_settings_are_a_config_file_that_gives_the_same_settings(tmp_pat
     second_text, second = printed("volunteer", "--config", str(saved))
     assert second == first
     assert first["capacity"] == 7 and first["ice_address"] == ["127.0.0.1", "::1"]
+    # A hidden (testing-only) setting is printed once it is set, and only then.
+    assert first["test_impair_loss"] == 0.25
+    assert "test_impair_duplicate" not in first
     assert set(origins(second_text).values()) == {"file"}
 
 

@@ -154,10 +154,10 @@ def _specs_of_every_role(ctx: typer.Context) -> dict[str, Sequence[SettingSpec]]
 def _checked_file_values(ctx: typer.Context, path: Path) -> dict[str, SettingValue]:
     """The role's table of ``path``, each value also checked as its flag checks it."""
     command = ctx.command
-    assert command.name is not None
+    assert isinstance(command, typer.core.TyperCommand) and command.name is not None
     values = read_role_settings(path, role=command.name, roles=_specs_of_every_role(ctx))
     by_name = {parameter.name: parameter for parameter in command.params}
-    keys = {spec.name: spec.key for spec in setting_specs(command)}  # type: ignore[arg-type]
+    keys = {spec.name: spec.key for spec in setting_specs(command)}
     for name, value in values.items():
         parameter = by_name[name]
         try:

@@ -33,9 +33,13 @@ Every role (`ferry demo`, `ferry broker`, `ferry egress`, `ferry volunteer`,
 The file has one table per role; each key is the flag without `--` and with `-` written as
 `_`. Switches take `true` or `false`, repeatable flags a list, the others a string or a
 number as the flag does. One file can hold every role's table (see
-`deploy/ferry.example.toml`); every table is checked when any role reads it, and an unknown
-table or key, a value of the wrong type or out of range, or a file that cannot be read or
-parsed stops the role with exit status 2 and a message naming the file, table and key:
+`deploy/ferry.example.toml`); whichever role reads it checks the keys and value types of
+every table, and the values of its own table as its flags would (ranges included). An
+unknown table or key, a value of the wrong type or out of range, or a file that cannot be
+read or parsed stops the role with exit status 2 and a message naming the file, table and
+key, for example
+`ferry egress: config /etc/ferry/ferry.toml: [egress] no setting "listne" (did you mean "listen"?)`.
+A short file:
 
 ```toml
 [egress]
@@ -47,7 +51,8 @@ unsafe_logging = false
 
 `ferry ROLE --print-config` prints the settings the role would run with, as TOML that
 `--config` accepts, each line with where its value came from (`default`, `file`,
-`env FERRY_...` or `flag --...`), and exits without starting anything. Secrets (keys
+`env FERRY_...` or `flag --...`), and exits without starting anything (a required
+setting, such as the client's `broker`, must be given for it too). Secrets (keys
 holding `password`, `secret`, `token` or `pairing`) are printed as comments only, without
 their value.
 

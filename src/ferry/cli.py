@@ -20,6 +20,12 @@ import typer
 from rich.console import Console
 
 from ferry import __version__
+from ferry.command_settings import (
+    ConfigReloader,
+    RoleCommand,
+    config_option,
+    print_config_option,
+)
 from ferry.errors import ConfigError, FerryError
 from ferry.logs import configure as configure_logging
 
@@ -168,8 +174,10 @@ def _root(
         raise typer.Exit()
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def demo(
+    config_file: Annotated[Path | None, config_option("DEMO")] = None,
+    print_config: Annotated[bool, print_config_option("DEMO")] = False,
     port: Annotated[
         int, typer.Option(envvar="FERRY_DEMO_PORT", help="Client proxy port (0 = any free port).")
     ] = 1080,
@@ -251,8 +259,10 @@ def demo(
     run_until_signal(main)
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def broker(
+    config_file: Annotated[Path | None, config_option("BROKER")] = None,
+    print_config: Annotated[bool, print_config_option("BROKER")] = False,
     listen: Annotated[
         str, typer.Option(envvar="FERRY_BROKER_LISTEN", help="Address to listen on, HOST:PORT.")
     ] = "127.0.0.1:8080",
@@ -300,8 +310,11 @@ def broker(
     run_until_signal(main)
 
 
-@app.command("egress")
+@app.command("egress", cls=RoleCommand)
 def egress_command(
+    ctx: typer.Context,
+    config_file: Annotated[Path | None, config_option("EGRESS")] = None,
+    print_config: Annotated[bool, print_config_option("EGRESS")] = False,
     listen: Annotated[
         str, typer.Option(envvar="FERRY_EGRESS_LISTEN", help="Address to listen on, HOST:PORT.")
     ] = "127.0.0.1:8443",
@@ -358,17 +371,17 @@ def egress_command(
     """Run an egress: the exit from ferry to the internet."""
     from prometheus_client import CollectorRegistry
 
-    from ferry.egress.policy import DestinationPolicy, DestinationRule, parse_port_ranges
+    from ferry.egress.policy_reload import PolicyReloader, destination_policy
     from ferry.egress.server import Egress, EgressConfig
 
     _logging(verbose, unsafe_logging)
     try:
         host, port = parse_listen(listen)
-        policy = DestinationPolicy(
+        policy = destination_policy(
+            tuple(allow_destination or ()),
+            tuple(deny_destination or ()),
+            deny_ports,
             allow_private=unsafe_allow_private_destinations,
-            allowed_destinations=tuple(DestinationRule.parse(r) for r in allow_destination or ()),
-            denied_destinations=tuple(DestinationRule.parse(r) for r in deny_destination or ()),
-            denied_ports=parse_port_ranges(deny_ports),
         )
         config = EgressConfig(
             state_dir=state_dir, host=host, port=port, public_url=public_url, policy=policy
@@ -380,6 +393,9 @@ def egress_command(
     async def main(stop: asyncio.Event) -> None:
         server = Egress(config, registry=CollectorRegistry())
         bridge = await server.start()
+        policy_reloader = PolicyReloader(server, ConfigReloader(ctx), server.metrics.registry)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, policy_reloader.reload)
         try:
             if server.created_identity:
                 console.print(f"Created a new egress identity in {state_dir}.")
@@ -391,6 +407,7 @@ def egress_command(
             write_ready_file(ready_file, {"egress": bridge.url, "bridge": str(bridge)})
             await stop.wait()
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             await server.close()
 
     run_until_signal(main)
@@ -406,11 +423,13 @@ def _check_pairing_option(code: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def volunteer(
     broker_url: Annotated[
         str, typer.Option("--broker", envvar="FERRY_VOLUNTEER_BROKER", help="The broker's URL.")
     ],
+    config_file: Annotated[Path | None, config_option("VOLUNTEER")] = None,
+    print_config: Annotated[bool, print_config_option("VOLUNTEER")] = False,
     capacity: Annotated[
         int,
         typer.Option(envvar="FERRY_VOLUNTEER_CAPACITY", min=1, max=1000, help="Clients at once."),
@@ -521,7 +540,7 @@ def volunteer(
     run_until_signal(main)
 
 
-@app.command()
+@app.command(cls=RoleCommand)
 def client(
     broker_url: Annotated[
         str, typer.Option("--broker", envvar="FERRY_CLIENT_BROKER", help="The broker's URL.")
@@ -530,6 +549,8 @@ def client(
         str,
         typer.Option(envvar="FERRY_CLIENT_BRIDGE", help="The bridge line of the egress to use."),
     ],
+    config_file: Annotated[Path | None, config_option("CLIENT")] = None,
+    print_config: Annotated[bool, print_config_option("CLIENT")] = False,
     listen: Annotated[
         str,
         typer.Option(envvar="FERRY_CLIENT_LISTEN", help="Proxy address, HOST:PORT (loopback)."),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
@@ -460,6 +460,11 @@ class Egress:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "sessions": len(self.router.live)})
+
+    def replace_policy(self, policy: DestinationPolicy) -> None:
+        """Judge streams opened from now on by ``policy``; streams already open keep going."""
+        self.config = replace(self.config, policy=policy)
+        self.router.config = self.config
 
     async def close(self) -> None:
         """Close every session and relay, then stop listening."""

@@ -31,6 +31,7 @@ __all__ = [
     "FINGERPRINT_BYTES",
     "MAX_URL_LENGTH",
     "BridgeLine",
+    "BridgeLineDamagedError",
     "bridge_line_checksum",
     "certificate_fingerprint",
     "check_egress_url",
@@ -54,6 +55,10 @@ _CHECKSUM_PREFIX = "check="
 _HEX_DIGITS = 2 * FINGERPRINT_BYTES
 _LOWER_HEX = frozenset(string.digits + "abcdef")
 _ANY_HEX = frozenset(string.hexdigits)
+
+
+class BridgeLineDamagedError(ConfigError):
+    """A bridge line whose ``check=`` checksum does not match the rest of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +197,7 @@ def _check_checksum(checked_text: str, checksum_text: str) -> None:
             f"{_CHECKSUM_PREFIX} followed by {CHECKSUM_HEX_DIGITS} hex digits"
         )
     if checksum_text[len(_CHECKSUM_PREFIX) :] != bridge_line_checksum(checked_text):
-        raise ConfigError(
+        raise BridgeLineDamagedError(
             "this bridge line is damaged: its checksum does not match, so a character was "
             "changed, lost or added; copy it again"
         )

@@ -95,9 +95,7 @@ async def test_wrong_fingerprint_fails_the_identity_step() -> None:
     async with ClientNetwork().running() as net:
         assert net.bridge is not None
         wrong = BridgeLine(net.bridge.url, bytes(32))
-        client = await net.start_client(
-            net.client_config(page=False, bridge=wrong), connect=False
-        )
+        client = await net.start_client(net.client_config(page=False, bridge=wrong), connect=False)
         results = await client.self_check().run()
     assert failed_step(results) is CheckStep.IDENTITY
     identity = results[5]

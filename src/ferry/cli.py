@@ -563,9 +563,9 @@ def client(
         typer.Option(
             envvar="FERRY_CLIENT_UI_LISTEN",
             help="Address of the local status page, HOST:PORT on loopback (0 = any free "
-            "port), or 'off'.",
+            "port); 'auto' = the proxy's port + 1 (any free port if the proxy's is 0); 'off'.",
         ),
-    ] = "127.0.0.1:1081",
+    ] = "auto",
     lang: Annotated[
         str | None,
         typer.Option(
@@ -625,8 +625,12 @@ def client(
         if pairing is not None:
             _check_pairing_option(pairing)
         page_config = None
-        if ui_listen.strip().lower() != "off":
-            ui_host, ui_port = parse_listen(ui_listen)
+        ui_choice = ui_listen.strip().lower()
+        if ui_choice != "off":
+            if ui_choice == "auto":
+                ui_host, ui_port = "127.0.0.1", (port + 1 if 0 < port < 65535 else 0)
+            else:
+                ui_host, ui_port = parse_listen(ui_listen)
             page_config = LocalPageConfig(host=ui_host, port=ui_port, language=words.language)
         check_fetch = parse_check_url(check_url)
     except ConfigError as exc:

@@ -467,7 +467,13 @@ def format_result(result: StepResult, number: int, words: Catalogue) -> str:
     """One step for the terminal: ``1. NAME: ok — explanation`` plus what to try."""
     name = words.text(f"check.{result.step.value}.name")
     label = words.text(f"check.label.{result.outcome.value}")
-    line = f"{number}. {name}: {label}. {words.text(result.explanation)}"
+    line = words.text(
+        "check.line",
+        number=number,
+        name=name,
+        label=label,
+        explanation=words.text(result.explanation),
+    )
     if result.detail:
         line += f" ({result.detail})"
     if result.advice:

@@ -134,8 +134,12 @@
         const item = document.createElement("li");
         item.className = result.outcome;
         item.dataset.step = result.step;
-        let text = t("check." + result.step + ".name") + ": " + t("check.label." + result.outcome);
-        text += ". " + t(result.explanation);
+        let text = t("check.line", {
+          number: index + 1,
+          name: t("check." + result.step + ".name"),
+          label: t("check.label." + result.outcome),
+          explanation: t(result.explanation),
+        });
         if (result.detail) text += " (" + result.detail + ")";
         item.textContent = text;
         if (result.advice) {

@@ -466,8 +466,8 @@ class LocalPage:
 </section>
 <section class="card grid">
   <div><h2>{t("page.volunteers")}</h2><p class="big" id="volunteers">0</p></div>
-  <div><h2>{t("page.speed_down")}</h2><p class="big" id="down">0 B/s</p></div>
-  <div><h2>{t("page.speed_up")}</h2><p class="big" id="up">0 B/s</p></div>
+  <div><h2>{t("page.speed_down")}</h2><p class="big" id="down" dir="ltr">0 B/s</p></div>
+  <div><h2>{t("page.speed_up")}</h2><p class="big" id="up" dir="ltr">0 B/s</p></div>
   <div><h2>{t("page.used")}</h2><p class="big" id="used">0 B</p></div>
 </section>
 <section class="card"><h2>{t("page.chart")}</h2>
@@ -487,7 +487,7 @@ class LocalPage:
 </section>
 <section class="card"><h2>{t("page.check")}</h2>
   <button id="run-check" type="button">{t("page.run_check")}</button>
-  <ol id="check-results"></ol><p id="check-summary" role="status"></p>
+  <ul id="check-results"></ul><p id="check-summary" role="status"></p>
 </section>
 <section class="card"><h2>{t("setup.heading")}</h2>
   <p>{t("setup.firefox")}</p><p><code dir="ltr">{html.escape(setup.pac_url)}</code></p>

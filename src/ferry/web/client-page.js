@@ -6,6 +6,7 @@
   const data = JSON.parse(document.getElementById("ferry-data").textContent);
   const words = data.messages;
   const $ = (id) => document.getElementById(id);
+  const rightToLeft = document.documentElement.dir === "rtl";
 
   function t(id, values) {
     let text = words[id] || id;
@@ -22,7 +23,14 @@
       count /= 1000;
       unit += 1;
     }
-    return (unit === 0 ? count.toFixed(0) : count.toFixed(1)) + " " + units[unit];
+    const text = (unit === 0 ? count.toFixed(0) : count.toFixed(1)) + " " + units[unit];
+    // In right-to-left text a number and its unit stay in order: isolate them left to right.
+    return rightToLeft ? "\u2066" + text + "\u2069" : text;
+  }
+
+  function speed(perSecond) {
+    const text = bytes(perSecond);
+    return rightToLeft ? text.slice(0, -1) + "/s\u2069" : text + "/s";
   }
 
   async function post(path, body) {
@@ -42,7 +50,7 @@
       "points",
       values
         .map((value, index) => {
-          const x = document.documentElement.dir === "rtl" ? width - index * step : index * step;
+          const x = rightToLeft ? width - index * step : index * step;
           const y = height - 2 - (value / peak) * (height - 6);
           return x.toFixed(1) + "," + y.toFixed(1);
         })
@@ -62,8 +70,8 @@
       : String(status.volunteers);
     const history = status.history;
     const last = history.length ? history[history.length - 1] : { up: 0, down: 0 };
-    $("down").textContent = bytes(last.down) + "/s";
-    $("up").textContent = bytes(last.up) + "/s";
+    $("down").textContent = speed(last.down);
+    $("up").textContent = speed(last.up);
     $("used").textContent = t("page.used_value", {
       down: bytes(status.bytesReceived),
       up: bytes(status.bytesSent),

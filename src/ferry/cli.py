@@ -698,7 +698,7 @@ def client(
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), status_every)
                         if not stop.is_set():
-                            console.print(format_status(client_app.tunnel.status()))
+                            console.print(format_status(client_app.tunnel.status(), words))
                     await stop.wait()
             finally:
                 stopper.cancel()

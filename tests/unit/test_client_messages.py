@@ -24,12 +24,15 @@ SOURCES = [
     Path(__file__).parents[2] / "src" / "ferry" / path
     for path in (
         "client/self_check.py",
+        "client/status.py",
         "client/local_page.py",
         "cli.py",
         "web/client-page.js",
     )
 ]
-MESSAGE_ID = re.compile(r"""["']((?:page|state|bridge|setup|check|cli)\.[a-z_.]+[a-z_])["']""")
+MESSAGE_ID = re.compile(
+    r"""["']((?:page|state|bridge|setup|check|cli|status)\.[a-z_.]+[a-z_])["']"""
+)
 
 
 def placeholders(text: str) -> set[str]:

@@ -96,6 +96,9 @@ class LocalPageConfig:
     """Speed samples kept for the chart."""
     max_body_bytes: int = 8192
     """Largest request body accepted (a bridge line is far smaller)."""
+    shutdown_timeout: float = 2.0
+    """Seconds :meth:`LocalPage.close` lets requests in progress (a self-check) finish
+    before cancelling them."""
 
     def __post_init__(self) -> None:
         if self.host != "localhost":
@@ -111,6 +114,8 @@ class LocalPageConfig:
             raise ConfigError(f"status page port {self.port} is outside 0..65535")
         if self.language not in LANGUAGES:
             raise ConfigError(f"no such language: {self.language}")
+        if not self.shutdown_timeout >= 0:
+            raise ConfigError("shutdown_timeout must not be negative")
         if not self.sample_interval > 0:
             raise ConfigError("sample_interval must be a positive number of seconds")
         if self.history_samples < 2 or self.max_body_bytes < 256:
@@ -325,7 +330,13 @@ class LocalPage:
         app.router.add_post("/v1/reconnect", self._reconnect)
         app.router.add_post("/v1/bridge", self._bridge)
         app.router.add_post("/v1/check", self._check)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=self.config.shutdown_timeout,
+        )
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, self.config.host, self.config.port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -15,7 +16,10 @@ from ferry.client.self_check import (
     parse_check_url,
 )
 from ferry.core.bridge_line import BridgeLine
+from ferry.core.codes import ReplyCode
+from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
 
+from .chain import socks5_connect
 from .client_network import ORIGIN_NAME, ClientNetwork
 
 pytestmark = pytest.mark.integration
@@ -102,3 +106,19 @@ async def test_wrong_fingerprint_fails_the_identity_step() -> None:
     assert identity.explanation == "check.identity.mismatch"
     assert identity.advice == "check.identity.advice_mismatch"
     assert outcomes(results)[CheckStep.FETCH] is StepOutcome.NOT_RUN
+
+
+async def test_only_the_exact_self_check_target_is_answered_by_the_egress() -> None:
+    async with ClientNetwork().running() as net:
+        client = await net.start_client(net.client_config(page=False))
+        code, reader, writer = await socks5_connect(
+            client.proxy_address, SELF_CHECK_TARGET.host, SELF_CHECK_TARGET.port
+        )
+        assert code == 0
+        assert await asyncio.wait_for(reader.read(), 10) == SELF_CHECK_ANSWER
+        writer.close()
+        # Another port of the same name is an ordinary destination: looked up, and unknown.
+        code, _, writer = await socks5_connect(client.proxy_address, SELF_CHECK_TARGET.host, 2)
+        writer.close()
+        assert code != ReplyCode.SUCCEEDED  # refused: the name resolves nowhere
+        assert net.resolver.asked == [SELF_CHECK_TARGET.host]

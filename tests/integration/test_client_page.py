@@ -88,7 +88,9 @@ async def test_post_routes_need_the_token_and_change_the_client() -> None:
                 assert response.status == 403
             async with http.post(url + "v1/reconnect", headers={TOKEN_HEADER: "x"}) as response:
                 assert response.status == 403
-            assert refused(client, "token") == 2
+            async with http.post(url + "v1/reconnect", headers={TOKEN_HEADER: "é"}) as response:
+                assert response.status == 403
+            assert refused(client, "token") == 3
             headers = {TOKEN_HEADER: token, "Origin": origin}
 
             # A damaged bridge line is refused before anything else happens.
@@ -98,6 +100,13 @@ async def test_post_routes_need_the_token_and_change_the_client() -> None:
                 assert (await r.json())["error"] == "bridge.damaged"
             async with http.post(url + "v1/bridge", data=b"{", headers=headers) as r:
                 assert r.status == 400
+            big = {"bridge": "x" * 10_000}
+            async with http.post(url + "v1/bridge", json=big, headers=headers) as r:
+                assert r.status == 413
+            bad = client.registry.get_sample_value(
+                "ferry_client_page_bad_requests_total", {"reason": "too_large"}
+            )
+            assert bad == 1
             assert client.bridge == net.bridge
 
             # Reconnect: a new tunnel, which connects again; data counted across tunnels.
@@ -105,8 +114,14 @@ async def test_post_routes_need_the_token_and_change_the_client() -> None:
             async with http.post(url + "v1/reconnect", headers=headers) as response:
                 assert response.status == 200
             assert client.tunnel is not old_tunnel
-            assert client.tunnel is not None
-            await asyncio.wait_for(client.tunnel.ensure_session(), 30)
+            # The client connects again by itself (no traffic needed); the page says so.
+            async with asyncio.timeout(30):
+                while True:
+                    async with http.get(url + "v1/status") as response:
+                        status = await response.json()
+                    if status["connected"]:
+                        break
+                    await asyncio.sleep(0.2)
 
             # A new, valid bridge line (a wrong fingerprint) is applied without a restart...
             assert net.bridge is not None

@@ -88,6 +88,7 @@ class ClientApp:
         self._earlier_sent = 0
         self._earlier_received = 0
         self._session_failure: FerryError | None = None
+        self._keep_task: asyncio.Task[None] | None = None
 
     @property
     def bridge(self) -> BridgeLine:
@@ -126,7 +127,7 @@ class ClientApp:
         if self.config.page is not None:
             self.page = LocalPage(self, self.config.page, self.registry)
             await self.page.start()
-            self._tasks.spawn(self._keep_session(), name="keep-session")
+            self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
         return self.proxy_address
 
     async def _keep_session(self) -> None:
@@ -174,6 +175,10 @@ class ClientApp:
             self._earlier_sent += old.pool.bytes_sent
             self._earlier_received += old.pool.bytes_received
             self._session_failure = None
+            if self._keep_task is not None:
+                # It may be waiting on the old tunnel: start it again on the new one.
+                self._keep_task.cancel()
+                self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
             self.tunnel = self._new_tunnel()
             self.tunnel.start()
             log.info("reconnecting: new tunnel started%s", " with a new bridge line" * bool(bridge))

@@ -419,7 +419,8 @@ class LocalPage:
         elif request.headers.get("Sec-Fetch-Site") == "cross-site":
             reason = "cross_site"
         elif request.method == "POST" and not secrets.compare_digest(
-            request.headers.get(TOKEN_HEADER, ""), self.token
+            request.headers.get(TOKEN_HEADER, "").encode("utf-8", "replace"),
+            self.token.encode("ascii"),
         ):
             reason = "token"
         if reason:
@@ -537,6 +538,9 @@ class LocalPage:
     async def _bridge(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            self._bad_requests.labels("too_large").inc()
+            return web.json_response({"ok": False, "error": "bad_request"}, status=413)
         except (ValueError, UnicodeDecodeError):
             self._bad_requests.labels("json").inc()
             return web.json_response({"ok": False, "error": "bad_request"}, status=400)

@@ -313,7 +313,7 @@ class SelfCheck:
                 f"check.{step.value}.advice",
                 f"no answer within {timeout:g} s",
             )
-        except FerryError as exc:
+        except (FerryError, OSError) as exc:
             result = StepResult(
                 step,
                 StepOutcome.FAILED,

@@ -8,7 +8,6 @@ The screenshots in docs/images/ (client-page-en/zh_CN/fa.png) are written by the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -64,11 +63,26 @@ async def download(client: ClientApp, net: ClientNetwork, size: int) -> int:
         writer.close()
 
 
+async def page_condition(page: Page, expression: str, timeout: float = 10.0) -> bool:
+    """Whether ``expression`` (JavaScript) becomes true within ``timeout`` seconds.
+
+    Polled with ``page.evaluate`` (DevTools, which the page's Content-Security-Policy does not
+    restrict) rather than ``wait_for_function``, which needs ``eval`` inside the page.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await page.evaluate(expression):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def show_some_traffic(page: Page, client: ClientApp, net: ClientNetwork) -> None:
     """A download, then wait until the chart has drawn it (for the screenshots)."""
     assert await download(client, net, 2_000_000) > 2_000_000
-    await page.wait_for_function(
-        "Number(document.getElementById('chart').dataset.peakDown) > 0", timeout=10_000
+    assert await page_condition(
+        page, "Number(document.getElementById('chart').dataset.peakDown) > 0"
     )
 
 
@@ -94,11 +108,9 @@ async def test_page_shows_connected_and_live_speed_during_downloads() -> None:
         live = False
         for _ in range(20):
             assert await download(client, net, 2_000_000) > 2_000_000
-            with contextlib.suppress(Exception):
-                await page.wait_for_function(
-                    "document.getElementById('down').textContent !== '0 B/s'", timeout=1500
-                )
-                live = True
+            live = await page_condition(
+                page, "document.getElementById('down').textContent !== '0 B/s'", timeout=1.5
+            )
             if live:
                 break
         assert live, "the page never showed a download speed"
@@ -111,6 +123,13 @@ async def test_page_shows_connected_and_live_speed_during_downloads() -> None:
         used = await page.text_content("#used")
         assert used is not None and " MB down" in used
         await screenshot(page, "client-page-en.png")
+
+        # The Reconnect button starts a new tunnel, which connects by itself.
+        first_tunnel = client.tunnel
+        await page.click("#reconnect")
+        assert await page_condition(page, "!document.getElementById('reconnect').disabled")
+        assert client.tunnel is not first_tunnel
+        await page.wait_for_selector("#state[data-connected='true']", timeout=30_000)
 
 
 async def test_a_damaged_bridge_line_shows_the_checksum_error() -> None:

@@ -749,7 +749,9 @@ def _run_client_check(config: ClientConfig, words: Catalogue) -> None:
             def show(result: StepResult) -> None:
                 nonlocal number
                 number += 1
-                colour = {"ok": "green", "failed": "bold red"}.get(result.outcome.value, "dim")
+                colour = {"ok": "green", "failed": "bold red", "bypassed": "yellow"}.get(
+                    result.outcome.value, "dim"
+                )
                 text = format_result(result, number, words)
                 console.print(f"[{colour}]{rich_escape(text)}[/]")
 

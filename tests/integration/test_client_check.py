@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import aiohttp
 import pytest
 
 from ferry.client.messages import catalogue
+from ferry.client.rendezvous import HttpRendezvous
 from ferry.client.self_check import (
     CheckStep,
+    SelfCheck,
     StepOutcome,
     StepResult,
     format_summary,
@@ -18,9 +21,11 @@ from ferry.client.self_check import (
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import ReplyCode
 from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
+from ferry.errors import BrokerError, ChannelClosedError, FerryError
+from ferry.transport.quic import QuicSettings
 
 from .chain import socks5_connect
-from .client_network import ORIGIN_NAME, ClientNetwork
+from .client_network import CLIENT_WEBRTC, FAST_CHECK, ORIGIN_NAME, ClientNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +127,78 @@ async def test_only_the_exact_self_check_target_is_answered_by_the_egress() -> N
         writer.close()
         assert code != ReplyCode.SUCCEEDED  # refused: the name resolves nowhere
         assert net.resolver.asked == [SELF_CHECK_TARGET.host]
+
+
+class FixedProbe:
+    """A ReachabilityProbe that answers ``detail`` or fails with ``error``."""
+
+    def __init__(self, detail: str = "", error: FerryError | None = None) -> None:
+        self.detail = detail
+        self.error = error
+        self.calls = 0
+
+    async def probe(self) -> str:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return self.detail
+
+
+async def test_with_a_front_a_blocked_direct_broker_is_bypassed_and_probes_are_reported() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        blocked = f"http://127.0.0.1:{unused.getsockname()[1]}"
+        async with ClientNetwork().running() as net, aiohttp.ClientSession() as http:
+            assert net.bridge is not None
+            front = FixedProbe("the broker answered through cdn.example")
+            nat = FixedProbe("endpoint-independent mapping")
+            check = SelfCheck(
+                broker_url=blocked,  # what the censor blocks
+                bridge=net.bridge,
+                rendezvous=HttpRendezvous(net.broker_url, http),  # stands for the fronted path
+                http=http,
+                webrtc=CLIENT_WEBRTC,
+                quic=QuicSettings(),
+                front_probe=front,
+                nat_probe=nat,
+                config=FAST_CHECK,
+            )
+            results = await check.run()
+    assert outcomes(results) == {
+        CheckStep.BROKER: StepOutcome.BYPASSED,
+        CheckStep.FRONT: StepOutcome.OK,
+        CheckStep.STUN: StepOutcome.OK,
+        CheckStep.VOLUNTEER: StepOutcome.OK,
+        CheckStep.CHANNEL: StepOutcome.OK,
+        CheckStep.IDENTITY: StepOutcome.OK,
+        CheckStep.FETCH: StepOutcome.OK,
+    }
+    assert results[0].explanation == "check.broker.bypassed"
+    assert results[2].detail == "endpoint-independent mapping"
+    assert front.calls == nat.calls == 1
+    assert format_summary(results, catalogue("en")) == "Every step passed: ferry works."
+
+
+async def test_a_failing_front_or_stun_probe_names_its_step() -> None:
+    async with ClientNetwork().running() as net, aiohttp.ClientSession() as http:
+        assert net.bridge is not None
+        for front, nat, step in (
+            (FixedProbe(error=BrokerError("the front refused")), None, CheckStep.FRONT),
+            (None, FixedProbe(error=ChannelClosedError("no STUN answer")), CheckStep.STUN),
+        ):
+            check = SelfCheck(
+                broker_url=net.broker_url,
+                bridge=net.bridge,
+                rendezvous=HttpRendezvous(net.broker_url, http),
+                http=http,
+                webrtc=CLIENT_WEBRTC,
+                quic=QuicSettings(),
+                front_probe=front,
+                nat_probe=nat,
+                config=FAST_CHECK,
+            )
+            results = await check.run()
+            assert failed_step(results) is step
+            failure = results[1 if step is CheckStep.FRONT else 2]
+            assert failure.explanation == f"check.{step.value}.failed"
+            assert failure.advice == f"check.{step.value}.advice"

@@ -17,7 +17,13 @@ from prometheus_client import CollectorRegistry
 from ferry.client.local_page import LocalPage, LocalPageConfig
 from ferry.client.local_proxy import LocalProxy, LocalProxyConfig
 from ferry.client.rendezvous import HttpRendezvous, Rendezvous
-from ferry.client.self_check import SELF_CHECK_FETCH, FetchTarget, SelfCheck, SelfCheckConfig
+from ferry.client.self_check import (
+    SELF_CHECK_FETCH,
+    FetchTarget,
+    ReachabilityProbe,
+    SelfCheck,
+    SelfCheckConfig,
+)
 from ferry.client.session import PrefixedStream, TunnelClient, TunnelConfig, TunnelStatus
 from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
@@ -73,8 +79,15 @@ class ClientApp:
         *,
         registry: CollectorRegistry | None = None,
         rendezvous: Rendezvous | None = None,
+        front_probe: ReachabilityProbe | None = None,
+        nat_probe: ReachabilityProbe | None = None,
     ) -> None:
+        """``front_probe`` and ``nat_probe`` are the self-check's steps 2 and 3 (reaching the
+        broker through the front; STUN and the NAT type); without them those steps are
+        reported as not configured."""
         self.config = config
+        self._front_probe = front_probe
+        self._nat_probe = nat_probe
         self.registry = registry or CollectorRegistry()
         self._http: aiohttp.ClientSession | None = None
         self._rendezvous = rendezvous
@@ -194,6 +207,8 @@ class ClientApp:
             webrtc=self.config.tunnel.webrtc,
             quic=self.config.tunnel.quic,
             fetch=self.config.check_fetch,
+            front_probe=self._front_probe,
+            nat_probe=self._nat_probe,
             config=self.config.check,
         )
 

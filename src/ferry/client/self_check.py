@@ -3,7 +3,8 @@
 The steps (:class:`CheckStep`), each bounded by its own timeout in :class:`SelfCheckConfig`
 (together at most :data:`MAX_TOTAL_SECONDS`):
 
-1. **broker** — ``GET {broker}/healthz`` directly;
+1. **broker** — ``GET {broker}/healthz`` directly (with a front configured, a failure here
+   is reported as bypassed and the check goes on: the front step decides);
 2. **front** — the broker through a fronting domain (a :class:`ReachabilityProbe`; skipped
    when none is configured);
 3. **stun** — a STUN server and the NAT type (a :class:`ReachabilityProbe`; skipped when none
@@ -30,7 +31,7 @@ import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -94,6 +95,9 @@ class StepOutcome(enum.Enum):
     FAILED = "failed"
     SKIPPED = "skipped"
     """Not configured (no front, no STUN server): neither passed nor failed."""
+    BYPASSED = "bypassed"
+    """The broker is not reachable directly, but a front is configured: the check goes on
+    through the front (step 2 decides)."""
     NOT_RUN = "not_run"
     """An earlier step failed."""
 
@@ -283,6 +287,15 @@ class SelfCheck:
                 else:
                     result = await self._timed(step, timeout, run_step, chain)
                     failed = result.outcome is StepOutcome.FAILED
+                    if failed and step is CheckStep.BROKER and self._front_probe is not None:
+                        # Blocked directly is what a front is for: go on, the front decides.
+                        result = replace(
+                            result,
+                            outcome=StepOutcome.BYPASSED,
+                            explanation="check.broker.bypassed",
+                            advice="",
+                        )
+                        failed = False
                 results.append(result)
                 if on_result is not None:
                     on_result(result)

@@ -4,6 +4,7 @@ address in the ready file. Real ``ferry`` processes on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -143,3 +144,36 @@ def test_an_unknown_language_is_refused_clearly() -> None:
     assert status == 2, output
     assert "--lang 'klingon' is not a language ferry speaks" in output, output
     assert "Traceback" not in output
+
+
+def test_a_status_page_port_in_use_gives_a_clear_message() -> None:
+    bridge = str(BridgeLine("ws://127.0.0.1:9/v1/relay", bytes(32)))
+    with socket.socket() as occupied:
+        occupied.bind(("127.0.0.1", 0))
+        occupied.listen()
+        port = occupied.getsockname()[1]
+        status, output = run_client(
+            [
+                "--broker",
+                "http://127.0.0.1:9",
+                "--bridge",
+                bridge,
+                "--listen",
+                "127.0.0.1:0",
+                "--ui-listen",
+                f"127.0.0.1:{port}",
+            ]
+        )
+    assert status == 1, output
+    assert f"the status page cannot listen on port {port}" in output, output
+    assert "choose another --ui-listen port" in output, output
+    assert "Traceback" not in output, output
+
+
+def test_the_status_page_refuses_a_non_loopback_address() -> None:
+    bridge = str(BridgeLine("ws://127.0.0.1:9/v1/relay", bytes(32)))
+    status, output = run_client(
+        ["--broker", "http://127.0.0.1:9", "--bridge", bridge, "--ui-listen", "0.0.0.0:8081"]
+    )
+    assert status == 2, output
+    assert "the status page must listen on a loopback address, not 0.0.0.0" in output, output

@@ -139,7 +139,12 @@ class ClientApp:
         self.tunnel.start()
         if self.config.page is not None:
             self.page = LocalPage(self, self.config.page, self.registry)
-            await self.page.start()
+            try:
+                await self.page.start()
+            except BaseException:
+                self.page = None  # it closed itself
+                await self.close()
+                raise
             self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
         return self.proxy_address
 

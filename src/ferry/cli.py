@@ -608,14 +608,15 @@ def client(
     from ferry.client.app import ClientApp, ClientConfig
     from ferry.client.local_page import LocalPageConfig
     from ferry.client.local_proxy import LocalProxyConfig
-    from ferry.client.messages import catalogue, choose_language
+    from ferry.client.messages import DEFAULT_LANGUAGE, catalogue, choose_language
     from ferry.client.self_check import parse_check_url
     from ferry.client.session import TunnelConfig
     from ferry.client.status import format_status
-    from ferry.core.bridge_line import parse_bridge_line
+    from ferry.core.bridge_line import BridgeLineDamagedError, parse_bridge_line
     from ferry.core.proxy_handshake import Credentials
 
     _logging(verbose, unsafe_logging)
+    words = catalogue(DEFAULT_LANGUAGE)
     try:
         words = catalogue(choose_language(lang, os.environ))
         bridge_line = parse_bridge_line(bridge)
@@ -633,6 +634,9 @@ def client(
                 ui_host, ui_port = parse_listen(ui_listen)
             page_config = LocalPageConfig(host=ui_host, port=ui_port, language=words.language)
         check_fetch = parse_check_url(check_url)
+    except BridgeLineDamagedError:
+        console.print(f"[bold red]ferry client:[/] {rich_escape(words.text('bridge.damaged'))}")
+        raise typer.Exit(2) from None
     except ConfigError as exc:
         console.print(f"[bold red]ferry client:[/] {exc}")
         raise typer.Exit(2) from None

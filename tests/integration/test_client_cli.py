@@ -177,3 +177,16 @@ def test_the_status_page_refuses_a_non_loopback_address() -> None:
     )
     assert status == 2, output
     assert "the status page must listen on a loopback address, not 0.0.0.0" in output, output
+
+
+def test_a_damaged_bridge_line_on_the_command_line_is_refused_in_the_users_language() -> None:
+    line = str(BridgeLine("ws://127.0.0.1:9/v1/relay", bytes(32)))
+    damaged = line.replace(":9/", ":8/")
+    status, output = run_client(["--broker", "http://127.0.0.1:9", "--bridge", damaged])
+    assert status == 2, output
+    assert "This bridge line is damaged: its checksum does not match. Copy it again." in output
+    status, output = run_client(
+        ["--broker", "http://127.0.0.1:9", "--bridge", damaged], environment={"LANG": "fa_IR"}
+    )
+    assert status == 2, output
+    assert "این خط پل آسیب دیده است" in output, output

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 
 from ferry import __version__
 from ferry.command_settings import (
@@ -30,6 +31,9 @@ from ferry.errors import ConfigError, FerryError
 from ferry.logs import configure as configure_logging
 
 if TYPE_CHECKING:
+    from ferry.client.app import ClientConfig
+    from ferry.client.messages import Catalogue
+    from ferry.client.self_check import StepResult
     from ferry.core.nat_behaviour import StunServer
     from ferry.transport.webrtc import WebRtcConfig
 
@@ -615,21 +619,68 @@ def client(
             "volunteers holding the same code.",
         ),
     ] = None,
+    ui_listen: Annotated[
+        str,
+        typer.Option(
+            envvar="FERRY_CLIENT_UI_LISTEN",
+            help="Address of the local status page, HOST:PORT on loopback (0 = any free "
+            "port); 'auto' = the proxy's port + 1 (any free port if the proxy's is 0); 'off'.",
+        ),
+    ] = "auto",
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_CLIENT_LANG",
+            help="Language of the page and messages: en, zh_CN, zh_TW, fa, ru "
+            "(default: from LC_ALL, LC_MESSAGES or LANG).",
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            envvar="FERRY_CLIENT_CHECK",
+            help="Test each step of the connection in order, say which one fails, and exit "
+            "(non-zero if a step failed; at most 60 s).",
+        ),
+    ] = False,
+    check_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_CLIENT_CHECK_URL",
+            help="With --check: fetch this http:// URL through the chain (default: a test "
+            "the egress answers itself).",
+        ),
+    ] = None,
+    print_browser_setup: Annotated[
+        bool,
+        typer.Option(
+            "--print-browser-setup",
+            envvar="FERRY_CLIENT_PRINT_BROWSER_SETUP",
+            help="Print what to enter in Firefox, Chromium and the system proxy settings, "
+            "and exit.",
+        ),
+    ] = False,
     ready_file: Annotated[Path | None, _ready_file_option("CLIENT")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("CLIENT")] = False,
     verbose: Annotated[bool, _verbose_option("CLIENT")] = False,
 ) -> None:
     """Run a client: a local SOCKS5/HTTP proxy that reaches the internet through ferry."""
     from ferry.client.app import ClientApp, ClientConfig, broker_ssl_context
+    from ferry.client.local_page import LocalPageConfig
     from ferry.client.local_proxy import LocalProxyConfig
+    from ferry.client.messages import DEFAULT_LANGUAGE, catalogue, choose_language
     from ferry.client.rendezvous import fronted_url
+    from ferry.client.self_check import parse_check_url
     from ferry.client.session import TunnelConfig
     from ferry.client.status import format_status
-    from ferry.core.bridge_line import parse_bridge_line
+    from ferry.core.bridge_line import BridgeLineDamagedError, parse_bridge_line
     from ferry.core.proxy_handshake import Credentials
 
     _logging(verbose, unsafe_logging)
+    words = catalogue(DEFAULT_LANGUAGE)
     try:
+        words = catalogue(choose_language(lang, os.environ))
         bridge_line = parse_bridge_line(bridge)
         host, port = parse_listen(listen)
         if (username is None) != (password is None):
@@ -640,6 +691,18 @@ def client(
         if front is not None:
             fronted_url(broker_url, front)  # check it now, not at the first rendezvous
         broker_ssl_context(broker_ca)
+        page_config = None
+        ui_choice = ui_listen.strip().lower()
+        if ui_choice != "off":
+            if ui_choice == "auto":
+                ui_host, ui_port = "127.0.0.1", (port + 1 if 0 < port < 65535 else 0)
+            else:
+                ui_host, ui_port = parse_listen(ui_listen)
+            page_config = LocalPageConfig(host=ui_host, port=ui_port, language=words.language)
+        check_fetch = parse_check_url(check_url)
+    except BridgeLineDamagedError:
+        console.print(f"[bold red]ferry client:[/] {rich_escape(words.text('bridge.damaged'))}")
+        raise typer.Exit(2) from None
     except ConfigError as exc:
         console.print(f"[bold red]ferry client:[/] {exc}")
         raise typer.Exit(2) from None
@@ -661,14 +724,24 @@ def client(
         stun_servers=stun_servers,
         front=front,
         broker_ca=broker_ca,
+        page=page_config,
+        check_fetch=check_fetch,
     )
+    if print_browser_setup:
+        _print_browser_setup(config, words)
+        return
+    if check:
+        _run_client_check(config, words)
+        return
 
     async def main(stop: asyncio.Event) -> None:
         client_app = ClientApp(config)
         proxy_host, proxy_port = await client_app.start()
         try:
-            console.print(f"ferry client: SOCKS5 and HTTP proxy on {proxy_host}:{proxy_port}")
-            console.print("Looking for volunteers...")
+            console.print(words.text("cli.proxy", address=f"{proxy_host}:{proxy_port}"))
+            if client_app.page_url:
+                console.print(words.text("cli.page", url=client_app.page_url))
+            console.print(words.text("cli.looking"))
             assert client_app.tunnel is not None
             session_task = asyncio.create_task(client_app.tunnel.ensure_session())
             stopper = asyncio.create_task(stop.wait())
@@ -680,16 +753,18 @@ def client(
                     try:
                         session_task.result()
                     except FerryError as exc:
-                        console.print(f"[yellow]Not connected yet:[/] {exc}. Still trying...")
+                        waiting = words.text("cli.not_yet", detail=exc)
+                        console.print(f"[yellow]{rich_escape(waiting)}[/]")
                         session_task = asyncio.create_task(client_app.tunnel.ensure_session())
                         continue
-                    console.print("[green]Connected[/] to the egress through a volunteer.")
+                    console.print(f"[green]{words.text('cli.connected')}[/]")
                     write_ready_file(
                         ready_file,
                         {
                             "proxy": f"{proxy_host}:{proxy_port}",
                             "broker": broker_url,
                             "egress": bridge_line.url,
+                            **({"ui": client_app.page_url} if client_app.page_url else {}),
                         },
                     )
                     while status_every > 0 and not stop.is_set():
@@ -697,7 +772,9 @@ def client(
                             await asyncio.wait_for(stop.wait(), status_every)
                         if not stop.is_set():
                             console.print(
-                                format_status(client_app.tunnel.status(), client_app.nat.behaviour)
+                                format_status(
+                                    client_app.tunnel.status(), words, client_app.nat.behaviour
+                                )
                             )
                     await stop.wait()
             finally:
@@ -751,6 +828,61 @@ def nat_command(
         typer.echo(f"mapping:   {behaviour.mapping.value}")
         typer.echo(f"filtering: {behaviour.filtering.value}")
         typer.echo(f"class:     {behaviour.nat_class.value}")
+
+
+def _print_browser_setup(config: ClientConfig, words: Catalogue) -> None:
+    """``ferry client --print-browser-setup``: the values the page shows, on the terminal."""
+    from ferry.client.local_page import browser_setup, format_browser_setup
+
+    page = config.page
+    if page is None or page.port == 0:
+        console.print(
+            "[bold red]ferry client:[/] --print-browser-setup needs a fixed --ui-listen port "
+            "(the proxy file is served by the status page)"
+        )
+        raise typer.Exit(2)
+    if config.proxy.port == 0:
+        console.print(
+            "[bold red]ferry client:[/] --print-browser-setup needs a fixed --listen port"
+        )
+        raise typer.Exit(2)
+    host = f"[{page.host}]" if ":" in page.host else page.host
+    setup = browser_setup((config.proxy.host, config.proxy.port), f"http://{host}:{page.port}/")
+    typer.echo(format_browser_setup(setup, words))
+
+
+def _run_client_check(config: ClientConfig, words: Catalogue) -> None:
+    """``ferry client --check``: run the self-check, print each step, exit 1 on a failure."""
+    from ferry.client.app import ClientApp
+    from ferry.client.self_check import StepOutcome, format_result, format_summary
+
+    failed = False
+
+    async def main(stop: asyncio.Event) -> None:
+        nonlocal failed
+        client_app = ClientApp(config)
+        try:
+            console.print(f"[bold]{words.text('cli.check_heading')}[/]")
+            number = 0
+
+            def show(result: StepResult) -> None:
+                nonlocal number
+                number += 1
+                colour = {"ok": "green", "failed": "bold red", "bypassed": "yellow"}.get(
+                    result.outcome.value, "dim"
+                )
+                text = format_result(result, number, words)
+                console.print(f"[{colour}]{rich_escape(text)}[/]")
+
+            results = await client_app.self_check().run(show)
+            failed = any(result.outcome is StepOutcome.FAILED for result in results)
+            console.print(f"[bold]{rich_escape(format_summary(results, words))}[/]")
+        finally:
+            await client_app.close()
+
+    run_until_signal(main)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

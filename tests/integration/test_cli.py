@@ -501,7 +501,7 @@ def test_four_roles_as_processes_carry_socks5_and_http_connect_without_logging_d
             ],
         )
         client_ready = client.wait_for_ready_file(tmp_path / "client.json")
-        assert set(client_ready) == {"proxy", "broker", "egress"}, client_ready
+        assert set(client_ready) == {"proxy", "broker", "egress", "ui"}, client_ready
         assert client_ready["broker"] == broker_url
         assert client_ready["egress"] == egress_url
         proxy = proxy_address(client_ready)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ferry.core.bridge_line import BridgeLine
+
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "ferry.example.toml"
@@ -134,7 +136,7 @@ def test_secrets_are_never_printed(tmp_path: Path) -> None:
         "--config",
         str(config),
         "--bridge",
-        "ferry1 ws://127.0.0.1:1/v1/relay sha256=" + "ab" * 32,
+        str(BridgeLine("ws://127.0.0.1:1/v1/relay", bytes.fromhex("ab" * 32))),
         "--username",
         "alice",
         "--pairing",

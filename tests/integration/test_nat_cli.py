@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import ferry
+from ferry.core.bridge_line import BridgeLine
 
 from ..support_nat import Rfc5780StunServer
 
@@ -65,7 +66,7 @@ def test_help_names_the_new_options_and_their_variables(role: str, words: tuple[
 )
 def test_a_bad_value_is_refused_naming_the_option(arguments: tuple[str, ...], named: str) -> None:
     base = ("client", "--broker", "https://broker.test", "--bridge")
-    bridge = "ferry1 ws://127.0.0.1:9/v1/relay sha256=" + "0" * 64
+    bridge = str(BridgeLine("ws://127.0.0.1:9/v1/relay", bytes(32)))
     status, output = run_ferry(*base, bridge, *arguments)
     if "bridge line" in output:  # the bridge line is checked first: use a valid one
         pytest.fail(f"the test's bridge line is not valid: {output}")

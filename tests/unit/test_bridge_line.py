@@ -6,13 +6,27 @@ import hashlib
 
 import pytest
 
-from ferry.core.bridge_line import BridgeLine, certificate_fingerprint, parse_bridge_line
+from ferry.core.bridge_line import (
+    BridgeLine,
+    bridge_line_checksum,
+    certificate_fingerprint,
+    parse_bridge_line,
+)
 from ferry.errors import ConfigError
 
 FINGERPRINT = bytes(range(32))
 HEX = FINGERPRINT.hex()
 URL = "ws://egress.example:8443/v1/relay"
-LINE = f"ferry1 {URL} sha256={HEX}"
+
+
+def signed(url: str, fingerprint_text: str) -> str:
+    """``ferry1 URL FINGERPRINT check=...`` with the checksum that matches what is given."""
+    body = f"ferry1 {url} {fingerprint_text}"
+    return f"{body} check={bridge_line_checksum(body)}"
+
+
+LINE = signed(URL, f"sha256={HEX}")
+CHECK = LINE.rsplit("=", 1)[1]
 
 
 def test_str_is_the_canonical_line() -> None:
@@ -29,7 +43,7 @@ def test_canonical_line_parses_back() -> None:
         f"  {LINE}\n",
         f"\n\n{LINE}\r\n",
         f"\t{LINE}\t",
-        f"ferry1   {URL}\n sha256={HEX}",
+        f"ferry1   {URL}\n sha256={HEX}\n check={CHECK}",
     ],
     ids=["spaces", "blank-lines-crlf", "tabs", "wrapped-by-a-mail-program"],
 )
@@ -47,9 +61,9 @@ def test_surrounding_and_separating_whitespace_is_tolerated(text: str) -> None:
     ],
 )
 def test_urls_that_are_accepted(url: str) -> None:
-    line = parse_bridge_line(f"ferry1 {url} sha256={HEX}")
+    line = parse_bridge_line(signed(url, f"sha256={HEX}"))
     assert line.url == url
-    assert str(line) == f"ferry1 {url} sha256={HEX}"
+    assert str(line) == signed(url, f"sha256={HEX}")
 
 
 def test_certificate_fingerprint_is_sha256_of_der() -> None:
@@ -57,7 +71,7 @@ def test_certificate_fingerprint_is_sha256_of_der() -> None:
     assert certificate_fingerprint(der) == hashlib.sha256(der).digest()
     assert len(certificate_fingerprint(der)) == 32
     line = BridgeLine(URL, certificate_fingerprint(der))
-    assert str(line).endswith("sha256=" + hashlib.sha256(der).hexdigest())
+    assert " sha256=" + hashlib.sha256(der).hexdigest() + " check=" in str(line)
 
 
 @pytest.mark.parametrize(
@@ -73,28 +87,33 @@ def test_certificate_fingerprint_is_sha256_of_der() -> None:
         ("ferry1", "the bridge line is cut short: the egress URL and the fingerprint"),
         (f"ferry1 {URL}", "the bridge line is cut short: the fingerprint (sha256=...)"),
         (f"ferry1 sha256={HEX}", "missing the egress URL"),
-        (f"ferry1 {URL} sha256={HEX} extra", "extra text after the fingerprint"),
+        (f"{LINE} extra", "extra text after the checksum"),
+        (f"ferry1 {URL} sha256={HEX} extra", "its last part must be check="),
+        (f"ferry1 {URL} sha256={HEX}", "the checksum (check=...) at its end is missing"),
+        (LINE[:-3], "this bridge line is damaged: its checksum does not match"),
+        (LINE.replace("8443", "8434"), "this bridge line is damaged: its checksum does not match"),
+        (LINE.replace("sha256=00", "sha256=01"), "damaged: its checksum does not match"),
         (
             f"ferry1 {URL} sha256={HEX[:40]}",
             "the bridge line is cut short: the fingerprint has 40 of 64 hex digits",
         ),
         (f"ferry1 {URL} sha256=", "the fingerprint has 0 of 64 hex digits"),
-        (f"ferry1 {URL} sha256={HEX}00", "has 66 hex digits, but must have exactly 64"),
-        (f"ferry1 {URL} sha256={HEX[:-1]}g", "contains 'g', which is not a hex digit"),
-        (f"ferry1 {URL} sha256={HEX.upper()}", "must be written in lowercase hex digits"),
-        (f"ferry1 {URL} sha1={HEX}", "must start with sha256="),
-        (f"ferry1 {URL} {HEX}", "must start with sha256="),
-        (f"ferry1 https://egress.example/ sha256={HEX}", "must start with ws:// or wss://"),
-        (f"ferry1 egress.example:8443 sha256={HEX}", "must start with ws:// or wss://"),
-        (f"ferry1 ws:///v1/relay sha256={HEX}", "has no host name"),
-        (f"ferry1 ws:// sha256={HEX}", "has no host name"),
-        (f"ferry1 ws://egress.example:99999/ sha256={HEX}", "not a valid URL"),
-        (f"ferry1 ws://egress.example:0/ sha256={HEX}", "has port 0"),
-        (f"ferry1 ws://[::1/v1 sha256={HEX}", "not a valid URL"),
-        (f"ferry1 ws://user:pw@egress.example/ sha256={HEX}", "user name or password"),
-        (f"ferry1 ws://egress.example/#x sha256={HEX}", "must not contain a '#' part"),
+        (signed(URL, f"sha256={HEX}00"), "has 66 hex digits, but must have exactly 64"),
+        (signed(URL, f"sha256={HEX[:-1]}g"), "contains 'g', which is not a hex digit"),
+        (signed(URL, f"sha256={HEX.upper()}"), "must be written in lowercase hex digits"),
+        (signed(URL, f"sha1={HEX}"), "must start with sha256="),
+        (signed(URL, f"{HEX}"), "must start with sha256="),
+        (signed("https://egress.example/", f"sha256={HEX}"), "must start with ws:// or wss://"),
+        (signed("egress.example:8443", f"sha256={HEX}"), "must start with ws:// or wss://"),
+        (signed("ws:///v1/relay", f"sha256={HEX}"), "has no host name"),
+        (signed("ws://", f"sha256={HEX}"), "has no host name"),
+        (signed("ws://egress.example:99999/", f"sha256={HEX}"), "not a valid URL"),
+        (signed("ws://egress.example:0/", f"sha256={HEX}"), "has port 0"),
+        (signed("ws://[::1/v1", f"sha256={HEX}"), "not a valid URL"),
+        (signed("ws://user:pw@egress.example/", f"sha256={HEX}"), "user name or password"),
+        (signed("ws://egress.example/#x", f"sha256={HEX}"), "must not contain a '#' part"),
         (
-            f"ferry1 ws://egress.example/{'a' * 2100} sha256={HEX}",
+            signed(f"ws://egress.example/{'a' * 2100}", f"sha256={HEX}"),
             "at most 2048 are allowed",
         ),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ferry.client.messages import catalogue
 from ferry.client.session import TunnelStatus
 from ferry.client.status import format_status, human_bytes, human_duration
 from ferry.core.path_policy import PathRole, PathStatus
@@ -39,3 +40,20 @@ def test_not_connected_says_why() -> None:
     assert format_status(status).startswith(
         "not connected (last problem: no volunteer was reachable within 20 s)"
     )
+
+
+def test_status_in_another_language() -> None:
+    status = TunnelStatus(
+        connected=True,
+        session_age=65.0,
+        paths=(PathStatus(1, PathRole.ACTIVE, 30.0, 0.004, 40_000.0, 2_000_000.0, 10, 20),),
+        sessions_started=1,
+        paths_opened=1,
+        paths_lost=0,
+        last_error="",
+    )
+    text = format_status(status, catalogue("zh_CN"))
+    assert text.splitlines() == [
+        "已连接 1m05s；当前志愿者 1 个，启动以来使用 1 个、失去 0 个",
+        "  志愿者 #1：承载中，延迟 4 ms，下载 2.0 MB/s，上传 40.0 kB/s，已持续 30s",
+    ]

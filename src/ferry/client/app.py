@@ -1,21 +1,40 @@
-"""The whole client role: the tunnel to the egress plus the local SOCKS5/HTTP proxy port."""
+"""The whole client role: the tunnel to the egress plus the local SOCKS5/HTTP proxy port.
+
+With a :class:`~ferry.client.local_page.LocalPageConfig` (``ClientConfig.page``) it also
+serves the local status page, keeps trying to hold a session up (so the page can say why it
+is not connected), and can restart its tunnel with another bridge line without restarting
+the process (:meth:`ClientApp.reconnect`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from ferry.client.local_page import LocalPage, LocalPageConfig
 from ferry.client.local_proxy import LocalProxy, LocalProxyConfig
-from ferry.client.rendezvous import HttpRendezvous, Rendezvous
-from ferry.client.session import TunnelClient, TunnelConfig
-from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
-from ferry.errors import ConfigError
+from ferry.client.rendezvous import HttpRendezvous, Rendezvous, fronted_url
+from ferry.client.self_check import (
+    SELF_CHECK_FETCH,
+    FetchTarget,
+    ReachabilityProbe,
+    SelfCheck,
+    SelfCheckConfig,
+)
+from ferry.client.session import PrefixedStream, TunnelClient, TunnelConfig, TunnelStatus
+from ferry.core.addresses import Target
+from ferry.core.bridge_line import BridgeLine
+from ferry.core.nat_behaviour import NatClass, NatDiscoveryConfig, StunServer
+from ferry.errors import BrokerError, ConfigError, FerryError, LocalError, RemoteError
 from ferry.logs import get_logger
-from ferry.transport.stun import NatBehaviourMonitor
+from ferry.tasks import TaskOwner
+from ferry.transport.broker_http import request_broker
+from ferry.transport.stun import NatBehaviourMonitor, discover_with_servers
 
 log = get_logger(__name__)
 
@@ -33,6 +52,14 @@ class ClientConfig:
     pairing: str | None = None
     """A private pairing code: only volunteers holding the same code relay for this client
     (``ferry volunteer --pairing`` or the widget's private link). ``None``: any volunteer."""
+    page: LocalPageConfig | None = None
+    """The local status page; ``None``: no page."""
+    check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
+    """Time limits of the self-check (``--check`` and the page's button)."""
+    check_fetch: FetchTarget = SELF_CHECK_FETCH
+    """What the self-check fetches through the chain (``--check-url``)."""
+    session_retry_interval: float = 2.0
+    """With the page on: seconds between attempts to set up a session while there is none."""
     stun_servers: tuple[StunServer, ...] = ()
     """RFC 5780 STUN servers for NAT discovery (``--stun``), tried in order; none: the NAT
     class sent to the broker stays ``unknown``."""
@@ -57,6 +84,72 @@ def broker_ssl_context(ca_file: Path | None) -> ssl.SSLContext | None:
         raise ConfigError(f"--broker-ca {ca_file}: cannot load CA certificates ({exc})") from None
 
 
+class FrontProbe:
+    """The self-check's front step: ``GET /healthz`` of the broker through the front."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        front: str,
+        http: aiohttp.ClientSession,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+    ) -> None:
+        self._fronted = fronted_url(broker_url.rstrip("/") + "/healthz", front)
+        self._front = front
+        self._http = http
+        self._ssl_context = ssl_context
+        self._timeout = timeout
+
+    async def probe(self) -> str:
+        """``"through FRONT"``; :class:`BrokerError` if the broker did not answer 200."""
+        status, _ = await request_broker(
+            self._http,
+            "GET",
+            self._fronted.connect_url,
+            None,
+            timeout=self._timeout,
+            max_response_bytes=4096,
+            host_header=self._fronted.host_header,
+            ssl_context=self._ssl_context,
+        )
+        if status != 200:
+            raise BrokerError(f"the front answered HTTP status {status} for the broker")
+        return f"through {self._front}"
+
+
+class NatProbe:
+    """The self-check's STUN step: one NAT discovery against the configured servers."""
+
+    def __init__(self, servers: tuple[StunServer, ...], config: NatDiscoveryConfig) -> None:
+        self._servers = servers
+        self._config = config
+
+    async def probe(self) -> str:
+        """The NAT class and behaviour; :class:`RemoteError` if no server could run the
+        tests."""
+        behaviour = await discover_with_servers(self._servers, self._config)
+        if behaviour.nat_class is NatClass.UNKNOWN:
+            raise RemoteError("no STUN server answered the NAT tests")
+        return (
+            f"{behaviour.nat_class.value} (mapping {behaviour.mapping.value}, "
+            f"filtering {behaviour.filtering.value})"
+        )
+
+
+class _CurrentTunnel:
+    """The proxy's stream opener: whichever tunnel the client runs now."""
+
+    def __init__(self, client: ClientApp) -> None:
+        self._client = client
+
+    async def open_stream(self, target: Target) -> PrefixedStream:
+        tunnel = self._client.tunnel
+        if tunnel is None:
+            raise LocalError("the tunnel is not running")
+        return await tunnel.open_stream(target)
+
+
 class ClientApp:
     """A running client: local proxy → tunnel → volunteers → egress."""
 
@@ -66,40 +159,175 @@ class ClientApp:
         *,
         registry: CollectorRegistry | None = None,
         rendezvous: Rendezvous | None = None,
+        front_probe: ReachabilityProbe | None = None,
+        nat_probe: ReachabilityProbe | None = None,
     ) -> None:
+        """``front_probe`` and ``nat_probe`` are the self-check's steps 2 and 3 (reaching the
+        broker through the front; STUN and the NAT type); without them those steps are
+        reported as not configured."""
         self.config = config
+        self._front_probe = front_probe
+        self._nat_probe = nat_probe
         self.registry = registry or CollectorRegistry()
         self._http: aiohttp.ClientSession | None = None
         self._rendezvous = rendezvous
         self.tunnel: TunnelClient | None = None
         self.proxy: LocalProxy | None = None
+        self.page: LocalPage | None = None
         self.proxy_address: tuple[str, int] = ("", 0)
+        self._bridge = config.tunnel.bridge
+        self._tasks = TaskOwner("client-app")
+        self._reconnect_lock = asyncio.Lock()
+        self._earlier_sent = 0
+        self._earlier_received = 0
+        self._session_failure: FerryError | None = None
+        self._keep_task: asyncio.Task[None] | None = None
         self.nat = NatBehaviourMonitor(config.stun_servers, config.nat_discovery, role="client")
         """The client's NAT behaviour, rediscovered periodically; sent with every offer."""
+        self._ssl_context = broker_ssl_context(config.broker_ca)
 
-    async def start(self) -> tuple[str, int]:
-        """Open the proxy port and start looking for volunteers; returns the proxy address."""
-        rendezvous = self._rendezvous
-        if rendezvous is None:
+    @property
+    def bridge(self) -> BridgeLine:
+        """The bridge line in use (changed by :meth:`reconnect`)."""
+        return self._bridge
+
+    @property
+    def page_url(self) -> str:
+        """The status page's URL, or ``""`` without a page."""
+        return self.page.url if self.page is not None else ""
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._http is None:
             self._http = aiohttp.ClientSession()
-            rendezvous = HttpRendezvous(
+        return self._http
+
+    def _rendezvous_channel(self) -> Rendezvous:
+        if self._rendezvous is None:
+            self._rendezvous = HttpRendezvous(
                 self.config.broker_url,
-                self._http,
+                self._http_session(),
                 pairing=self.config.pairing,
                 nat_class=lambda: self.nat.nat_class,
                 front=self.config.front,
-                ssl_context=broker_ssl_context(self.config.broker_ca),
+                ssl_context=self._ssl_context,
             )
+        return self._rendezvous
+
+    def _new_tunnel(self) -> TunnelClient:
+        return TunnelClient(
+            replace(self.config.tunnel, bridge=self._bridge), self._rendezvous_channel()
+        )
+
+    async def start(self) -> tuple[str, int]:
+        """Open the proxy port (and the page) and start looking for volunteers; returns the
+        proxy address."""
         self.nat.start()
-        self.tunnel = TunnelClient(self.config.tunnel, rendezvous)
-        self.proxy = LocalProxy(self.tunnel, self.config.proxy, self.registry)
+        self.tunnel = self._new_tunnel()
+        self.proxy = LocalProxy(_CurrentTunnel(self), self.config.proxy, self.registry)
         self.proxy_address = await self.proxy.start()
         self.tunnel.start()
+        if self.config.page is not None:
+            self.page = LocalPage(self, self.config.page, self.registry)
+            try:
+                await self.page.start()
+            except BaseException:
+                self.page = None  # it closed itself
+                await self.close()
+                raise
+            self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
         return self.proxy_address
 
+    async def _keep_session(self) -> None:
+        while True:
+            tunnel = self.tunnel
+            if tunnel is not None and tunnel.session is None:
+                try:
+                    await tunnel.ensure_session()
+                except FerryError as exc:
+                    if tunnel is self.tunnel:
+                        self._session_failure = exc
+                else:
+                    self._session_failure = None
+            await asyncio.sleep(self.config.session_retry_interval)
+
+    # -- what the page asks (ferry.client.local_page.ClientControl) ---------------------------
+
+    def tunnel_status(self) -> TunnelStatus | None:
+        """The tunnel's status, ``None`` before :meth:`start`."""
+        return self.tunnel.status() if self.tunnel is not None else None
+
+    def traffic_totals(self) -> tuple[int, int]:
+        """Bytes sent and received through volunteers since start, over every tunnel."""
+        sent, received = self._earlier_sent, self._earlier_received
+        if self.tunnel is not None:
+            sent += self.tunnel.pool.bytes_sent
+            received += self.tunnel.pool.bytes_received
+        return sent, received
+
+    def problem(self) -> FerryError | None:
+        """The reason the client is not connected, as far as it knows."""
+        if self.tunnel is not None and self.tunnel.pool.open_paths == 0:
+            return self.tunnel.pool.last_failure or self._session_failure
+        return self._session_failure
+
+    async def reconnect(self, bridge: BridgeLine | None = None) -> None:
+        """Close the session and every volunteer path and start a new tunnel (with
+        ``bridge`` if given). Connections open through the old tunnel end."""
+        async with self._reconnect_lock:
+            if bridge is not None:
+                self._bridge = bridge
+            old = self.tunnel
+            if old is None:
+                return
+            self._earlier_sent += old.pool.bytes_sent
+            self._earlier_received += old.pool.bytes_received
+            self._session_failure = None
+            if self._keep_task is not None:
+                # It may be waiting on the old tunnel: start it again on the new one.
+                self._keep_task.cancel()
+                self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
+            self.tunnel = self._new_tunnel()
+            self.tunnel.start()
+            log.info("reconnecting: new tunnel started%s", " with a new bridge line" * bool(bridge))
+            await old.close()
+
+    def self_check(self) -> SelfCheck:
+        """A self-check of this client's configuration."""
+        return SelfCheck(
+            broker_url=self.config.broker_url,
+            bridge=self._bridge,
+            rendezvous=self._rendezvous_channel(),
+            http=self._http_session(),
+            webrtc=self.config.tunnel.webrtc,
+            quic=self.config.tunnel.quic,
+            fetch=self.config.check_fetch,
+            front_probe=self._front_probe or self._configured_front_probe(),
+            nat_probe=self._nat_probe or self._configured_nat_probe(),
+            config=self.config.check,
+        )
+
+    def _configured_front_probe(self) -> ReachabilityProbe | None:
+        if self.config.front is None:
+            return None
+        return FrontProbe(
+            self.config.broker_url,
+            self.config.front,
+            self._http_session(),
+            self._ssl_context,
+            self.config.check.front_timeout,
+        )
+
+    def _configured_nat_probe(self) -> ReachabilityProbe | None:
+        if not self.config.stun_servers:
+            return None
+        return NatProbe(self.config.stun_servers, self.config.nat_discovery)
+
     async def close(self) -> None:
-        """Close the proxy port, the tunnel, NAT discovery and the HTTP client."""
+        """Close the page, the proxy port, the tunnel, NAT discovery and the HTTP client."""
+        await self._tasks.close()
         await self.nat.close()
+        if self.page is not None:
+            await self.page.close()
         if self.proxy is not None:
             await self.proxy.close()
         if self.tunnel is not None:

@@ -121,6 +121,9 @@ class PathPool:
         self._next_number = 0
         self._closing = False
         self.last_error: str = ""
+        self.last_failure: FerryError | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self.paths_opened = 0
         self.paths_lost = 0
         self.datagrams_dropped = 0
@@ -148,6 +151,7 @@ class PathPool:
                 except FerryError as exc:
                     await peer.close()
                     self.last_error = str(exc)
+                    self.last_failure = exc
                     log.info("could not reach a volunteer (%s); retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._config.rendezvous_backoff_max)
@@ -171,6 +175,7 @@ class PathPool:
         log.info("volunteer path %d open (%d in use)", number, len(self.paths))
 
         def on_datagram(datagram: bytes) -> None:
+            self.bytes_received += len(datagram)
             self.policy.on_received(number, len(datagram), self._loop.time())
             self._on_datagram(datagram)
 
@@ -222,6 +227,7 @@ class PathPool:
         if path is None or not path.channel.send(datagram):
             self.datagrams_dropped += 1
             return
+        self.bytes_sent += len(datagram)
         self.policy.on_sent(number, len(datagram), self._loop.time(), data=data)
 
     @property
@@ -291,6 +297,10 @@ class TunnelStatus:
     """Volunteer paths lost since start."""
     last_error: str
     """The last rendezvous error, if any."""
+    bytes_sent: int = 0
+    """Bytes of session datagrams sent to volunteers since start (probes included)."""
+    bytes_received: int = 0
+    """Bytes of session datagrams received from volunteers since start."""
 
 
 class TunnelClient:
@@ -393,6 +403,8 @@ class TunnelClient:
             paths_opened=self.pool.paths_opened,
             paths_lost=self.pool.paths_lost,
             last_error=self.pool.last_error,
+            bytes_sent=self.pool.bytes_sent,
+            bytes_received=self.pool.bytes_received,
         )
 
     async def ensure_session(self) -> QuicSession:

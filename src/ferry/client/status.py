@@ -1,7 +1,8 @@
-"""Plain-words status of the client's tunnel, for the terminal (and later the local page)."""
+"""Plain-words status of the client's tunnel, for the terminal (the page has its own)."""
 
 from __future__ import annotations
 
+from ferry.client.messages import DEFAULT_LANGUAGE, Catalogue, catalogue
 from ferry.client.session import TunnelStatus
 from ferry.core.nat_behaviour import NatBehaviour
 from ferry.core.path_policy import PathRole
@@ -29,34 +30,43 @@ def human_duration(seconds: float) -> str:
 
 
 def format_nat(behaviour: NatBehaviour) -> str:
-    """``"NAT: unrestricted (mapping endpoint-independent, filtering ...)"``."""
+    """``"NAT: unrestricted (mapping endpoint-independent, filtering ...)"`` (the RFC 5780
+    terms, kept in English in every language)."""
     return (
         f"NAT: {behaviour.nat_class.value} (mapping {behaviour.mapping.value}, "
         f"filtering {behaviour.filtering.value})"
     )
 
 
-def format_status(status: TunnelStatus, nat: NatBehaviour | None = None) -> str:
-    """One paragraph: connected or not, then one line per volunteer path, then the NAT
-    behaviour if ``nat`` is given."""
+def format_status(
+    status: TunnelStatus, words: Catalogue | None = None, nat: NatBehaviour | None = None
+) -> str:
+    """One paragraph: connected or not, then one line per volunteer path (in ``words``'
+    language; English by default), then the NAT behaviour if ``nat`` is given."""
+    words = words or catalogue(DEFAULT_LANGUAGE)
     if status.connected:
-        head = f"connected for {human_duration(status.session_age)}"
+        head = words.text("status.connected", age=human_duration(status.session_age))
     else:
-        head = "not connected"
+        head = words.text("status.not_connected")
         if status.last_error:
-            head += f" (last problem: {status.last_error})"
-    head += (
-        f"; {len(status.paths)} volunteer(s) now, {status.paths_opened} used and "
-        f"{status.paths_lost} lost since start"
+            head += words.text("status.last_problem", detail=status.last_error)
+    head += words.text(
+        "status.counts", now=len(status.paths), used=status.paths_opened, lost=status.paths_lost
     )
     lines = [head]
     for path in status.paths:
         rtt = f"{path.rtt * 1000:.0f} ms" if path.rtt is not None else "? ms"
-        role = "carrying" if path.role is PathRole.ACTIVE else "standing by"
+        role = "status.carrying" if path.role is PathRole.ACTIVE else "status.standing_by"
         lines.append(
-            f"  volunteer #{path.path_id}: {role}, delay {rtt}, "
-            f"down {human_bytes(path.rate_down)}/s, up {human_bytes(path.rate_up)}/s, "
-            f"for {human_duration(path.age)}"
+            words.text(
+                "status.path",
+                number=path.path_id,
+                role=words.text(role),
+                rtt=rtt,
+                down=human_bytes(path.rate_down),
+                up=human_bytes(path.rate_up),
+                age=human_duration(path.age),
+            )
         )
     if nat is not None:
         lines.append(f"  {format_nat(nat)}")

@@ -3,10 +3,12 @@
 
 ::
 
-    ferry1 ws://egress.example:8443/v1/relay sha256=<64 lowercase hex digits>
+    ferry1 ws://egress.example:8443/v1/relay sha256=<64 lowercase hex digits> check=<8 hex>
 
 ``ferry1`` names the format, the URL is the egress's WebSocket URL (what volunteers connect
 to) and the hash is the SHA-256 of the egress certificate's DER bytes, which the client pins.
+``check=`` is a checksum of the rest (:func:`bridge_line_checksum`), so a mistyped or
+truncated line is refused at once with a message saying so, not later in a handshake.
 
 People paste bridge lines from e-mails and chat messages, so :func:`parse_bridge_line`
 ignores whitespace around the line and accepts any run of whitespace between its three parts
@@ -25,9 +27,12 @@ from ferry.errors import ConfigError
 
 __all__ = [
     "BRIDGE_LINE_FORMAT",
+    "CHECKSUM_HEX_DIGITS",
     "FINGERPRINT_BYTES",
     "MAX_URL_LENGTH",
     "BridgeLine",
+    "BridgeLineDamagedError",
+    "bridge_line_checksum",
     "certificate_fingerprint",
     "check_egress_url",
     "parse_bridge_line",
@@ -42,10 +47,18 @@ FINGERPRINT_BYTES = 32
 MAX_URL_LENGTH = 2048
 """The longest egress URL accepted, as in the broker messages (§2)."""
 
+CHECKSUM_HEX_DIGITS = 8
+"""Length of the ``check=`` field in hex digits (the first 4 bytes of a SHA-256)."""
+
 _FINGERPRINT_PREFIX = "sha256="
+_CHECKSUM_PREFIX = "check="
 _HEX_DIGITS = 2 * FINGERPRINT_BYTES
 _LOWER_HEX = frozenset(string.digits + "abcdef")
 _ANY_HEX = frozenset(string.hexdigits)
+
+
+class BridgeLineDamagedError(ConfigError):
+    """A bridge line whose ``check=`` checksum does not match the rest of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +83,18 @@ class BridgeLine:
             )
 
     def __str__(self) -> str:
-        return f"{BRIDGE_LINE_FORMAT} {self.url} {_FINGERPRINT_PREFIX}{self.fingerprint.hex()}"
+        body = _checked_text(self.url, self.fingerprint.hex())
+        return f"{body} {_CHECKSUM_PREFIX}{bridge_line_checksum(body)}"
+
+
+def _checked_text(url: str, fingerprint_hex: str) -> str:
+    return f"{BRIDGE_LINE_FORMAT} {url} {_FINGERPRINT_PREFIX}{fingerprint_hex}"
+
+
+def bridge_line_checksum(checked_text: str) -> str:
+    """The ``check=`` value for ``ferry1 URL sha256=HEX`` (single spaces): the first
+    :data:`CHECKSUM_HEX_DIGITS` lowercase hex digits of the SHA-256 of that text in UTF-8."""
+    return hashlib.sha256(checked_text.encode()).hexdigest()[:CHECKSUM_HEX_DIGITS]
 
 
 def certificate_fingerprint(der: bytes) -> bytes:
@@ -144,14 +168,39 @@ def parse_bridge_line(text: str) -> BridgeLine:
         raise ConfigError(
             "the bridge line is cut short: the fingerprint (sha256=...) after the URL is missing"
         )
-    if len(words) > 3:
+    if len(words) > 4:
         raise ConfigError(
-            "the bridge line has extra text after the fingerprint: it must be exactly "
-            f"{BRIDGE_LINE_FORMAT}, the egress URL and sha256=..., separated by spaces"
+            "the bridge line has extra text after the checksum: it must be exactly "
+            f"{BRIDGE_LINE_FORMAT}, the egress URL, sha256=... and check=..., separated by spaces"
         )
     url, fingerprint_text = words[1], words[2]
+    if len(words) == 3:
+        if (
+            fingerprint_text.startswith(_FINGERPRINT_PREFIX)
+            and len(fingerprint_text) >= len(_FINGERPRINT_PREFIX) + _HEX_DIGITS
+        ):
+            raise ConfigError(
+                "the bridge line is cut short: the checksum (check=...) at its end is missing; "
+                "copy the whole line again (lines from before ferry added the checksum are "
+                "no longer accepted: ask for a new one)"
+            )
+    else:
+        _check_checksum(" ".join(words[:3]), words[3])
     check_egress_url(url)
     return BridgeLine(url, _parse_fingerprint(fingerprint_text))
+
+
+def _check_checksum(checked_text: str, checksum_text: str) -> None:
+    if not checksum_text.startswith(_CHECKSUM_PREFIX):
+        raise ConfigError(
+            "the bridge line has extra text after the fingerprint: its last part must be "
+            f"{_CHECKSUM_PREFIX} followed by {CHECKSUM_HEX_DIGITS} hex digits"
+        )
+    if checksum_text[len(_CHECKSUM_PREFIX) :] != bridge_line_checksum(checked_text):
+        raise BridgeLineDamagedError(
+            "this bridge line is damaged: its checksum does not match, so a character was "
+            "changed, lost or added; copy it again"
+        )
 
 
 def _parse_fingerprint(text: str) -> bytes:

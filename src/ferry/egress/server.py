@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
 from ferry.core.relay_shares import RelayShares, RelaySharesConfig
+from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
 from ferry.core.stream_header import StreamRequestDecoder, encode_reply
 from ferry.egress.identity import BRIDGE_LINE_FILE, EgressIdentity, load_or_create_identity
 from ferry.egress.policy import DestinationPolicy
@@ -327,6 +328,10 @@ class SessionRouter:
                     else ReplyCode.GENERAL_FAILURE
                 )
                 await self._refuse(stream, code, f"malformed stream request: {exc}")
+                return
+            if request.target == SELF_CHECK_TARGET:  # answered here; see self_check_target
+                await stream.send_all(encode_reply(ReplyCode.SUCCEEDED, "") + SELF_CHECK_ANSWER)
+                await stream.send_eof()
                 return
             try:
                 reader, writer = await connect_upstream(

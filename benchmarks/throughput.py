@@ -1,4 +1,4 @@
-"""Throughput and CPU cost of one download through a whole ferry chain on loopback.
+"""Throughput, CPU cost and first-byte latency of a whole ferry chain on loopback.
 
 Starts, as separate processes through the ``ferry`` command line, an egress, a broker, one
 volunteer and a client (``--volunteers 1``), all on 127.0.0.1, plus an origin HTTP server (a
@@ -12,9 +12,19 @@ checks the SHA-256 of both against the payload, and reports MB/s for each, the r
 ferry ÷ direct, and the CPU time (user + system, from ``/proc/PID/stat``) that each ferry
 process spent during the ferry download, in milliseconds per MB. MB means 10**6 bytes.
 
+Then, in the same run:
+
+* **first-byte latency**: the time from the first SOCKS5 byte to the first byte of the
+  origin's HTTP reply, on the client's warm session, and on fresh client processes (one per
+  measurement, each with nothing warmed: broker exchange, WebRTC, QUIC handshake included;
+  they use a second broker and volunteer that share the egress);
+* the same bulk runs through **one Chromium volunteer** (the widget on a loopback page in
+  Debian's Chromium, through Playwright; its own broker and client process; its CPU is that of
+  every Chromium process). ``--no-browser`` skips it.
+
 Usage::
 
-    python benchmarks/throughput.py [--megabytes 50] [--runs 3]
+    python benchmarks/throughput.py [--megabytes 50] [--runs 3] [--latency-runs 5]
 
 Exits 1 if a download fails or its hash does not match, 2 if the network does not come up.
 Only 127.0.0.1 is ever contacted, and only the processes this script started are stopped.

@@ -1,4 +1,4 @@
-"""Throughput and CPU cost of one download through a whole ferry chain on loopback.
+"""Throughput, CPU cost and first-byte latency of a whole ferry chain on loopback.
 
 Starts, as separate processes through the ``ferry`` command line, an egress, a broker, one
 volunteer and a client (``--volunteers 1``), all on 127.0.0.1, plus an origin HTTP server (a
@@ -12,9 +12,19 @@ checks the SHA-256 of both against the payload, and reports MB/s for each, the r
 ferry ÷ direct, and the CPU time (user + system, from ``/proc/PID/stat``) that each ferry
 process spent during the ferry download, in milliseconds per MB. MB means 10**6 bytes.
 
+Then, in the same run:
+
+* **first-byte latency**: the time from the first SOCKS5 byte to the first byte of the
+  origin's HTTP reply, on the client's warm session, and on fresh client processes (one per
+  measurement, each with nothing warmed: broker exchange, WebRTC, QUIC handshake included;
+  they use a second broker and volunteer that share the egress);
+* the same bulk runs through **one Chromium volunteer** (the widget on a loopback page in
+  Debian's Chromium, through Playwright; its own broker and client process; its CPU is that of
+  every Chromium process). ``--no-browser`` skips it.
+
 Usage::
 
-    python benchmarks/throughput.py [--megabytes 50] [--runs 3]
+    python benchmarks/throughput.py [--megabytes 50] [--runs 3] [--latency-runs 5]
 
 Exits 1 if a download fails or its hash does not match, 2 if the network does not come up.
 Only 127.0.0.1 is ever contacted, and only the processes this script started are stopped.
@@ -37,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +90,11 @@ class OriginHandler(socketserver.BaseRequestHandler):
                 return
             head += chunk
         request_line = head.split(b"\r\n", 1)[0].split()
+        if request_line[:2] == [b"GET", b"/first-byte"]:
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
+            return
         if len(request_line) < 2 or request_line[0] != b"GET" or request_line[1] != b"/payload":
             connection.sendall(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -159,13 +174,20 @@ def ferry_environment() -> dict[str, str]:
     }
 
 
-def start_role(role: str, arguments: list[str], folder: Path) -> FerryProcess:
-    """Start ``ferry ROLE ARGUMENTS --ready-file ...`` with output to a log file."""
-    ready_path = folder / f"{role}.ready.json"
-    log_path = folder / f"{role}.log"
+def start_role(
+    role: str, arguments: list[str], folder: Path, *, name: str | None = None, code: str = RUN_FERRY
+) -> FerryProcess:
+    """Start ``ferry ROLE ARGUMENTS --ready-file ...`` with output to a log file.
+
+    ``name`` (default: the role) names its log and ready files; ``code`` is the Python that
+    runs the command line.
+    """
+    name = name or role
+    ready_path = folder / f"{name}.ready.json"
+    log_path = folder / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", RUN_FERRY, role, *arguments, "--ready-file", str(ready_path)],
+            [sys.executable, "-c", code, role, *arguments, "--ready-file", str(ready_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -317,8 +339,13 @@ def check_download(result: Download, payload_size: int, payload_sha256: str, lab
         )
 
 
+def process_cpu(role: FerryProcess) -> Callable[[], float]:
+    """A reader of ``role``'s CPU seconds."""
+    return lambda: cpu_seconds(role.process.pid)
+
+
 def one_run(
-    roles: dict[str, FerryProcess],
+    cpu_readers: dict[str, Callable[[], float]],
     origin_url: str,
     proxy: str,
     payload: bytes,
@@ -326,11 +353,11 @@ def one_run(
     folder: Path,
     timeout: float,
 ) -> RunResult:
-    """Download once through ferry (measuring CPU) and once directly."""
+    """Download once through ferry (measuring each role's CPU) and once directly."""
     output = folder / "download.bin"
-    before = {name: cpu_seconds(role.process.pid) for name, role in roles.items()}
+    before = {name: read() for name, read in cpu_readers.items()}
     through_ferry = download(origin_url, output, timeout, socks_proxy=proxy)
-    after = {name: cpu_seconds(role.process.pid) for name, role in roles.items()}
+    after = {name: read() for name, read in cpu_readers.items()}
     check_download(through_ferry, len(payload), payload_sha256, "ferry")
     direct = download(origin_url, output, timeout, socks_proxy=None)
     check_download(direct, len(payload), payload_sha256, "direct")
@@ -339,7 +366,7 @@ def one_run(
         ferry_rate=through_ferry.megabytes_per_second(),
         direct_rate=direct.megabytes_per_second(),
         cpu_ms_per_megabyte={
-            name: (after[name] - before[name]) * 1000 / megabytes for name in roles
+            name: (after[name] - before[name]) * 1000 / megabytes for name in cpu_readers
         },
     )
 
@@ -382,6 +409,238 @@ def format_table(rows: list[list[str]]) -> str:
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# First-byte latency
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def receive_exactly(connection: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``connection``; :class:`BenchmarkError` if it closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise BenchmarkError(f"the proxy closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
+
+
+def first_byte_seconds(connection: socket.socket, origin_port: int) -> float:
+    """Seconds from the first SOCKS5 byte sent on ``connection`` (connected to the client's
+    proxy) to the first byte of the origin's HTTP reply to ``GET /first-byte``."""
+    started = time.perf_counter()
+    connection.sendall(b"\x05\x01\x00")  # SOCKS5, one method: no authentication
+    if receive_exactly(connection, 2) != b"\x05\x00":
+        raise BenchmarkError("the client's proxy refused SOCKS5 without authentication")
+    connection.sendall(
+        b"\x05\x01\x00\x01" + socket.inet_aton(LOOPBACK) + origin_port.to_bytes(2, "big")
+    )
+    reply = receive_exactly(connection, 10)  # VER REP RSV ATYP=1 ADDR(4) PORT(2)
+    if reply[1] != 0:
+        raise BenchmarkError(f"the client's proxy answered CONNECT with code {reply[1]}")
+    connection.sendall(b"GET /first-byte HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n")
+    receive_exactly(connection, 1)
+    return time.perf_counter() - started
+
+
+def warm_first_byte(proxy: str, origin_port: int, timeout: float) -> float:
+    """First-byte latency through a client whose session is up and has been used."""
+    host, _, port = proxy.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        return first_byte_seconds(connection, origin_port)
+
+
+def fresh_first_byte(
+    folder: Path, broker_url: str, bridge: str, origin_port: int, run: int, timeout: float
+) -> float:
+    """Start a new client process and time its very first SOCKS request.
+
+    The clock starts when the request is sent, as soon as the client's proxy port accepts a
+    connection (the interpreter's start-up before that is not counted); it includes the
+    broker exchange, WebRTC (ICE, DTLS, SCTP), the QUIC handshake and the stream to the
+    origin. The client is stopped afterwards.
+    """
+    port = free_port()
+    client = start_role(
+        "client",
+        [
+            "--broker",
+            broker_url,
+            "--bridge",
+            bridge,
+            "--listen",
+            f"{LOOPBACK}:{port}",
+            "--volunteers",
+            "1",
+            "--spare-volunteers",
+            "0",
+            "--ice-address",
+            LOOPBACK,
+        ],
+        folder,
+        name=f"fresh-client-{run}",
+    )
+    try:
+        for _ in range(int(timeout / 0.005)):
+            if client.process.poll() is not None:
+                raise BenchmarkError(f"a fresh client exited early:\n{client.log_tail()}")
+            try:
+                connection = socket.create_connection((LOOPBACK, port), timeout=timeout)
+            except ConnectionRefusedError:
+                time.sleep(0.005)
+                continue
+            with connection:
+                return first_byte_seconds(connection, origin_port)
+        raise BenchmarkError(f"a fresh client did not listen within {timeout:.0f} s")
+    finally:
+        stop_roles([client])
+
+
+# ---------------------------------------------------------------------------------------------
+# One Chromium volunteer
+
+CLIENT_CHECKING_LOOPBACK_PEERS = (
+    "import dataclasses, ferry.cli as cli; webrtc = cli._webrtc_config; "
+    "cli._webrtc_config = lambda addresses: dataclasses.replace("
+    "webrtc(addresses), remote_candidate_addresses=('127.0.0.1',))\n" + RUN_FERRY
+)
+"""The client command, but checking only the browser's 127.0.0.1 candidates: Chromium also
+offers its other interfaces' addresses, and this benchmark must not send to them (the browser
+tests use the same setting, ``tests/browser/support.py``)."""
+
+
+def chromium_cpu_seconds() -> float:
+    """CPU seconds of every Chromium process started (through Playwright) by this process."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                )
+    total = 0.0
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor is not None and ancestor != os.getpid():
+            ancestor = parents.get(ancestor)
+        if ancestor is None:
+            continue
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().startswith("chrom"):
+                total += cpu_seconds(pid)
+    return total
+
+
+@contextlib.contextmanager
+def host_page(broker_url: str) -> Iterator[str]:
+    """A loopback web page embedding the widget (loaded from the broker); yields its URL."""
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>a website</title></head>"
+        f"<body><ferry-widget data-broker='{broker_url}'></ferry-widget>"
+        f"<script src='{broker_url}/widget.js' async></script></body></html>"
+    ).encode()
+
+    class Page(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(MAX_REQUEST_HEAD)
+            self.request.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                + f"Content-Length: {len(html)}\r\n\r\n".encode()
+                + html
+            )
+
+    server = socketserver.ThreadingTCPServer((LOOPBACK, 0), Page)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="host-page", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=STOP_TIMEOUT)
+
+
+def chromium_runs(
+    folder: Path,
+    egress: FerryProcess,
+    egress_url: str,
+    bridge: str,
+    measure: Callable[[dict[str, Callable[[], float]], str], RunResult],
+    runs: int,
+    ready_timeout: float,
+) -> list[RunResult]:
+    """Bulk runs through one Chromium volunteer (the widget), with its own broker and client."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)  # for tests.browser.support (Chromium's path and flags)
+    from playwright.sync_api import sync_playwright
+    from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
+
+    started: list[FerryProcess] = []
+    try:
+        broker = start_role(
+            "broker",
+            ["--listen", f"{LOOPBACK}:0", "--egress", egress_url],
+            folder,
+            name="chromium-broker",
+        )
+        started.append(broker)
+        broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
+        with (
+            host_page(broker_url) as page_url,
+            sync_playwright() as playwright,
+        ):
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(page_url)
+                page.get_by_role("switch").click()
+                page.wait_for_function(
+                    "(() => { const w = document.querySelector('ferry-widget');"
+                    " return !!(w && w.status && w.status.state === 'looking'); })()",
+                    timeout=ready_timeout * 1000,
+                )
+                client = start_role(
+                    "client",
+                    [
+                        "--broker",
+                        broker_url,
+                        "--bridge",
+                        bridge,
+                        "--listen",
+                        f"{LOOPBACK}:0",
+                        "--volunteers",
+                        "1",
+                        "--ice-address",
+                        LOOPBACK,
+                    ],
+                    folder,
+                    name="chromium-client",
+                    code=CLIENT_CHECKING_LOOPBACK_PEERS,
+                )
+                started.append(client)
+                proxy = ready_text(wait_ready(client, ready_timeout), "proxy", "client")
+                readers = {
+                    "client": process_cpu(client),
+                    "volunteer": chromium_cpu_seconds,
+                    "egress": process_cpu(egress),
+                    "broker": process_cpu(broker),
+                }
+                return [measure(readers, proxy) for _ in range(runs)]
+            finally:
+                browser.close()
+    finally:
+        stop_roles(list(reversed(started)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +710,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=3, help="measured runs (median reported)")
     parser.add_argument(
+        "--latency-runs", type=int, default=5, help="fresh and warm first-byte measurements"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="skip the Chromium volunteer (no Chromium)"
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=60.0,
@@ -465,15 +730,40 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     if arguments.megabytes < 1:
         parser.error("--megabytes must be at least 1")
-    if arguments.runs < 1:
-        parser.error("--runs must be at least 1")
+    if arguments.runs < 1 or arguments.latency_runs < 1:
+        parser.error("--runs and --latency-runs must be at least 1")
     return arguments
+
+
+def print_results(
+    label: str, results: list[RunResult], arguments: argparse.Namespace, volunteer: str
+) -> None:
+    """One table: each run and the medians."""
+    rows = [list(COLUMNS)]
+    rows += [table_row(str(index), result) for index, result in enumerate(results, 1)]
+    rows.append(table_row("median", median_result(results)))
+    print()
+    print(f"{label} ({arguments.megabytes} MB per run; 'volunteer' CPU is {volunteer}):")
+    print(format_table(rows))
+
+
+def report_run(label: str, run: int, result: RunResult) -> None:
+    print(
+        f"{label} run {run}: ferry {result.ferry_rate:.2f} MB/s, "
+        f"direct {result.direct_rate:.1f} MB/s, "
+        f"{result.total_cpu_ms_per_megabyte:.1f} CPU ms/MB (sha256 ok)",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     if shutil.which("curl") is None:
         print("throughput: curl is not installed", file=sys.stderr)
+        return 2
+    browser = not arguments.no_browser
+    if browser and not Path("/usr/bin/chromium").exists():
+        print("throughput: /usr/bin/chromium is missing (or pass --no-browser)", file=sys.stderr)
         return 2
     size = arguments.megabytes * MEGABYTE
     download_timeout = arguments.download_timeout or max(60.0, 10.0 * arguments.megabytes)
@@ -485,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         running_origin(payload) as origin,
     ):
         folder = Path(temporary)
+        origin_port = origin.server_address[1]
         print(f"payload: {arguments.megabytes} MB of random bytes, sha256 {payload_sha256[:16]}…")
         print("starting egress, broker, one volunteer and a client (separate processes)…")
         try:
@@ -492,35 +783,96 @@ def main(argv: list[str] | None = None) -> int:
         except BenchmarkError as exc:
             print(f"throughput: the network did not come up: {exc}", file=sys.stderr)
             return 2
+        extra: list[FerryProcess] = []
+
+        def measure(readers: dict[str, Callable[[], float]], through: str) -> RunResult:
+            return one_run(
+                readers, origin.url, through, payload, payload_sha256, folder, download_timeout
+            )
+
         try:
             pids = ", ".join(f"{name} {role.process.pid}" for name, role in roles.items())
             print(f"ready: proxy socks5://{proxy}; PIDs {pids}")
-            rows = [list(COLUMNS)]
-            results: list[RunResult] = []
+            readers = {name: process_cpu(role) for name, role in roles.items()}
+            python_results = []
             for run in range(1, arguments.runs + 1):
-                result = one_run(
-                    roles, origin.url, proxy, payload, payload_sha256, folder, download_timeout
+                python_results.append(measure(readers, proxy))
+                report_run("Python volunteer", run, python_results[-1])
+            warm = [
+                warm_first_byte(proxy, origin_port, arguments.ready_timeout)
+                for _ in range(arguments.latency_runs)
+            ]
+            egress_ready = json.loads(roles["egress"].ready_path.read_text())
+            egress_url = ready_text(egress_ready, "egress", "egress")
+            bridge = ready_text(egress_ready, "bridge", "egress")
+            broker = start_role(
+                "broker",
+                ["--listen", f"{LOOPBACK}:0", "--egress", egress_url],
+                folder,
+                name="latency-broker",
+            )
+            extra.append(broker)
+            latency_broker = ready_text(wait_ready(broker, arguments.ready_timeout), "broker", "b")
+            volunteer = start_role(
+                "volunteer",
+                ["--broker", latency_broker, "--capacity", "50", "--ice-address", LOOPBACK],
+                folder,
+                name="latency-volunteer",
+            )
+            extra.append(volunteer)
+            wait_ready(volunteer, arguments.ready_timeout)
+            fresh = [
+                fresh_first_byte(
+                    folder, latency_broker, bridge, origin_port, run, arguments.ready_timeout
                 )
-                results.append(result)
-                rows.append(table_row(str(run), result))
-                print(
-                    f"run {run}: ferry {result.ferry_rate:.2f} MB/s, "
-                    f"direct {result.direct_rate:.1f} MB/s, "
-                    f"{result.total_cpu_ms_per_megabyte:.1f} CPU ms/MB (sha256 ok)",
-                    flush=True,
+                for run in range(1, arguments.latency_runs + 1)
+            ]
+            print(f"first byte, fresh client: {', '.join(f'{s * 1000:.0f}' for s in fresh)} ms")
+            print(f"first byte, warm session: {', '.join(f'{s * 1000:.1f}' for s in warm)} ms")
+            stop_roles(list(reversed(extra)))
+            extra.clear()
+            chromium_results: list[RunResult] = []
+            if browser:
+                print("starting a Chromium volunteer (the widget) with its own broker and client…")
+                chromium_results = chromium_runs(
+                    folder,
+                    roles["egress"],
+                    egress_url,
+                    bridge,
+                    measure,
+                    arguments.runs,
+                    arguments.ready_timeout,
                 )
-            rows.append(table_row("median", median_result(results)))
-            print()
-            print(format_table(rows))
+                for run, result in enumerate(chromium_results, 1):
+                    report_run("Chromium volunteer", run, result)
+            print_results(
+                "One Python volunteer (ferry volunteer)",
+                python_results,
+                arguments,
+                "the ferry volunteer process",
+            )
+            if chromium_results:
+                print_results(
+                    "One Chromium volunteer (the widget)",
+                    chromium_results,
+                    arguments,
+                    "every Chromium process",
+                )
             print()
             print(
-                "CPU ms/MB: user+system CPU of the ferry processes during the ferry download, "
-                "per MB (10**6 bytes); the origin and curl are not counted."
+                "first byte of the reply after the SOCKS request, median of "
+                f"{arguments.latency_runs}: fresh client {statistics.median(fresh) * 1000:.0f} ms "
+                f"(goal < 1000), warm session {statistics.median(warm) * 1000:.1f} ms (goal < 20)"
+            )
+            print(
+                "CPU ms/MB: user+system CPU of the ferry processes (and Chromium's) during the "
+                "ferry download, per MB (10**6 bytes); the origin and curl are not counted."
             )
         except BenchmarkError as exc:
             print(f"throughput: {exc}", file=sys.stderr)
             return 1
         finally:
+            stop_roles(list(reversed(extra)))
             stop_roles(list(reversed(roles.values())))
     return 0
 

@@ -73,10 +73,13 @@ def test_one_hundred_impaired_transfers_arrive_intact(tmp_path: Path) -> None:
     injected: dict[str, int] = {}
     for fault, count in re.findall(r"(\w+) (\d+)(?:,|$)", _summaries(logs)):
         injected[fault] = injected.get(fault, 0) + int(count)
-    # Thousands of losses, duplicates and corruptions; reordering needs a following datagram
-    # within its hold time, so it fires far less often (86 in one run, 5,775 in another).
-    for fault in ("lost", "duplicated", "corrupted"):
-        assert injected.get(fault, 0) > 1000, f"too few {fault} faults injected: {injected}"
+    # Thousands of faults in all; reordering needs a following datagram within its hold
+    # time, so it fires far less often (86 in one run, 5,775 in another). Since issue 8 QUIC
+    # datagrams are 16 KiB, so the 400 MiB cross in about 13 times fewer datagrams than at
+    # 1,200 bytes: one run injected 2,456 losses (5 %), 940 duplicates, 952 corruptions.
+    minimum = {"lost": 1000, "duplicated": 500, "corrupted": 500}
+    for fault, least in minimum.items():
+        assert injected.get(fault, 0) > least, f"too few {fault} faults injected: {injected}"
     assert injected.get("reordered", 0) > 10, f"too few reorderings injected: {injected}"
 
 

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aioquic.quic import recovery as aioquic_recovery
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
     ConnectionIdIssued,
@@ -57,13 +57,20 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
-from ferry.errors import RemoteError, SessionError
+from ferry.errors import ConfigError, RemoteError, SessionError
 
 ALPN = "ferry/1"
 """The ALPN protocol id of a ferry session (``docs/protocol.md`` §5)."""
 
 SERVER_NAME = "ferry-egress"
 """The TLS server name every client sends; it identifies nothing."""
+
+LARGEST_DATAGRAM_SIZE = 16384
+"""The largest ``max_datagram_size`` ferry allows. aioquic 1.7 writes the length of a STREAM
+or CRYPTO frame, and of a long-header packet, as a two-byte variable-length integer (at most
+16,383): a datagram much above 16 KiB would carry frames whose lengths wrap, and the peer
+closes the session ("Unknown frame type", seen at 32 KiB). 16,384 leaves every frame and
+packet below that, since headers and the AEAD tag take more than one byte."""
 
 SESSION_ADDRESS = ("ferry-session", 0)
 """The synthetic network address both ends give aioquic for every datagram of a session."""
@@ -79,9 +86,13 @@ SESSION_ERROR_IDENTITY = 0x101
 class QuicSettings:
     """Tunables of a ferry QUIC session, shared by client and egress."""
 
-    max_datagram_size: int = 1200
-    """Largest QUIC datagram we send. 1200 fits every path; larger packets cut per-packet
-    CPU (see issue 8) but must fit the data channel's message size."""
+    max_datagram_size: int = 16384
+    """Largest QUIC datagram we send, in bytes (1,200 ..
+    :data:`LARGEST_DATAGRAM_SIZE`). A ferry datagram never meets an IP MTU: it is one data
+    channel message (SCTP fragments it into MTU-sized chunks) and one WebSocket message,
+    both far larger. aioquic's cost is mostly per packet, so 16 KiB instead of QUIC's
+    minimum 1,200 cut the CPU per MB by more than half and doubled throughput
+    (BENCHMARKS.md, issue 8). Each end chooses its own; both accept any size."""
     idle_timeout: float = 30.0
     """Seconds without any packet from the peer after which the session is dropped."""
     handshake_timeout: float = 15.0
@@ -105,6 +116,13 @@ class QuicSettings:
     detects loss. 3.0: on loopback a round trip is ~3 ms and scheduling jitter between
     processes exceeds two of them; striping over four capped volunteers went from 0.45 of
     their sum at 2.0 to 0.82-0.97 at 3.0 (BENCHMARKS.md)."""
+
+    def __post_init__(self) -> None:
+        if not SMALLEST_MAX_DATAGRAM_SIZE <= self.max_datagram_size <= LARGEST_DATAGRAM_SIZE:
+            raise ConfigError(
+                f"max_datagram_size must be {SMALLEST_MAX_DATAGRAM_SIZE}..{LARGEST_DATAGRAM_SIZE}"
+                f" bytes, got {self.max_datagram_size}"
+            )
 
     def new_connection(
         self,

@@ -97,7 +97,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ferry-churn-") as folder_name:
         folder = Path(folder_name)
         with (
-            origin_server(body) as port,
+            origin_server(body, rate=arguments.rate) as port,
             process_network(folder, volunteers=arguments.volunteers) as net,
         ):
             output = folder / "download.bin"

@@ -20,10 +20,11 @@ import typer
 from rich.console import Console
 
 from ferry import __version__
-from ferry.errors import ConfigError, FerryError
+from ferry.errors import ConfigError, FerryError, LocalError
 from ferry.logs import configure as configure_logging
 
 if TYPE_CHECKING:
+    from ferry.transport.browser_webrtc import WebRtcMode
     from ferry.transport.webrtc import WebRtcConfig
 
 console = Console(stderr=True, highlight=False)
@@ -109,6 +110,37 @@ def _ice_address_option(role: str) -> object:
         help="Offer WebRTC host candidates only on this local address (repeatable; "
         "default: every interface).",
     )
+
+
+def _webrtc_option(role: str, default: str) -> object:
+    return typer.Option(
+        "--webrtc",
+        envvar=f"FERRY_{role}_WEBRTC",
+        metavar="browser|python|auto",
+        help="Which WebRTC stack runs the connections: 'browser' runs them in the installed "
+        "Chromium/Chrome (headless), so a censor sees a browser's own handshake; 'python' "
+        "uses aiortc, whose handshake is easier to spot; 'auto' uses a browser when one is "
+        f"found. Default: {default}.",
+    )
+
+
+def _browser_option(role: str) -> object:
+    return typer.Option(
+        "--browser",
+        envvar=f"FERRY_{role}_BROWSER",
+        metavar="PATH",
+        help="The Chromium or Chrome executable for --webrtc browser/auto (default: the first "
+        "of /usr/bin/chromium, chromium-browser, google-chrome found).",
+    )
+
+
+def _webrtc_mode(value: str) -> WebRtcMode:
+    from ferry.transport.browser_webrtc import WebRtcMode
+
+    try:
+        return WebRtcMode(value)
+    except ValueError:
+        raise ConfigError(f"--webrtc must be browser, python or auto, not {value!r}") from None
 
 
 def _verbose_option(role: str) -> object:
@@ -439,12 +471,15 @@ def volunteer(
             "started with the same --pairing, and for no one else.",
         ),
     ] = None,
+    webrtc: Annotated[str, _webrtc_option("VOLUNTEER", "python")] = "python",
+    browser: Annotated[str | None, _browser_option("VOLUNTEER")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("VOLUNTEER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,
     verbose: Annotated[bool, _verbose_option("VOLUNTEER")] = False,
 ) -> None:
     """Run a volunteer: relay encrypted traffic for people behind censorship."""
     from ferry.core.volunteer_limits import parse_byte_count
+    from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcStack
     from ferry.volunteer.impairment import RelayImpairment
     from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
@@ -465,6 +500,8 @@ def volunteer(
             webrtc=_webrtc_config(ice_address),
             pairing=pairing,
         )
+        volunteer_webrtc = _webrtc_mode(webrtc)
+        engine_config = BrowserEngineConfig(executable=browser)
     except ConfigError as exc:
         console.print(f"[bold red]ferry volunteer:[/] {exc}")
         raise typer.Exit(2) from None
@@ -475,9 +512,23 @@ def volunteer(
         )
 
     async def main(stop: asyncio.Event) -> None:
-        relay = Volunteer(config)
+        stack = WebRtcStack(volunteer_webrtc, config.webrtc, engine_config)
+        try:
+            stack_status = await stack.start()
+        except LocalError as exc:
+            console.print(f"[bold red]ferry volunteer:[/] {exc}")
+            raise typer.Exit(1) from None
+        relay = Volunteer(config, peers=stack)
         relay.start()
         try:
+            console.print(
+                "WebRTC: "
+                + (
+                    f"browser engine ({stack_status.detail})"
+                    if stack_status.stack == "browser"
+                    else f"Python ({stack_status.detail})"
+                )
+            )
             limits = (f", at most {config.max_rate} bytes/s" if config.max_rate else "") + (
                 f", at most {config.quota} bytes per UTC day" if config.quota else ""
             )
@@ -492,11 +543,13 @@ def volunteer(
                     "capacity": capacity,
                     "max_rate": config.max_rate,
                     "quota": config.quota,
+                    "webrtc": stack_status.stack,
                 },
             )
             await stop.wait()
         finally:
             await relay.close()
+            await stack.close()
 
     run_until_signal(main)
 
@@ -554,6 +607,8 @@ def client(
             "volunteers holding the same code.",
         ),
     ] = None,
+    webrtc: Annotated[str, _webrtc_option("CLIENT", "auto")] = "auto",
+    browser: Annotated[str | None, _browser_option("CLIENT")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("CLIENT")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("CLIENT")] = False,
     verbose: Annotated[bool, _verbose_option("CLIENT")] = False,
@@ -565,6 +620,7 @@ def client(
     from ferry.client.status import format_status
     from ferry.core.bridge_line import parse_bridge_line
     from ferry.core.proxy_handshake import Credentials
+    from ferry.transport.browser_webrtc import BrowserEngineConfig
 
     _logging(verbose, unsafe_logging)
     try:
@@ -574,6 +630,8 @@ def client(
             raise ConfigError("give both --username and --password, or neither")
         if pairing is not None:
             _check_pairing_option(pairing)
+        client_webrtc = _webrtc_mode(webrtc)
+        engine_config = BrowserEngineConfig(executable=browser)
     except ConfigError as exc:
         console.print(f"[bold red]ferry client:[/] {exc}")
         raise typer.Exit(2) from None
@@ -592,13 +650,26 @@ def client(
         ),
         proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
         pairing=pairing,
+        webrtc_mode=client_webrtc,
+        browser=engine_config,
     )
 
     async def main(stop: asyncio.Event) -> None:
         client_app = ClientApp(config)
-        proxy_host, proxy_port = await client_app.start()
+        try:
+            proxy_host, proxy_port = await client_app.start()
+        except LocalError as exc:
+            await client_app.close()
+            console.print(f"[bold red]ferry client:[/] {exc}")
+            raise typer.Exit(1) from None
         try:
             console.print(f"ferry client: SOCKS5 and HTTP proxy on {proxy_host}:{proxy_port}")
+            stack_status = client_app.webrtc.stack_status()
+            if stack_status.stack == "browser":
+                console.print(f"WebRTC: browser engine ({stack_status.detail})")
+            else:
+                console.print(f"WebRTC: Python ({stack_status.detail})")
+                console.print(f"[yellow]Warning:[/] {stack_status.warning}")
             console.print("Looking for volunteers...")
             assert client_app.tunnel is not None
             session_task = asyncio.create_task(client_app.tunnel.ensure_session())
@@ -621,6 +692,7 @@ def client(
                             "proxy": f"{proxy_host}:{proxy_port}",
                             "broker": broker_url,
                             "egress": bridge_line.url,
+                            "webrtc": client_app.webrtc.stack_status().stack,
                         },
                     )
                     while status_every > 0 and not stop.is_set():

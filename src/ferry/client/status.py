@@ -48,4 +48,11 @@ def format_status(status: TunnelStatus) -> str:
             f"down {human_bytes(path.rate_down)}/s, up {human_bytes(path.rate_up)}/s, "
             f"for {human_duration(path.age)}"
         )
+    webrtc = status.webrtc
+    lines.append(
+        f"  WebRTC: {'browser engine' if webrtc.stack == 'browser' else 'Python (aiortc)'}"
+        + (f" ({webrtc.detail})" if webrtc.detail else "")
+    )
+    if webrtc.warning:
+        lines.append(f"  warning: {webrtc.warning}")
     return "\n".join(lines)

@@ -52,6 +52,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 import aioice.ice
 import aiortc.rtcsctptransport as aiortc_sctp
@@ -68,17 +69,24 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
-from ferry.transport.datagram import CloseHandler, DatagramHandler
+from ferry.transport.datagram import CloseHandler, DatagramChannel, DatagramHandler
 
 __all__ = [
     "DATA_CHANNEL_LABEL",
     "DATA_CHANNEL_PROTOCOL",
+    "PYTHON_STACK_WARNING",
+    "AnsweringEndpoint",
     "AnsweringPeer",
     "DataChannelDatagramChannel",
     "DataChannelMetrics",
     "IceServer",
+    "OfferingEndpoint",
     "OfferingPeer",
+    "PeerFactory",
+    "PythonPeers",
     "WebRtcConfig",
+    "WebRtcStackStatus",
+    "check_sdp",
     "without_mdns_candidates",
 ]
 
@@ -490,7 +498,7 @@ def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
 
 
-def _check_sdp(sdp: str, kind: str) -> None:
+def check_sdp(sdp: str, kind: str) -> None:
     """Refuse an SDP that cannot be a ferry offer or answer, naming what is wrong."""
     if not isinstance(sdp, str):
         raise ProtocolError(f"the {kind} SDP is not a string", reason="sdp_type")
@@ -615,7 +623,7 @@ class OfferingPeer:
         if not channel.is_open:
             raise ChannelClosedError("the WebRTC connection was closed before the answer came")
         try:
-            _check_sdp(answer_sdp, "answer")
+            check_sdp(answer_sdp, "answer")
             await _apply_remote_description(
                 self._peer_connection, answer_sdp, "answer", self._config
             )
@@ -652,7 +660,7 @@ class AnsweringPeer:
         """
         if self._peer_connection is not None:
             raise LocalError("accept_offer() was already called on this peer")
-        _check_sdp(offer_sdp, "offer")
+        check_sdp(offer_sdp, "offer")
         peer_connection = _new_peer_connection(self._config)
         self._peer_connection = peer_connection
         self._channel_arrived = asyncio.get_running_loop().create_future()
@@ -758,3 +766,102 @@ class AnsweringPeer:
                 )
             )
             self._channel_arrived.exception()
+
+
+# --- the interface both WebRTC stacks implement ----------------------------------------------
+
+
+class OfferingEndpoint(Protocol):
+    """The offering side of one WebRTC connection, whichever stack runs it (the client)."""
+
+    async def create_offer(self) -> str:
+        """Create the connection and its data channel; return the complete offer SDP."""
+        ...
+
+    async def accept_answer(self, answer_sdp: str) -> DatagramChannel:
+        """Apply the answer; return the data channel once it is open."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and its channel (idempotent)."""
+        ...
+
+
+class AnsweringEndpoint(Protocol):
+    """The answering side of one WebRTC connection, whichever stack runs it (volunteer)."""
+
+    async def accept_offer(self, offer_sdp: str) -> str:
+        """Apply the offer; return the complete answer SDP."""
+        ...
+
+    async def wait_channel(self) -> DatagramChannel:
+        """Wait for the offerer's data channel to open and return it."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and its channel (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcStackStatus:
+    """Which WebRTC stack carries a component's data channels, for status output."""
+
+    stack: str
+    """``"browser"`` (a real browser engine runs the connections) or ``"python"`` (aiortc)."""
+
+    detail: str = ""
+    """The browser's path, or why the Python stack is in use."""
+
+    warning: str = ""
+    """A plain warning for the user (empty when there is nothing to warn about)."""
+
+
+PYTHON_STACK_WARNING = (
+    "the Python WebRTC stack (aiortc) is in use: its DTLS handshake differs from a browser's, "
+    "so a censor can spot it more easily than the browser engine (--webrtc browser)"
+)
+"""What the status says whenever the client runs its WebRTC on aiortc."""
+
+
+class PeerFactory(Protocol):
+    """Makes WebRTC peers on one stack: :class:`PythonPeers` or the browser engine's."""
+
+    def offering_peer(self) -> OfferingEndpoint:
+        """A new, unstarted offering peer."""
+        ...
+
+    def answering_peer(self) -> AnsweringEndpoint:
+        """A new, unstarted answering peer."""
+        ...
+
+    def stack_status(self) -> WebRtcStackStatus:
+        """Which stack this is, for status output."""
+        ...
+
+
+class PythonPeers:
+    """:class:`PeerFactory` of the Python stack: aiortc peers with one configuration."""
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        metrics: DataChannelMetrics | None = None,
+        *,
+        status: WebRtcStackStatus | None = None,
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._status = status or WebRtcStackStatus("python", "aiortc", PYTHON_STACK_WARNING)
+
+    def offering_peer(self) -> OfferingPeer:
+        """A new :class:`OfferingPeer`."""
+        return OfferingPeer(self._config, self._metrics)
+
+    def answering_peer(self) -> AnsweringPeer:
+        """A new :class:`AnsweringPeer`."""
+        return AnsweringPeer(self._config, self._metrics)
+
+    def stack_status(self) -> WebRtcStackStatus:
+        """``python``, with the warning given at construction."""
+        return self._status

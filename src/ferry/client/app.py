@@ -62,16 +62,20 @@ class ClientApp:
         returns the proxy address. Raises :class:`~ferry.errors.LocalError` if
         ``webrtc_mode`` is ``browser`` and no browser starts."""
         await self.webrtc.start()
-        rendezvous = self._rendezvous
-        if rendezvous is None:
-            self._http = aiohttp.ClientSession()
-            rendezvous = HttpRendezvous(
-                self.config.broker_url, self._http, pairing=self.config.pairing
-            )
-        self.tunnel = TunnelClient(self.config.tunnel, rendezvous, self.webrtc)
-        self.proxy = LocalProxy(self.tunnel, self.config.proxy, self.registry)
-        self.proxy_address = await self.proxy.start()
-        self.tunnel.start()
+        try:
+            rendezvous = self._rendezvous
+            if rendezvous is None:
+                self._http = aiohttp.ClientSession()
+                rendezvous = HttpRendezvous(
+                    self.config.broker_url, self._http, pairing=self.config.pairing
+                )
+            self.tunnel = TunnelClient(self.config.tunnel, rendezvous, self.webrtc)
+            self.proxy = LocalProxy(self.tunnel, self.config.proxy, self.registry)
+            self.proxy_address = await self.proxy.start()
+            self.tunnel.start()
+        except BaseException:
+            await self.webrtc.close()
+            raise
         return self.proxy_address
 
     async def close(self) -> None:

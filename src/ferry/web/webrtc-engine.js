@@ -86,15 +86,35 @@
     }
   }
 
+  // The remote peer's candidates on the given addresses only (null: all of them).
   function onlyCandidates(sdp, addresses) {
     if (!addresses) return sdp;
     return sdp
       .split("\r\n")
-      .filter((line) => {
-        if (!line.startsWith("a=candidate:")) return true;
-        return addresses.includes(line.split(" ")[4]);
-      })
+      .filter((line) => !line.startsWith("a=candidate:") || addresses.includes(line.split(" ")[4]))
       .join("\r\n");
+  }
+
+  // Our own candidates announced on the given addresses only (null: as gathered). A page
+  // cannot choose the interfaces the browser gathers on, and Chromium gathers none on
+  // loopback; its UDP sockets listen on every local address, so each IPv4 host candidate's
+  // port is announced under the first given address instead (tests, demos: 127.0.0.1).
+  function announcedCandidates(sdp, addresses) {
+    if (!addresses) return sdp;
+    const seen = new Set();
+    const lines = [];
+    for (const line of sdp.split("\r\n")) {
+      if (line.startsWith("a=candidate:")) {
+        const fields = line.split(" ");
+        if (fields[2].toLowerCase() !== "udp" || fields[7] !== "host" || fields[4].includes(":")) continue;
+        if (!addresses.includes(fields[4])) fields[4] = addresses[0];
+        const key = `${fields[4]} ${fields[5]}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        lines.push(fields.join(" "));
+      } else lines.push(line);
+    }
+    return lines.join("\r\n");
   }
 
   function gathered(peer, timeoutMs) {
@@ -152,7 +172,7 @@
     await peer.connection.setLocalDescription(await peer.connection.createOffer());
     await gathered(peer, config.gatherTimeoutMs);
     if (!peers.has(peerId)) return;
-    const sdp = onlyCandidates(peer.connection.localDescription.sdp, config.hostAddresses);
+    const sdp = announcedCandidates(peer.connection.localDescription.sdp, config.hostAddresses);
     control({ op: "offered", peer: peerId, sdp });
   }
 
@@ -179,7 +199,7 @@
     await peer.connection.setLocalDescription(await peer.connection.createAnswer());
     await gathered(peer, config.gatherTimeoutMs);
     if (!peers.has(peerId)) return;
-    const local = onlyCandidates(peer.connection.localDescription.sdp, config.hostAddresses);
+    const local = announcedCandidates(peer.connection.localDescription.sdp, config.hostAddresses);
     control({ op: "answered", peer: peerId, sdp: local });
   }
 

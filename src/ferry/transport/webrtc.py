@@ -47,6 +47,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import hashlib
+import secrets
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -55,6 +58,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aioice.ice
+import aiortc.rtcdtlstransport as aiortc_dtls
 import aiortc.rtcsctptransport as aiortc_sctp
 import aiortc.sdp
 from aiortc import (
@@ -65,6 +69,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, Counter
 
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
@@ -86,6 +93,8 @@ __all__ = [
     "PythonPeers",
     "WebRtcConfig",
     "WebRtcStackStatus",
+    "browser_like_certificate",
+    "browser_like_sdp",
     "check_sdp",
     "without_mdns_candidates",
 ]
@@ -164,6 +173,14 @@ class WebRtcConfig:
     """If set, the peer's candidates on any other address are left out of its SDP, so ICE
     checks go to these addresses only (tests with a browser peer that offers its LAN
     addresses: ``("127.0.0.1",)``). ``None``: every candidate the peer offers."""
+
+    browser_like_certificate: bool = True
+    """Give aiortc a DTLS certificate shaped like Chromium's (subject and issuer ``CN=WebRTC``,
+    a 64-bit serial) instead of its own (a random 32-hex-digit CN and a 159-bit serial),
+    which DTLS 1.2 sends in clear (see :func:`browser_like_certificate`)."""
+
+    browser_like_sdp: bool = True
+    """Send our SDP shaped like Chromium's (see :func:`browser_like_sdp`)."""
 
     def __post_init__(self) -> None:
         if self.socket_buffer_bytes < 0:
@@ -299,6 +316,137 @@ def _raise_socket_buffers(peer_connection: RTCPeerConnection, size: int) -> None
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
         except OSError as error:
             logger.warning("could not raise an ICE socket's buffers: %s", error)
+
+
+# --- cheap alignments with Chromium (docs/censorship-resistance.md) ---------------------------
+
+CHROMIUM_SRTP_PROFILE_ORDER = (
+    b"SRTP_AES128_CM_SHA1_80",
+    b"SRTP_AEAD_AES_256_GCM",
+    b"SRTP_AEAD_AES_128_GCM",
+)
+"""The order of ``use_srtp`` profiles in Chromium 156's ClientHello (0x0001, 0x0008, 0x0007;
+captured by tests/integration/test_dtls_fingerprint.py). aiortc offers 0x0008, 0x0007,
+0x0001."""
+
+
+def _align_srtp_profile_order() -> bool:
+    """Reorder aiortc's SRTP profiles, in place, to Chromium's order; ``False`` if aiortc no
+    longer has the list. Process-wide: aiortc reads the list for every DTLS transport."""
+    profiles = getattr(aiortc_dtls, "SRTP_PROFILES", None)
+    if not isinstance(profiles, list):
+        logger.warning("aiortc has no SRTP_PROFILES list: SRTP profile order left as it is")
+        return False
+    rank = {name: index for index, name in enumerate(CHROMIUM_SRTP_PROFILE_ORDER)}
+    profiles.sort(key=lambda profile: rank.get(profile.openssl_profile, len(rank)))
+    return True
+
+
+_srtp_profile_order_aligned = _align_srtp_profile_order()
+
+
+def browser_like_certificate(now: datetime.datetime | None = None) -> aiortc_dtls.RTCCertificate:
+    """A DTLS certificate shaped like Chromium's: an ECDSA P-256 key, subject and issuer
+    ``CN=WebRTC``, a random 64-bit serial, valid from a day ago for 30 days, signed with
+    ECDSA-SHA256 (WebRTC's ``rtc::SSLIdentity`` defaults)."""
+    now = now or datetime.datetime.now(tz=datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "WebRTC")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(secrets.randbits(64) | (1 << 63))
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return aiortc_dtls.RTCCertificate(key=key, cert=certificate)
+
+
+def _use_certificate(
+    peer_connection: RTCPeerConnection, certificate: aiortc_dtls.RTCCertificate
+) -> bool:
+    """Make the connection use ``certificate`` (aiortc has no public way: it keeps its own in
+    a private attribute); ``False``, with a warning, if that attribute is gone."""
+    attribute = "_RTCPeerConnection__certificates"
+    if not isinstance(getattr(peer_connection, attribute, None), list):
+        logger.warning("aiortc keeps no certificate list: its own DTLS certificate is used")
+        return False
+    setattr(peer_connection, attribute, [certificate])
+    return True
+
+
+_CHROMIUM_MEDIA_ORDER = (
+    "c=",
+    "a=candidate:",
+    "a=ice-ufrag:",
+    "a=ice-pwd:",
+    "a=ice-options:",
+    "a=fingerprint:",
+    "a=setup:",
+    "a=mid:",
+    "a=sctp-port:",
+    "a=max-message-size:",
+)
+
+
+def browser_like_sdp(sdp: str) -> str:
+    """An aiortc data-channel SDP rewritten in the shape of Chromium's (same meaning).
+
+    Chromium 156 writes ``o=- <19 digits> 2 IN IP4 127.0.0.1``, ``a=extmap-allow-mixed`` and
+    ``a=msid-semantic: WMS`` at session level; in the media section the candidates (with
+    a numeric foundation and ``generation 0 network-cost 999``) come first, then ICE
+    credentials, ``a=ice-options:trickle``, one SHA-256 fingerprint, setup, mid, SCTP port
+    and maximum message size; no ``a=end-of-candidates``. Lines this function does not know
+    are kept, after the known ones.
+    """
+    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    session: list[str] = []
+    media: list[str] = []
+    target = session
+    for line in lines:
+        if line.startswith("m="):
+            target = media
+        target.append(line)
+    if not media:
+        return sdp
+    session_id = str(int.from_bytes(hashlib.sha256(sdp.encode()).digest()[:8]) >> 1)
+    shaped_session = [
+        "v=0",
+        f"o=- {session_id} 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        *[line for line in session if line.startswith("a=group:")],
+        "a=extmap-allow-mixed",
+        "a=msid-semantic: WMS",
+    ]
+    known = ("v=", "o=", "s=", "t=", "a=group:", "a=msid-semantic", "a=extmap-allow-mixed")
+    shaped_session += [line for line in session if not line.startswith(known)]
+    body: list[str] = []
+    for line in media[1:]:
+        if line == "a=end-of-candidates":
+            continue
+        if line.startswith("a=fingerprint:") and not line.startswith("a=fingerprint:sha-256 "):
+            continue
+        if line.startswith("a=candidate:"):
+            fields = line.split(" ")
+            foundation = int.from_bytes(hashlib.sha256(fields[0].encode()).digest()[:4])
+            fields[0] = f"a=candidate:{foundation}"
+            line = " ".join(fields) + " generation 0 network-cost 999"
+        body.append(line)
+    if not any(line.startswith("a=ice-options:") for line in body):
+        body.append("a=ice-options:trickle")
+
+    def rank(line: str) -> int:
+        for index, prefix in enumerate(_CHROMIUM_MEDIA_ORDER):
+            if line.startswith(prefix):
+                return index
+        return len(_CHROMIUM_MEDIA_ORDER)
+
+    body.sort(key=rank)  # stable: candidates keep their order
+    return "\r\n".join([*shaped_session, media[0], *body]) + "\r\n"
 
 
 # --- the channel ------------------------------------------------------------------------------
@@ -495,7 +643,10 @@ def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
         RTCIceServer(urls=server.url, username=server.username, credential=server.credential)
         for server in config.ice_servers
     ]
-    return RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+    peer_connection = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+    if config.browser_like_certificate:
+        _use_certificate(peer_connection, browser_like_certificate())
+    return peer_connection
 
 
 def check_sdp(sdp: str, kind: str) -> None:
@@ -571,11 +722,11 @@ async def _apply_remote_description(
         ) from error
 
 
-def _local_sdp(peer_connection: RTCPeerConnection) -> str:
+def _local_sdp(peer_connection: RTCPeerConnection, config: WebRtcConfig) -> str:
     description = peer_connection.localDescription
     if description is None:
         raise ChannelClosedError("the WebRTC peer connection closed while gathering candidates")
-    return description.sdp
+    return browser_like_sdp(description.sdp) if config.browser_like_sdp else description.sdp
 
 
 class OfferingPeer:
@@ -609,7 +760,7 @@ class OfferingPeer:
         with _candidate_policy(self._config):
             await peer_connection.setLocalDescription(offer)
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        return _local_sdp(peer_connection)
+        return _local_sdp(peer_connection, self._config)
 
     async def accept_answer(self, answer_sdp: str) -> DataChannelDatagramChannel:
         """Apply the volunteer's answer and wait (``open_timeout``) for the channel to open.
@@ -681,7 +832,7 @@ class AnsweringPeer:
                 reason="sdp_unanswerable",
             ) from error
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        return _local_sdp(peer_connection)
+        return _local_sdp(peer_connection, self._config)
 
     async def wait_channel(self) -> DataChannelDatagramChannel:
         """Wait (``open_timeout``) for the client's data channel to open and return it.

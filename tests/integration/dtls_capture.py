@@ -1,10 +1,11 @@
 """Capturing WebRTC handshakes on loopback and reading them with Debian's tshark.
 
 :class:`LoopbackCapture` records UDP on ``lo`` for a given set of ports only (the test's
-own peers), started and stopped by PID. Packets are written by ``tcpdump -U`` (each packet
-flushed as it comes): dumpcap, tshark's capture engine, lost every DTLS datagram of a
-Chromium handshake here while keeping the STUN around it (measured three times), so tshark
-is used for what it is best at, dissecting. :func:`dtls_handshakes` decodes every ICE
+own peers), with Debian's tshark, started and stopped by PID. tshark says "Capturing on"
+a little before it records anything: handshakes started right after that message were
+missed here about every other time (only later consent checks were recorded), and with
+``SETTLE`` seconds of waiting first, never in ten runs; the capture also runs on for
+``LINGER`` seconds after the handshake, as libpcap hands packets over in blocks. :func:`dtls_handshakes` decodes every ICE
 port as STUN, whose dissector hands DTLS on to tshark's DTLS dissector (RFC 7983
 demultiplexing), and returns one :class:`HandshakeMessage` per ClientHello, ServerHello and
 Certificate seen in clear.
@@ -23,8 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TCPDUMP = "/usr/bin/tcpdump"
 TSHARK = "/usr/bin/tshark"
+SETTLE = 1.0
+"""Seconds waited after tshark says it is capturing, before the handshake starts."""
+LINGER = 2.0
+"""Seconds a capture goes on after the handshake (libpcap's block timeout is 1 s)."""
 
 CLIENT_HELLO = 1
 SERVER_HELLO = 2
@@ -89,7 +93,7 @@ def candidate_ports(sdp: str) -> list[int]:
 
 
 class LoopbackCapture:
-    """tcpdump on ``lo`` for the given UDP ports, stopped by PID (see the module docstring)."""
+    """tshark on ``lo`` for the given UDP ports, stopped by PID (see the module docstring)."""
 
     def __init__(self, ports: list[int], path: Path) -> None:
         assert ports, "no port to capture"
@@ -100,30 +104,33 @@ class LoopbackCapture:
     def __enter__(self) -> LoopbackCapture:
         port_filter = " or ".join(f"udp port {port}" for port in self.ports)
         self._process = subprocess.Popen(
-            [TCPDUMP, "-i", "lo", "-n", "-U", "-w", str(self.path), port_filter],
+            [TSHARK, "-i", "lo", "-n", "-q", "-f", port_filter, "-w", str(self.path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         assert self._process.stderr is not None
         deadline = time.monotonic() + 20
-        for _ in range(20):  # tcpdump says "listening on lo" once its filter is installed
+        for _ in range(20):  # "Capturing on 'Loopback: lo'" once its filter is installed
             line = self._process.stderr.readline().decode(errors="replace")
-            if "listening on" in line:
+            if "Capturing on" in line:
+                time.sleep(SETTLE)
                 return self
-            assert line and time.monotonic() < deadline, f"tcpdump did not start: {line}"
-        raise AssertionError("tcpdump did not say it was listening")
+            assert line and time.monotonic() < deadline, f"tshark did not start: {line}"
+        raise AssertionError("tshark did not say it was capturing")
 
     def __exit__(self, *exc_info: object) -> None:
         process = self._process
         assert process is not None
-        time.sleep(0.3)  # the last datagrams of the handshake reach the capture
+        time.sleep(LINGER)
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
 
 
 _FIELDS = (

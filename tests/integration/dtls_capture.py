@@ -5,10 +5,10 @@ own peers), with Debian's tshark, started and stopped by PID. tshark says "Captu
 a little before it records anything: handshakes started right after that message were
 missed here about every other time (only later consent checks were recorded), and with
 ``SETTLE`` seconds of waiting first, never in ten runs; the capture also runs on for
-``LINGER`` seconds after the handshake, as libpcap hands packets over in blocks. :func:`dtls_handshakes` decodes every ICE
-port as STUN, whose dissector hands DTLS on to tshark's DTLS dissector (RFC 7983
-demultiplexing), and returns one :class:`HandshakeMessage` per ClientHello, ServerHello and
-Certificate seen in clear.
+``LINGER`` seconds after the handshake, as libpcap hands packets over in blocks.
+:func:`dtls_handshakes` decodes every ICE port as STUN, whose dissector hands DTLS on to
+tshark's DTLS dissector (RFC 7983 demultiplexing), and returns one
+:class:`HandshakeMessage` per ClientHello, ServerHello and Certificate seen in clear.
 
 :func:`held_candidates` and :func:`loopback_candidates` make two browser peers reach each
 other on 127.0.0.1 only, with no ICE packet before the capture starts (the answerer gets an
@@ -185,8 +185,9 @@ def dtls_handshakes(path: Path, ports: list[int]) -> list[HandshakeMessage]:
             if kind not in (CLIENT_HELLO, SERVER_HELLO, CERTIFICATE):
                 continue
             hello = kind in (CLIENT_HELLO, SERVER_HELLO)
-            versions = _values(layers, "dtls.handshake.extensions.supported_version") or (
-                _values(layers, "dtls.handshake.version")[:1]
+            versions = (
+                _values(layers, "dtls.handshake.extensions.supported_version")
+                or (_values(layers, "dtls.handshake.version")[:1])
             )
             messages.append(
                 HandshakeMessage(

@@ -72,6 +72,8 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
+from OpenSSL._util import lib as openssl_lib
 from prometheus_client import CollectorRegistry, Counter
 
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
@@ -95,6 +97,7 @@ __all__ = [
     "WebRtcStackStatus",
     "browser_like_certificate",
     "browser_like_sdp",
+    "browser_like_x509_certificate",
     "check_sdp",
     "without_mdns_candidates",
 ]
@@ -345,14 +348,15 @@ def _align_srtp_profile_order() -> bool:
 _srtp_profile_order_aligned = _align_srtp_profile_order()
 
 
-def browser_like_certificate(now: datetime.datetime | None = None) -> aiortc_dtls.RTCCertificate:
-    """A DTLS certificate shaped like Chromium's: an ECDSA P-256 key, subject and issuer
-    ``CN=WebRTC``, a random 64-bit serial, valid from a day ago for 30 days, signed with
-    ECDSA-SHA256 (WebRTC's ``rtc::SSLIdentity`` defaults)."""
+def browser_like_x509_certificate(
+    key: ec.EllipticCurvePrivateKey, now: datetime.datetime | None = None
+) -> x509.Certificate:
+    """A self-signed certificate for ``key`` shaped like Chromium's WebRTC certificate:
+    subject and issuer ``CN=WebRTC``, a random 64-bit serial, valid from a day ago for 30
+    days, signed with ECDSA-SHA256 (WebRTC's ``rtc::SSLIdentity`` defaults)."""
     now = now or datetime.datetime.now(tz=datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "WebRTC")])
-    certificate = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -362,7 +366,44 @@ def browser_like_certificate(now: datetime.datetime | None = None) -> aiortc_dtl
         .not_valid_after(now + datetime.timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
-    return aiortc_dtls.RTCCertificate(key=key, cert=certificate)
+
+
+CHROMIUM_SIGNATURE_ALGORITHMS = (
+    b"ECDSA+SHA256:rsa_pss_rsae_sha256:RSA+SHA256:ECDSA+SHA384:rsa_pss_rsae_sha384:"
+    b"RSA+SHA384:rsa_pss_rsae_sha512:RSA+SHA512:RSA+SHA1"
+)
+"""The nine ``signature_algorithms`` of Chromium 156's ClientHello, in its order (0x0403,
+0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601, 0x0201; captured). OpenSSL's
+default offers 20."""
+
+_SSL_OP_NO_ENCRYPT_THEN_MAC = 0x00080000
+"""OpenSSL 3's ``SSL_OP_NO_ENCRYPT_THEN_MAC`` (not exported by pyOpenSSL): Chromium's
+BoringSSL never sends ``encrypt_then_mac``."""
+
+
+class BrowserLikeCertificate(aiortc_dtls.RTCCertificate):
+    """aiortc's certificate object whose DTLS context also drops ``encrypt_then_mac`` and
+    offers Chromium's signature algorithms. aiortc builds each connection's OpenSSL context
+    in the certificate's private ``_create_ssl_context``; if a future aiortc stops calling
+    it, nothing breaks and these two alignments are simply lost (the alignment test says
+    so)."""
+
+    def _create_ssl_context(
+        self, srtp_profiles: list[aiortc_dtls.SRTPProtectionProfile]
+    ) -> SSL.Context:
+        context = super()._create_ssl_context(srtp_profiles)
+        context.set_options(_SSL_OP_NO_ENCRYPT_THEN_MAC)
+        set_sigalgs = getattr(openssl_lib, "SSL_CTX_set1_sigalgs_list", None)
+        if set_sigalgs is None or set_sigalgs(context._context, CHROMIUM_SIGNATURE_ALGORITHMS) != 1:
+            logger.warning("could not set Chromium's DTLS signature algorithms")
+        return context
+
+
+def browser_like_certificate() -> aiortc_dtls.RTCCertificate:
+    """An aiortc DTLS certificate on a new ECDSA P-256 key, shaped like Chromium's
+    (:func:`browser_like_x509_certificate`; :class:`BrowserLikeCertificate`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return BrowserLikeCertificate(key=key, cert=browser_like_x509_certificate(key))
 
 
 def _use_certificate(

@@ -416,6 +416,21 @@ class BrowserEngine:
         return self._alive
 
     @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT`` of the engine's page and socket, once serving."""
+        return self._host
+
+    @property
+    def origin(self) -> str:
+        """The engine page's origin, the only ``Origin`` its socket accepts."""
+        return self._origin
+
+    @property
+    def profile(self) -> str | None:
+        """The browser's temporary profile folder, until the engine is closed."""
+        return self._profile
+
+    @property
     def pid(self) -> int | None:
         """The browser's process id (also its process group's), once started."""
         return self._process.pid if self._process is not None else None
@@ -773,7 +788,7 @@ class WebRtcStack:
 
     @property
     def engine(self) -> BrowserEngine | None:
-        """The browser engine in use, if any."""
+        """The browser engine in use (or starting), if any."""
         return self._engine
 
     async def start(self) -> WebRtcStackStatus:
@@ -810,9 +825,13 @@ class WebRtcStack:
 
     async def _start_engine(self) -> None:
         engine = BrowserEngine(self.engine_config, self.webrtc, metrics=self.metrics)
-        await engine.start()
-        engine.on_death = self._engine_died
         self._engine = engine
+        try:
+            await engine.start()
+        except BaseException:
+            self._engine = None
+            raise
+        engine.on_death = self._engine_died
         self._status = WebRtcStackStatus("browser", engine.executable)
 
     def _engine_died(self, reason: str) -> None:

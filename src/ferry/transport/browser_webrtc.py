@@ -488,7 +488,12 @@ class BrowserEngine:
             )
         self._alive = True
         self._tasks.spawn(self._write_batches(), name="write-batches")
-        log.info("browser engine %s running (pid %d)", self.executable, self._process.pid)
+        log.info(
+            "browser engine %s running (pid %d, profile %s)",
+            self.executable,
+            self._process.pid,
+            self._profile,
+        )
 
     # HTTP side
 

@@ -112,7 +112,7 @@ def _ice_address_option(role: str) -> object:
     )
 
 
-def _webrtc_option(role: str, default: str) -> object:
+def _webrtc_option(role: str) -> object:
     return typer.Option(
         "--webrtc",
         envvar=f"FERRY_{role}_WEBRTC",
@@ -120,7 +120,7 @@ def _webrtc_option(role: str, default: str) -> object:
         help="Which WebRTC stack runs the connections: 'browser' runs them in the installed "
         "Chromium/Chrome (headless), so a censor sees a browser's own handshake; 'python' "
         "uses aiortc, whose handshake is easier to spot; 'auto' uses a browser when one is "
-        f"found. Default: {default}.",
+        "found.",
     )
 
 
@@ -471,7 +471,7 @@ def volunteer(
             "started with the same --pairing, and for no one else.",
         ),
     ] = None,
-    webrtc: Annotated[str, _webrtc_option("VOLUNTEER", "python")] = "python",
+    webrtc: Annotated[str, _webrtc_option("VOLUNTEER")] = "python",
     browser: Annotated[str | None, _browser_option("VOLUNTEER")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("VOLUNTEER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,
@@ -607,7 +607,7 @@ def client(
             "volunteers holding the same code.",
         ),
     ] = None,
-    webrtc: Annotated[str, _webrtc_option("CLIENT", "auto")] = "auto",
+    webrtc: Annotated[str, _webrtc_option("CLIENT")] = "auto",
     browser: Annotated[str | None, _browser_option("CLIENT")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("CLIENT")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("CLIENT")] = False,

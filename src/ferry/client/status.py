@@ -50,7 +50,7 @@ def format_status(status: TunnelStatus) -> str:
         )
     webrtc = status.webrtc
     lines.append(
-        f"  WebRTC: {'browser engine' if webrtc.stack == 'browser' else 'Python (aiortc)'}"
+        f"  WebRTC: {'browser engine' if webrtc.stack == 'browser' else 'Python'}"
         + (f" ({webrtc.detail})" if webrtc.detail else "")
     )
     if webrtc.warning:

@@ -673,7 +673,7 @@ class BrowserEngine:
     def send_control(self, message: dict[str, object]) -> None:
         """Send one control message to the page (dropped if the engine is down)."""
         socket = self._socket
-        if socket is None or socket.closed:
+        if socket is None or socket.closed or self._closing:
             return
         self._tasks.spawn(socket.send_str(json.dumps(message)), name="control")
 

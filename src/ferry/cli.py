@@ -478,6 +478,8 @@ def volunteer(
     verbose: Annotated[bool, _verbose_option("VOLUNTEER")] = False,
 ) -> None:
     """Run a volunteer: relay encrypted traffic for people behind censorship."""
+    from prometheus_client import CollectorRegistry
+
     from ferry.core.volunteer_limits import parse_byte_count
     from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcStack
     from ferry.volunteer.impairment import RelayImpairment
@@ -512,13 +514,14 @@ def volunteer(
         )
 
     async def main(stop: asyncio.Event) -> None:
-        stack = WebRtcStack(volunteer_webrtc, config.webrtc, engine_config)
+        registry = CollectorRegistry()
+        stack = WebRtcStack(volunteer_webrtc, config.webrtc, engine_config, registry=registry)
         try:
             stack_status = await stack.start()
         except LocalError as exc:
             console.print(f"[bold red]ferry volunteer:[/] {exc}")
             raise typer.Exit(1) from None
-        relay = Volunteer(config, peers=stack)
+        relay = Volunteer(config, peers=stack, registry=registry)
         relay.start()
         try:
             console.print(

@@ -861,6 +861,9 @@ class WebRtcStack:
         if engine is not None and engine.alive:
             return engine
         if self.mode is not WebRtcMode.BROWSER:
+            if engine is not None:  # auto after a death: stop what is left of that browser
+                self._engine = None
+                await engine.close()
             return None
         async with self._restart_lock:
             engine = self._engine

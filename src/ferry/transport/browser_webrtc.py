@@ -57,7 +57,7 @@ from ferry.transport.webrtc import (
     PythonPeers,
     WebRtcConfig,
     WebRtcStackStatus,
-    check_sdp,
+    check_data_channel_sdp,
     without_mdns_candidates,
 )
 
@@ -325,7 +325,7 @@ class BrowserOfferingPeer:
         if not channel.is_open:
             raise ChannelClosedError("the WebRTC connection was closed before the answer came")
         try:
-            check_sdp(answer_sdp, "answer")
+            check_data_channel_sdp(answer_sdp, "answer")
         except ProtocolError:
             await channel.close()
             raise
@@ -352,7 +352,7 @@ class BrowserAnsweringPeer:
         """Have the page answer the client's offer; return the answer SDP."""
         if self._channel is not None:
             raise LocalError("accept_offer() was already called on this peer")
-        check_sdp(offer_sdp, "offer")
+        check_data_channel_sdp(offer_sdp, "offer")
         self._channel, sdp = await self._engine.request_sdp(
             "accept", self._engine.filtered(offer_sdp)
         )

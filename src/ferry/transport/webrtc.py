@@ -98,7 +98,7 @@ __all__ = [
     "browser_like_certificate",
     "browser_like_sdp",
     "browser_like_x509_certificate",
-    "check_sdp",
+    "check_data_channel_sdp",
     "without_mdns_candidates",
 ]
 
@@ -690,7 +690,7 @@ def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
     return peer_connection
 
 
-def check_sdp(sdp: str, kind: str) -> None:
+def check_data_channel_sdp(sdp: str, kind: str) -> None:
     """Refuse an SDP that cannot be a ferry offer or answer, naming what is wrong."""
     if not isinstance(sdp, str):
         raise ProtocolError(f"the {kind} SDP is not a string", reason="sdp_type")
@@ -815,7 +815,7 @@ class OfferingPeer:
         if not channel.is_open:
             raise ChannelClosedError("the WebRTC connection was closed before the answer came")
         try:
-            check_sdp(answer_sdp, "answer")
+            check_data_channel_sdp(answer_sdp, "answer")
             await _apply_remote_description(
                 self._peer_connection, answer_sdp, "answer", self._config
             )
@@ -852,7 +852,7 @@ class AnsweringPeer:
         """
         if self._peer_connection is not None:
             raise LocalError("accept_offer() was already called on this peer")
-        check_sdp(offer_sdp, "offer")
+        check_data_channel_sdp(offer_sdp, "offer")
         peer_connection = _new_peer_connection(self._config)
         self._peer_connection = peer_connection
         self._channel_arrived = asyncio.get_running_loop().create_future()

@@ -3,8 +3,8 @@
 Two aiortc peers connect on loopback under a tshark capture of their own ports; the
 handshake is read back with tshark and compared with what Chromium 156 sends (figures from
 tests/browser/test_dtls_fingerprint.py and issue 9). The alignments ferry makes are
-asserted; the gaps it cannot close without forking aiortc/aioice are asserted *as gaps*,
-so that this test says so when a library update closes one. The record is printed (run
+asserted; the gaps it cannot close (DTLS 1.3 and its key shares need another TLS library)
+are asserted *as gaps*, so that this test says so when a library update closes one. The record is printed (run
 with ``-s``) and written to ``alignments.json`` in the test's folder.
 """
 
@@ -50,8 +50,14 @@ CHROMIUM_SIGNATURE_ALGORITHMS = (
 """Signature algorithms Chromium 156 offers, in order (captured)."""
 CHROMIUM_CLIENT_HELLO_BYTES = 1413
 """Chromium 156's ClientHello length, with its X25519MLKEM768 key share (captured)."""
-GOOG_NETWORK_INFO = 0xC057
-"""The STUN attribute Chromium adds to its binding requests."""
+CHROMIUM_STUN_REQUESTS = (
+    (0x0006, 0xC057, 0x802A, 0x0025, 0x0024, 0x0008, 0x8028),  # controlling, nominating
+    (0x0006, 0xC057, 0x802A, 0x0024, 0x0008, 0x8028),  # controlling
+    (0x0006, 0xC057, 0x8029, 0x0024, 0x0008, 0x8028),  # controlled
+)
+"""Attribute types of Chromium 156's ICE binding requests, in order (captured): USERNAME,
+GOOG-NETWORK-INFO, ICE-CONTROLLING/-CONTROLLED, USE-CANDIDATE, PRIORITY, MESSAGE-INTEGRITY,
+FINGERPRINT."""
 ENCRYPT_THEN_MAC = 22
 
 
@@ -113,8 +119,8 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "signature algorithms exactly Chromium's (OpenSSL 3 refuses RSA+SHA1)": (
             hello.signature_algorithms == CHROMIUM_SIGNATURE_ALGORITHMS
         ),
-        "STUN attributes as Chromium's (GOOG-NETWORK-INFO)": bool(stun_requests)
-        and all(GOOG_NETWORK_INFO in attributes for attributes in stun_requests),
+        "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO": bool(stun_requests)
+        and all(attributes in CHROMIUM_STUN_REQUESTS for attributes in stun_requests),
     }
     observed = {
         "client_hello_versions": hello.versions,
@@ -134,10 +140,11 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "SDP shaped as Chromium's",
         "no encrypt_then_mac",
         "signature algorithms as Chromium's but RSA+SHA1",
+        "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO",
     ]
     for alignment in made:
         assert record[alignment], f"alignment lost: {alignment}"
     gaps = [name for name in record if name not in made]
     assert stun_requests, "no STUN binding request captured"
-    for gap in gaps:  # not closable without forking aiortc/aioice: see docs
+    for gap in gaps:  # not closable without forking pyOpenSSL/OpenSSL: see docs
         assert not record[gap], f"{gap} now holds: update docs/censorship-resistance.md"

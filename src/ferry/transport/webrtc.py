@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aioice.ice
+import aioice.stun
 import aiortc.rtcdtlstransport as aiortc_dtls
 import aiortc.rtcsctptransport as aiortc_sctp
 import aiortc.sdp
@@ -346,6 +347,76 @@ def _align_srtp_profile_order() -> bool:
 
 
 _srtp_profile_order_aligned = _align_srtp_profile_order()
+
+
+CHROMIUM_STUN_REQUEST_ORDER = (
+    "USERNAME",
+    "GOOG-NETWORK-INFO",
+    "ICE-CONTROLLING",
+    "ICE-CONTROLLED",
+    "USE-CANDIDATE",
+    "PRIORITY",
+)
+"""The attribute order of Chromium 156's ICE binding requests (captured; MESSAGE-INTEGRITY
+and FINGERPRINT follow, as in every STUN message). aioice writes USERNAME, PRIORITY,
+ICE-CONTROLLING/-CONTROLLED, USE-CANDIDATE and no GOOG-NETWORK-INFO."""
+
+GOOG_NETWORK_INFO_TYPE = 0xC057
+"""The STUN attribute type of Chromium's GOOG-NETWORK-INFO."""
+
+GOOG_NETWORK_INFO_VALUE = bytes.fromhex("000003e7")
+"""Network id 0 and network cost 999, what Chromium 156 sent here (and the
+``network-cost 999`` of its candidates, which :func:`browser_like_sdp` writes too)."""
+
+
+def _align_stun_requests() -> bool:
+    """Make aioice's ICE binding requests carry Chromium's attributes in Chromium's order.
+
+    Wraps ``aioice.ice.Connection.build_request`` once, at import (process-wide), and
+    registers GOOG-NETWORK-INFO in aioice's attribute tables so that it is written (and
+    parsed when a browser sends it). ``False``, with a warning, if aioice no longer has
+    these names: requests then keep aioice's own shape.
+    """
+    connection_class = getattr(aioice.ice, "Connection", None)
+    original = getattr(connection_class, "build_request", None)
+    by_name = getattr(aioice.stun, "ATTRIBUTES_BY_NAME", None)
+    by_type = getattr(aioice.stun, "ATTRIBUTES_BY_TYPE", None)
+    pack_bytes = getattr(aioice.stun, "pack_bytes", None)
+    unpack_bytes = getattr(aioice.stun, "unpack_bytes", None)
+    if (
+        connection_class is None
+        or original is None
+        or not isinstance(by_name, dict)
+        or not isinstance(by_type, dict)
+        or pack_bytes is None
+        or unpack_bytes is None
+    ):
+        logger.warning("aioice's STUN internals have changed: STUN attribute order left as is")
+        return False
+    if getattr(original, "_ferry_wrapper", False):
+        return True
+    entry = (GOOG_NETWORK_INFO_TYPE, "GOOG-NETWORK-INFO", pack_bytes, unpack_bytes)
+    by_name.setdefault("GOOG-NETWORK-INFO", entry)
+    by_type.setdefault(GOOG_NETWORK_INFO_TYPE, entry)
+    rank = {name: index for index, name in enumerate(CHROMIUM_STUN_REQUEST_ORDER)}
+
+    def build_request(
+        self: aioice.ice.Connection, pair: aioice.ice.CandidatePair, nominate: bool
+    ) -> aioice.stun.Message:
+        request: aioice.stun.Message = original(self, pair, nominate)
+        attributes = dict(request.attributes)
+        attributes["GOOG-NETWORK-INFO"] = GOOG_NETWORK_INFO_VALUE
+        request.attributes = dict(
+            sorted(attributes.items(), key=lambda item: rank.get(item[0], len(rank)))
+        )
+        return request
+
+    build_request._ferry_wrapper = True  # type: ignore[attr-defined]
+    connection_class.build_request = build_request
+    return True
+
+
+_stun_requests_aligned = _align_stun_requests()
 
 
 def browser_like_x509_certificate(

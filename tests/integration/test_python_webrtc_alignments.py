@@ -4,8 +4,8 @@ Two aiortc peers connect on loopback under a tshark capture of their own ports; 
 handshake is read back with tshark and compared with what Chromium 156 sends (figures from
 tests/browser/test_dtls_fingerprint.py and issue 9). The alignments ferry makes are
 asserted; the gaps it cannot close (DTLS 1.3 and its key shares need another TLS library)
-are asserted *as gaps*, so that this test says so when a library update closes one. The record is printed (run
-with ``-s``) and written to ``alignments.json`` in the test's folder.
+are asserted *as gaps*, so that this test says so when a library update closes one. The
+record is printed (run with ``-s``) and written to ``alignments.json`` in the test's folder.
 """
 
 from __future__ import annotations
@@ -58,16 +58,18 @@ CHROMIUM_STUN_REQUESTS = (
 """Attribute types of Chromium 156's ICE binding requests, in order (captured): USERNAME,
 GOOG-NETWORK-INFO, ICE-CONTROLLING/-CONTROLLED, USE-CANDIDATE, PRIORITY, MESSAGE-INTEGRITY,
 FINGERPRINT."""
+CHROMIUM_STUN_RESPONSE = (0x0020, 0x0008, 0x8028)
+"""XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT: Chromium's binding responses."""
 ENCRYPT_THEN_MAC = 22
 
 
 _STUN_FIELDS = ("-T", "fields", "-e", "stun.att.type")
 
 
-def _stun_request_attributes(path: Path, ports: list[int]) -> list[tuple[int, ...]]:
+def _stun_attributes(path: Path, ports: list[int], kind: str) -> list[tuple[int, ...]]:
     decode = [argument for port in ports for argument in ("-d", f"udp.port=={port},stun")]
     result = subprocess.run(
-        [TSHARK, "-r", str(path), *decode, "-Y", "stun.type == 0x0001", *_STUN_FIELDS],
+        [TSHARK, "-r", str(path), *decode, "-Y", f"stun.type == {kind}", *_STUN_FIELDS],
         capture_output=True,
         timeout=60,
         check=True,
@@ -96,7 +98,8 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
     handshake = dtls_handshakes(capture, ports)
     hello = first(handshake, CLIENT_HELLO)
     certificates = [message for message in handshake if message.kind == CERTIFICATE]
-    stun_requests = _stun_request_attributes(capture, ports)
+    stun_requests = _stun_attributes(capture, ports, "0x0001")
+    stun_responses = _stun_attributes(capture, ports, "0x0101")
     certificate = browser_like_x509_certificate(ec.generate_private_key(ec.SECP256R1()))
 
     record = {
@@ -121,6 +124,8 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         ),
         "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO": bool(stun_requests)
         and all(attributes in CHROMIUM_STUN_REQUESTS for attributes in stun_requests),
+        "STUN response attributes in Chromium's order": bool(stun_responses)
+        and all(attributes == CHROMIUM_STUN_RESPONSE for attributes in stun_responses),
     }
     observed = {
         "client_hello_versions": hello.versions,
@@ -141,6 +146,7 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "no encrypt_then_mac",
         "signature algorithms as Chromium's but RSA+SHA1",
         "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO",
+        "STUN response attributes in Chromium's order",
     ]
     for alignment in made:
         assert record[alignment], f"alignment lost: {alignment}"

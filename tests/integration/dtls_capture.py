@@ -59,6 +59,8 @@ class HandshakeMessage:
     """``use_srtp`` protection profiles, in the order sent."""
     signature_algorithms: tuple[str, ...]
     """``signature_algorithms`` offered."""
+    supported_groups: tuple[str, ...]
+    """``supported_groups`` offered."""
     certificate_names: tuple[str, ...]
     """Subject/issuer name strings of a certificate sent in clear."""
 
@@ -145,6 +147,7 @@ _FIELDS = (
     "dtls.handshake.extensions_key_share_group",
     "dtls.use_srtp.protection_profile",
     "dtls.handshake.sig_hash_alg",
+    "dtls.handshake.extensions_supported_group",
     "x509sat.printableString",
     "x509sat.uTF8String",
 )
@@ -213,6 +216,11 @@ def dtls_handshakes(path: Path, ports: list[int]) -> list[HandshakeMessage]:
                     if hello
                     else (),
                     signature_algorithms=tuple(_values(layers, "dtls.handshake.sig_hash_alg"))
+                    if kind == CLIENT_HELLO
+                    else (),
+                    supported_groups=tuple(
+                        _values(layers, "dtls.handshake.extensions_supported_group")
+                    )
                     if kind == CLIENT_HELLO
                     else (),
                     certificate_names=tuple(

@@ -60,6 +60,8 @@ GOOG-NETWORK-INFO, ICE-CONTROLLING/-CONTROLLED, USE-CANDIDATE, PRIORITY, MESSAGE
 FINGERPRINT."""
 CHROMIUM_STUN_RESPONSE = (0x0020, 0x0008, 0x8028)
 """XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT: Chromium's binding responses."""
+CHROMIUM_GROUPS = ("0x11ec", "0x001d", "0x0017", "0x0018")
+"""``supported_groups`` of Chromium 156's ClientHello, in order (captured)."""
 ENCRYPT_THEN_MAC = 22
 
 
@@ -117,9 +119,14 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "ClientHello size as Chromium's": abs(hello.length - CHROMIUM_CLIENT_HELLO_BYTES)
         <= 0.1 * CHROMIUM_CLIENT_HELLO_BYTES,
         "no encrypt_then_mac": ENCRYPT_THEN_MAC not in hello.extensions,
+        "supported groups as Chromium's but X25519MLKEM768": hello.supported_groups
+        == CHROMIUM_GROUPS[1:],
+        "supported groups exactly Chromium's (no post-quantum group in DTLS 1.2)": (
+            hello.supported_groups == CHROMIUM_GROUPS
+        ),
         "signature algorithms as Chromium's but RSA+SHA1": hello.signature_algorithms
         == CHROMIUM_SIGNATURE_ALGORITHMS[:-1],
-        "signature algorithms exactly Chromium's (OpenSSL 3 refuses RSA+SHA1)": (
+        "signature algorithms exactly Chromium's (OpenSSL refuses RSA+SHA1)": (
             hello.signature_algorithms == CHROMIUM_SIGNATURE_ALGORITHMS
         ),
         "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO": bool(stun_requests)
@@ -132,6 +139,7 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "client_hello_bytes": hello.length,
         "extensions": hello.extensions,
         "signature_algorithms": hello.signature_algorithms,
+        "supported_groups": hello.supported_groups,
         "srtp_profiles": hello.srtp_profiles,
         "stun_binding_request_attributes": stun_requests[:1],
     }
@@ -147,6 +155,7 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "signature algorithms as Chromium's but RSA+SHA1",
         "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO",
         "STUN response attributes in Chromium's order",
+        "supported groups as Chromium's but X25519MLKEM768",
     ]
     for alignment in made:
         assert record[alignment], f"alignment lost: {alignment}"

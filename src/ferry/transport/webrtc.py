@@ -445,7 +445,13 @@ CHROMIUM_SIGNATURE_ALGORITHMS = (
 )
 """The nine ``signature_algorithms`` of Chromium 156's ClientHello, in its order (0x0403,
 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601, 0x0201; captured). OpenSSL's
-default offers 20."""
+default offers 20; OpenSSL leaves out RSA+SHA1 at its default security level."""
+
+CHROMIUM_GROUPS = b"X25519MLKEM768:X25519:P-256:P-384"
+"""The ``supported_groups`` of Chromium 156's ClientHello, in its order (0x11ec, 0x001d,
+0x0017, 0x0018; captured). OpenSSL's default adds x448 and secp521r1. OpenSSL leaves the
+post-quantum group out of a DTLS 1.2 ClientHello (measured), so aiortc offers the other
+three, in Chromium's order."""
 
 _SSL_OP_NO_ENCRYPT_THEN_MAC = 0x00080000
 """OpenSSL 3's ``SSL_OP_NO_ENCRYPT_THEN_MAC`` (not exported by pyOpenSSL): Chromium's
@@ -454,16 +460,19 @@ BoringSSL never sends ``encrypt_then_mac``."""
 
 class BrowserLikeCertificate(aiortc_dtls.RTCCertificate):
     """aiortc's certificate object whose DTLS context also drops ``encrypt_then_mac`` and
-    offers Chromium's signature algorithms. aiortc builds each connection's OpenSSL context
-    in the certificate's private ``_create_ssl_context``; if a future aiortc stops calling
-    it, nothing breaks and these two alignments are simply lost (the alignment test says
-    so)."""
+    offers Chromium's signature algorithms and groups. aiortc builds each connection's
+    OpenSSL context in the certificate's private ``_create_ssl_context``; if a future aiortc
+    stops calling it, nothing breaks and these alignments are simply lost (the alignment
+    test says so)."""
 
     def _create_ssl_context(
         self, srtp_profiles: list[aiortc_dtls.SRTPProtectionProfile]
     ) -> SSL.Context:
         context = super()._create_ssl_context(srtp_profiles)
         context.set_options(_SSL_OP_NO_ENCRYPT_THEN_MAC)
+        set_groups = getattr(openssl_lib, "SSL_CTX_set1_curves_list", None)
+        if set_groups is None or set_groups(context._context, CHROMIUM_GROUPS) != 1:
+            logger.warning("could not set Chromium's DTLS groups")
         set_sigalgs = getattr(openssl_lib, "SSL_CTX_set1_sigalgs_list", None)
         if set_sigalgs is None or set_sigalgs(context._context, CHROMIUM_SIGNATURE_ALGORITHMS) != 1:
             logger.warning("could not set Chromium's DTLS signature algorithms")

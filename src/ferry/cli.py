@@ -28,7 +28,7 @@ from ferry.command_settings import (
     config_option,
     print_config_option,
 )
-from ferry.errors import ConfigError, FerryError
+from ferry.errors import ConfigError, FerryError, LocalError
 from ferry.logs import configure as configure_logging
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ferry.client.messages import Catalogue
     from ferry.client.self_check import StepResult
     from ferry.core.nat_behaviour import StunServer
+    from ferry.transport.browser_webrtc import WebRtcMode
     from ferry.transport.webrtc import WebRtcConfig
 
 console = Console(stderr=True, highlight=False)
@@ -155,6 +156,37 @@ def _ice_address_option(role: str) -> object:
         help="Offer WebRTC host candidates only on this local address (repeatable; "
         "default: every interface).",
     )
+
+
+def _webrtc_option(role: str) -> object:
+    return typer.Option(
+        "--webrtc",
+        envvar=f"FERRY_{role}_WEBRTC",
+        metavar="browser|python|auto",
+        help="Which WebRTC stack runs the connections: 'browser' runs them in the installed "
+        "Chromium/Chrome (headless), so a censor sees a browser's own handshake; 'python' "
+        "uses aiortc, whose handshake is easier to spot; 'auto' uses a browser when one is "
+        "found.",
+    )
+
+
+def _browser_option(role: str) -> object:
+    return typer.Option(
+        "--browser",
+        envvar=f"FERRY_{role}_BROWSER",
+        metavar="PATH",
+        help="The Chromium or Chrome executable for --webrtc browser/auto (default: the first "
+        "of /usr/bin/chromium, chromium-browser, google-chrome found).",
+    )
+
+
+def _webrtc_mode(value: str) -> WebRtcMode:
+    from ferry.transport.browser_webrtc import WebRtcMode
+
+    try:
+        return WebRtcMode(value)
+    except ValueError:
+        raise ConfigError(f"--webrtc must be browser, python or auto, not {value!r}") from None
 
 
 def _verbose_option(role: str) -> object:
@@ -518,12 +550,17 @@ def volunteer(
         ),
     ] = None,
     event_loop: Annotated[EventLoop, _event_loop_option("VOLUNTEER")] = EventLoop.UVLOOP,
+    webrtc: Annotated[str, _webrtc_option("VOLUNTEER")] = "python",
+    browser: Annotated[str | None, _browser_option("VOLUNTEER")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("VOLUNTEER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,
     verbose: Annotated[bool, _verbose_option("VOLUNTEER")] = False,
 ) -> None:
     """Run a volunteer: relay encrypted traffic for people behind censorship."""
+    from prometheus_client import CollectorRegistry
+
     from ferry.core.volunteer_limits import parse_byte_count
+    from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcStack
     from ferry.volunteer.impairment import RelayImpairment
     from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
@@ -545,6 +582,8 @@ def volunteer(
             pairing=pairing,
             stun_servers=_stun_servers(stun),
         )
+        volunteer_webrtc = _webrtc_mode(webrtc)
+        engine_config = BrowserEngineConfig(executable=browser)
     except ConfigError as exc:
         console.print(f"[bold red]ferry volunteer:[/] {exc}")
         raise typer.Exit(2) from None
@@ -555,9 +594,24 @@ def volunteer(
         )
 
     async def main(stop: asyncio.Event) -> None:
-        relay = Volunteer(config)
+        registry = CollectorRegistry()
+        stack = WebRtcStack(volunteer_webrtc, config.webrtc, engine_config, registry=registry)
+        try:
+            stack_status = await stack.start()
+        except LocalError as exc:
+            console.print(f"[bold red]ferry volunteer:[/] {exc}")
+            raise typer.Exit(1) from None
+        relay = Volunteer(config, peers=stack, registry=registry)
         relay.start()
         try:
+            console.print(
+                "WebRTC: "
+                + (
+                    f"browser engine ({stack_status.detail})"
+                    if stack_status.stack == "browser"
+                    else f"Python ({stack_status.detail})"
+                )
+            )
             limits = (f", at most {config.max_rate} bytes/s" if config.max_rate else "") + (
                 f", at most {config.quota} bytes per UTC day" if config.quota else ""
             )
@@ -572,11 +626,13 @@ def volunteer(
                     "capacity": capacity,
                     "max_rate": config.max_rate,
                     "quota": config.quota,
+                    "webrtc": stack_status.stack,
                 },
             )
             await stop.wait()
         finally:
             await relay.close()
+            await stack.close()
 
     run_until_signal(main, event_loop)
 
@@ -699,6 +755,8 @@ def client(
         ),
     ] = False,
     event_loop: Annotated[EventLoop, _event_loop_option("CLIENT")] = EventLoop.UVLOOP,
+    webrtc: Annotated[str, _webrtc_option("CLIENT")] = "auto",
+    browser: Annotated[str | None, _browser_option("CLIENT")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("CLIENT")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("CLIENT")] = False,
     verbose: Annotated[bool, _verbose_option("CLIENT")] = False,
@@ -714,6 +772,7 @@ def client(
     from ferry.client.status import format_status
     from ferry.core.bridge_line import BridgeLineDamagedError, parse_bridge_line
     from ferry.core.proxy_handshake import Credentials
+    from ferry.transport.browser_webrtc import BrowserEngineConfig
 
     _logging(verbose, unsafe_logging)
     words = catalogue(DEFAULT_LANGUAGE)
@@ -738,6 +797,8 @@ def client(
                 ui_host, ui_port = parse_listen(ui_listen)
             page_config = LocalPageConfig(host=ui_host, port=ui_port, language=words.language)
         check_fetch = parse_check_url(check_url)
+        client_webrtc = _webrtc_mode(webrtc)
+        engine_config = BrowserEngineConfig(executable=browser)
     except BridgeLineDamagedError:
         console.print(f"[bold red]ferry client:[/] {rich_escape(words.text('bridge.damaged'))}")
         raise typer.Exit(2) from None
@@ -764,6 +825,8 @@ def client(
         broker_ca=broker_ca,
         page=page_config,
         check_fetch=check_fetch,
+        webrtc_mode=client_webrtc,
+        browser=engine_config,
     )
     if print_browser_setup:
         _print_browser_setup(config, words)
@@ -774,11 +837,22 @@ def client(
 
     async def main(stop: asyncio.Event) -> None:
         client_app = ClientApp(config)
-        proxy_host, proxy_port = await client_app.start()
+        try:
+            proxy_host, proxy_port = await client_app.start()
+        except LocalError as exc:
+            await client_app.close()
+            console.print(f"[bold red]ferry client:[/] {exc}")
+            raise typer.Exit(1) from None
         try:
             console.print(words.text("cli.proxy", address=f"{proxy_host}:{proxy_port}"))
             if client_app.page_url:
                 console.print(words.text("cli.page", url=client_app.page_url))
+            stack_status = client_app.webrtc.stack_status()
+            if stack_status.stack == "browser":
+                console.print(f"WebRTC: browser engine ({stack_status.detail})")
+            else:
+                console.print(f"WebRTC: Python ({stack_status.detail})")
+                console.print(f"[yellow]Warning:[/] {stack_status.warning}")
             console.print(words.text("cli.looking"))
             assert client_app.tunnel is not None
             session_task = asyncio.create_task(client_app.tunnel.ensure_session())
@@ -803,6 +877,7 @@ def client(
                             "broker": broker_url,
                             "egress": bridge_line.url,
                             **({"ui": client_app.page_url} if client_app.page_url else {}),
+                            "webrtc": client_app.webrtc.stack_status().stack,
                         },
                     )
                     while status_every > 0 and not stop.is_set():

@@ -131,8 +131,10 @@ class Network:
         client_volunteers: int = 2,
         client_arguments: tuple[str, ...] = (),
         volunteer_arguments: tuple[str, ...] = (),
+        client_webrtc: str = "python",
     ) -> None:
-        """Start every role and wait until the client's first session is up."""
+        """Start every role and wait until the client's first session is up (its WebRTC on
+        ``client_webrtc``: the Python stack unless a test asks for the browser engine)."""
         self.volunteer_arguments = volunteer_arguments
         self.start_egress()
         egress_url = f"ws://127.0.0.1:{self.egress_port}/v1/relay"
@@ -156,6 +158,8 @@ class Network:
                 str(client_volunteers),
                 "--ice-address",
                 "127.0.0.1",
+                "--webrtc",
+                client_webrtc,
                 *client_arguments,
             ],
         )

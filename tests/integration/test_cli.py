@@ -342,6 +342,10 @@ REQUIRED_IN_HELP: dict[str, tuple[str, ...]] = {
         "FERRY_VOLUNTEER_CAPACITY",
         "--ice-address",
         "FERRY_VOLUNTEER_ICE_ADDRESS",
+        "--webrtc",
+        "FERRY_VOLUNTEER_WEBRTC",
+        "--browser",
+        "FERRY_VOLUNTEER_BROWSER",
         "--ready-file",
         "--unsafe-logging",
         "FERRY_VOLUNTEER_UNSAFE_LOGGING",
@@ -361,6 +365,10 @@ REQUIRED_IN_HELP: dict[str, tuple[str, ...]] = {
         "FERRY_CLIENT_PASSWORD",
         "--ice-address",
         "FERRY_CLIENT_ICE_ADDRESS",
+        "--webrtc",
+        "FERRY_CLIENT_WEBRTC",
+        "--browser",
+        "FERRY_CLIENT_BROWSER",
         "--ready-file",
         "--unsafe-logging",
         "FERRY_CLIENT_UNSAFE_LOGGING",
@@ -501,7 +509,8 @@ def test_four_roles_as_processes_carry_socks5_and_http_connect_without_logging_d
             ],
         )
         client_ready = client.wait_for_ready_file(tmp_path / "client.json")
-        assert set(client_ready) == {"proxy", "broker", "egress", "ui"}, client_ready
+        assert set(client_ready) == {"proxy", "broker", "egress", "ui", "webrtc"}, client_ready
+        assert client_ready["webrtc"] in ("browser", "python")  # --webrtc auto
         assert client_ready["broker"] == broker_url
         assert client_ready["egress"] == egress_url
         proxy = proxy_address(client_ready)

@@ -56,4 +56,5 @@ def test_status_in_another_language() -> None:
     assert text.splitlines() == [
         "已连接 1m05s；当前志愿者 1 个，启动以来使用 1 个、失去 0 个",
         "  志愿者 #1：承载中，延迟 4 ms，下载 2.0 MB/s，上传 40.0 kB/s，已持续 30s",
+        "  WebRTC：Python 实现",
     ]

@@ -34,6 +34,7 @@ from ferry.errors import BrokerError, ConfigError, FerryError, LocalError, Remot
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.broker_http import request_broker
+from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcMode, WebRtcStack
 from ferry.transport.stun import NatBehaviourMonitor, discover_with_servers
 
 log = get_logger(__name__)
@@ -60,6 +61,10 @@ class ClientConfig:
     """What the self-check fetches through the chain (``--check-url``)."""
     session_retry_interval: float = 2.0
     """With the page on: seconds between attempts to set up a session while there is none."""
+    webrtc_mode: WebRtcMode = WebRtcMode.PYTHON
+    """Which WebRTC stack runs the paths (``--webrtc``; the command line defaults to auto)."""
+    browser: BrowserEngineConfig = field(default_factory=BrowserEngineConfig)
+    """The browser engine's settings, for ``browser`` and ``auto``."""
     stun_servers: tuple[StunServer, ...] = ()
     """RFC 5780 STUN servers for NAT discovery (``--stun``), tried in order; none: the NAT
     class sent to the broker stays ``unknown``."""
@@ -185,6 +190,10 @@ class ClientApp:
         self.nat = NatBehaviourMonitor(config.stun_servers, config.nat_discovery, role="client")
         """The client's NAT behaviour, rediscovered periodically; sent with every offer."""
         self._ssl_context = broker_ssl_context(config.broker_ca)
+        self.webrtc = WebRtcStack(
+            config.webrtc_mode, config.tunnel.webrtc, config.browser, registry=self.registry
+        )
+        """The WebRTC stack (browser engine or aiortc); its status is in the tunnel's."""
 
     @property
     def bridge(self) -> BridgeLine:
@@ -215,17 +224,25 @@ class ClientApp:
 
     def _new_tunnel(self) -> TunnelClient:
         return TunnelClient(
-            replace(self.config.tunnel, bridge=self._bridge), self._rendezvous_channel()
+            replace(self.config.tunnel, bridge=self._bridge),
+            self._rendezvous_channel(),
+            self.webrtc,
         )
 
     async def start(self) -> tuple[str, int]:
-        """Open the proxy port (and the page) and start looking for volunteers; returns the
-        proxy address."""
-        self.nat.start()
-        self.tunnel = self._new_tunnel()
-        self.proxy = LocalProxy(_CurrentTunnel(self), self.config.proxy, self.registry)
-        self.proxy_address = await self.proxy.start()
-        self.tunnel.start()
+        """Start the WebRTC stack, open the proxy port (and the page) and start looking for
+        volunteers; returns the proxy address. Raises :class:`~ferry.errors.LocalError` if
+        ``webrtc_mode`` is ``browser`` and no browser starts."""
+        await self.webrtc.start()
+        try:
+            self.nat.start()
+            self.tunnel = self._new_tunnel()
+            self.proxy = LocalProxy(_CurrentTunnel(self), self.config.proxy, self.registry)
+            self.proxy_address = await self.proxy.start()
+            self.tunnel.start()
+        except BaseException:
+            await self.close()
+            raise
         if self.config.page is not None:
             self.page = LocalPage(self, self.config.page, self.registry)
             try:
@@ -323,7 +340,8 @@ class ClientApp:
         return NatProbe(self.config.stun_servers, self.config.nat_discovery)
 
     async def close(self) -> None:
-        """Close the page, the proxy port, the tunnel, NAT discovery and the HTTP client."""
+        """Close the page, the proxy port, the tunnel, the browser engine, NAT discovery and
+        the HTTP client."""
         await self._tasks.close()
         await self.nat.close()
         if self.page is not None:
@@ -332,6 +350,7 @@ class ClientApp:
             await self.proxy.close()
         if self.tunnel is not None:
             await self.tunnel.close()
+        await self.webrtc.close()
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -38,7 +38,13 @@ from ferry.transport.quic import (
     QuicSettings,
     peer_certificate_fingerprint,
 )
-from ferry.transport.webrtc import OfferingPeer, WebRtcConfig
+from ferry.transport.webrtc import (
+    OfferingEndpoint,
+    PeerFactory,
+    PythonPeers,
+    WebRtcConfig,
+    WebRtcStackStatus,
+)
 
 log = get_logger(__name__)
 
@@ -90,7 +96,7 @@ class TunnelConfig:
 class VolunteerPath:
     """One open data channel to a volunteer."""
 
-    def __init__(self, number: int, channel: DatagramChannel, peer: OfferingPeer) -> None:
+    def __init__(self, number: int, channel: DatagramChannel, peer: OfferingEndpoint) -> None:
         self.number = number
         self.channel = channel
         self.peer = peer
@@ -109,9 +115,12 @@ class PathPool:
         config: TunnelConfig,
         rendezvous: Rendezvous,
         on_datagram: Callable[[bytes], None],
+        peers: PeerFactory | None = None,
     ) -> None:
         self._config = config
         self._rendezvous = rendezvous
+        self.peers: PeerFactory = peers or PythonPeers(config.webrtc)
+        """Makes the WebRTC peers: aiortc's, or a browser engine's."""
         self._on_datagram = on_datagram
         self._loop = asyncio.get_running_loop()
         self._tasks = TaskOwner("client-paths")
@@ -143,7 +152,7 @@ class PathPool:
         delay = self._config.rendezvous_backoff_initial
         try:
             while True:
-                peer = OfferingPeer(self._config.webrtc)
+                peer = self.peers.offering_peer()
                 try:
                     offer = await peer.create_offer()
                     answer = await self._rendezvous.exchange(offer, self._config.bridge.url)
@@ -164,7 +173,7 @@ class PathPool:
         finally:
             self.policy.opening(-1)
 
-    def _add(self, channel: DatagramChannel, peer: OfferingPeer) -> None:
+    def _add(self, channel: DatagramChannel, peer: OfferingEndpoint) -> None:
         self._next_number += 1
         number = self._next_number
         path = VolunteerPath(number, channel, peer)
@@ -301,15 +310,19 @@ class TunnelStatus:
     """Bytes of session datagrams sent to volunteers since start (probes included)."""
     bytes_received: int = 0
     """Bytes of session datagrams received from volunteers since start."""
+    webrtc: WebRtcStackStatus = field(default_factory=lambda: WebRtcStackStatus("python"))
+    """Which WebRTC stack carries the paths (browser engine or aiortc), with any warning."""
 
 
 class TunnelClient:
     """One QUIC session to the egress over a pool of volunteer paths; a ``StreamOpener``."""
 
-    def __init__(self, config: TunnelConfig, rendezvous: Rendezvous) -> None:
+    def __init__(
+        self, config: TunnelConfig, rendezvous: Rendezvous, peers: PeerFactory | None = None
+    ) -> None:
         self.config = config
         self._loop = asyncio.get_running_loop()
-        self.pool = PathPool(config, rendezvous, self._on_datagram)
+        self.pool = PathPool(config, rendezvous, self._on_datagram, peers)
         self.pool.on_path_added = self._on_path_added
         self._session: QuicSession | None = None
         self._receiving: QuicSession | None = None  # the newest session, established or not
@@ -405,6 +418,7 @@ class TunnelClient:
             last_error=self.pool.last_error,
             bytes_sent=self.pool.bytes_sent,
             bytes_received=self.pool.bytes_received,
+            webrtc=self.pool.peers.stack_status(),
         )
 
     async def ensure_session(self) -> QuicSession:

@@ -70,4 +70,9 @@ def format_status(
         )
     if nat is not None:
         lines.append(f"  {format_nat(nat)}")
+    webrtc = status.webrtc
+    stack = "status.webrtc.browser" if webrtc.stack == "browser" else "status.webrtc.python"
+    lines.append(f"  {words.text(stack)}" + (f" ({webrtc.detail})" if webrtc.detail else ""))
+    if webrtc.warning:
+        lines.append(f"  {words.text('status.webrtc.warning')}")
     return "\n".join(lines)

@@ -47,13 +47,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import hashlib
+import secrets
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 import aioice.ice
+import aioice.stun
+import aiortc.rtcdtlstransport as aiortc_dtls
 import aiortc.rtcsctptransport as aiortc_sctp
 import aiortc.sdp
 from aiortc import (
@@ -64,21 +70,36 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
+from OpenSSL._util import lib as openssl_lib
 from prometheus_client import CollectorRegistry, Counter
 
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
-from ferry.transport.datagram import CloseHandler, DatagramHandler
+from ferry.transport.datagram import CloseHandler, DatagramChannel, DatagramHandler
 
 __all__ = [
     "DATA_CHANNEL_LABEL",
     "DATA_CHANNEL_PROTOCOL",
+    "PYTHON_STACK_WARNING",
+    "AnsweringEndpoint",
     "AnsweringPeer",
     "DataChannelDatagramChannel",
     "DataChannelMetrics",
     "IceServer",
+    "OfferingEndpoint",
     "OfferingPeer",
+    "PeerFactory",
+    "PythonPeers",
     "WebRtcConfig",
+    "WebRtcStackStatus",
+    "browser_like_certificate",
+    "browser_like_sdp",
+    "browser_like_x509_certificate",
+    "check_data_channel_sdp",
     "without_mdns_candidates",
 ]
 
@@ -164,6 +185,14 @@ class WebRtcConfig:
     """If set, the peer's candidates on any other address are left out of its SDP, so ICE
     checks go to these addresses only (tests with a browser peer that offers its LAN
     addresses: ``("127.0.0.1",)``). ``None``: every candidate the peer offers."""
+
+    browser_like_certificate: bool = True
+    """Give aiortc a DTLS certificate shaped like Chromium's (subject and issuer ``CN=WebRTC``,
+    a 64-bit serial) instead of its own (a random 32-hex-digit CN and a 159-bit serial),
+    which DTLS 1.2 sends in clear (see :func:`browser_like_certificate`)."""
+
+    browser_like_sdp: bool = True
+    """Send our SDP shaped like Chromium's (see :func:`browser_like_sdp`)."""
 
     def __post_init__(self) -> None:
         if self.socket_buffer_bytes < 0:
@@ -301,6 +330,254 @@ def _raise_socket_buffers(peer_connection: RTCPeerConnection, size: int) -> None
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
         except OSError as error:
             logger.warning("could not raise an ICE socket's buffers: %s", error)
+
+
+# --- cheap alignments with Chromium (docs/censorship-resistance.md) ---------------------------
+
+CHROMIUM_SRTP_PROFILE_ORDER = (
+    b"SRTP_AES128_CM_SHA1_80",
+    b"SRTP_AEAD_AES_256_GCM",
+    b"SRTP_AEAD_AES_128_GCM",
+)
+"""The order of ``use_srtp`` profiles in Chromium 156's ClientHello (0x0001, 0x0008, 0x0007;
+captured by tests/integration/test_dtls_fingerprint.py). aiortc offers 0x0008, 0x0007,
+0x0001."""
+
+
+def _align_srtp_profile_order() -> bool:
+    """Reorder aiortc's SRTP profiles, in place, to Chromium's order; ``False`` if aiortc no
+    longer has the list. Process-wide: aiortc reads the list for every DTLS transport."""
+    profiles = getattr(aiortc_dtls, "SRTP_PROFILES", None)
+    if not isinstance(profiles, list):
+        logger.warning("aiortc has no SRTP_PROFILES list: SRTP profile order left as it is")
+        return False
+    rank = {name: index for index, name in enumerate(CHROMIUM_SRTP_PROFILE_ORDER)}
+    profiles.sort(key=lambda profile: rank.get(profile.openssl_profile, len(rank)))
+    return True
+
+
+_srtp_profile_order_aligned = _align_srtp_profile_order()
+
+
+CHROMIUM_STUN_REQUEST_ORDER = (
+    "USERNAME",
+    "GOOG-NETWORK-INFO",
+    "ICE-CONTROLLING",
+    "ICE-CONTROLLED",
+    "USE-CANDIDATE",
+    "PRIORITY",
+)
+"""The attribute order of Chromium 156's ICE binding requests (captured; MESSAGE-INTEGRITY
+and FINGERPRINT follow, as in every STUN message). aioice writes USERNAME, PRIORITY,
+ICE-CONTROLLING/-CONTROLLED, USE-CANDIDATE and no GOOG-NETWORK-INFO."""
+
+GOOG_NETWORK_INFO_TYPE = 0xC057
+"""The STUN attribute type of Chromium's GOOG-NETWORK-INFO."""
+
+GOOG_NETWORK_INFO_VALUE = bytes.fromhex("000003e7")
+"""Network id 0 and network cost 999, what Chromium 156 sent here (and the
+``network-cost 999`` of its candidates, which :func:`browser_like_sdp` writes too)."""
+
+
+def _align_stun_requests() -> bool:
+    """Make aioice's ICE binding requests carry Chromium's attributes in Chromium's order.
+
+    Wraps ``aioice.ice.Connection.build_request`` once, at import (process-wide), and
+    registers GOOG-NETWORK-INFO in aioice's attribute tables so that it is written (and
+    parsed when a browser sends it). ``False``, with a warning, if aioice no longer has
+    these names: requests then keep aioice's own shape.
+    """
+    connection_class = getattr(aioice.ice, "Connection", None)
+    original = getattr(connection_class, "build_request", None)
+    by_name = getattr(aioice.stun, "ATTRIBUTES_BY_NAME", None)
+    by_type = getattr(aioice.stun, "ATTRIBUTES_BY_TYPE", None)
+    pack_bytes = getattr(aioice.stun, "pack_bytes", None)
+    unpack_bytes = getattr(aioice.stun, "unpack_bytes", None)
+    if (
+        connection_class is None
+        or original is None
+        or not isinstance(by_name, dict)
+        or not isinstance(by_type, dict)
+        or pack_bytes is None
+        or unpack_bytes is None
+    ):
+        logger.warning("aioice's STUN internals have changed: STUN attribute order left as is")
+        return False
+    if getattr(original, "_ferry_wrapper", False):
+        return True
+    entry = (GOOG_NETWORK_INFO_TYPE, "GOOG-NETWORK-INFO", pack_bytes, unpack_bytes)
+    by_name.setdefault("GOOG-NETWORK-INFO", entry)
+    by_type.setdefault(GOOG_NETWORK_INFO_TYPE, entry)
+    rank = {name: index for index, name in enumerate(CHROMIUM_STUN_REQUEST_ORDER)}
+
+    def build_request(
+        self: aioice.ice.Connection, pair: aioice.ice.CandidatePair, nominate: bool
+    ) -> aioice.stun.Message:
+        request: aioice.stun.Message = original(self, pair, nominate)
+        attributes = dict(request.attributes)
+        attributes["GOOG-NETWORK-INFO"] = GOOG_NETWORK_INFO_VALUE
+        request.attributes = dict(
+            sorted(attributes.items(), key=lambda item: rank.get(item[0], len(rank)))
+        )
+        return request
+
+    build_request._ferry_wrapper = True  # type: ignore[attr-defined]
+    connection_class.build_request = build_request
+    return True
+
+
+_stun_requests_aligned = _align_stun_requests()
+
+
+def browser_like_x509_certificate(
+    key: ec.EllipticCurvePrivateKey, now: datetime.datetime | None = None
+) -> x509.Certificate:
+    """A self-signed certificate for ``key`` shaped like Chromium's WebRTC certificate:
+    subject and issuer ``CN=WebRTC``, a random 64-bit serial, valid from a day ago for 30
+    days, signed with ECDSA-SHA256 (WebRTC's ``rtc::SSLIdentity`` defaults)."""
+    now = now or datetime.datetime.now(tz=datetime.UTC)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "WebRTC")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(secrets.randbits(64) | (1 << 63))
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+
+
+CHROMIUM_SIGNATURE_ALGORITHMS = (
+    b"ECDSA+SHA256:rsa_pss_rsae_sha256:RSA+SHA256:ECDSA+SHA384:rsa_pss_rsae_sha384:"
+    b"RSA+SHA384:rsa_pss_rsae_sha512:RSA+SHA512:RSA+SHA1"
+)
+"""The nine ``signature_algorithms`` of Chromium 156's ClientHello, in its order (0x0403,
+0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601, 0x0201; captured). OpenSSL's
+default offers 20; OpenSSL leaves out RSA+SHA1 at its default security level."""
+
+CHROMIUM_GROUPS = b"X25519MLKEM768:X25519:P-256:P-384"
+"""The ``supported_groups`` of Chromium 156's ClientHello, in its order (0x11ec, 0x001d,
+0x0017, 0x0018; captured). OpenSSL's default adds x448 and secp521r1. OpenSSL leaves the
+post-quantum group out of a DTLS 1.2 ClientHello (measured), so aiortc offers the other
+three, in Chromium's order."""
+
+_SSL_OP_NO_ENCRYPT_THEN_MAC = 0x00080000
+"""OpenSSL 3's ``SSL_OP_NO_ENCRYPT_THEN_MAC`` (not exported by pyOpenSSL): Chromium's
+BoringSSL never sends ``encrypt_then_mac``."""
+
+
+class BrowserLikeCertificate(aiortc_dtls.RTCCertificate):
+    """aiortc's certificate object whose DTLS context also drops ``encrypt_then_mac`` and
+    offers Chromium's signature algorithms and groups. aiortc builds each connection's
+    OpenSSL context in the certificate's private ``_create_ssl_context``; if a future aiortc
+    stops calling it, nothing breaks and these alignments are simply lost (the alignment
+    test says so)."""
+
+    def _create_ssl_context(
+        self, srtp_profiles: list[aiortc_dtls.SRTPProtectionProfile]
+    ) -> SSL.Context:
+        context = super()._create_ssl_context(srtp_profiles)
+        context.set_options(_SSL_OP_NO_ENCRYPT_THEN_MAC)
+        set_groups = getattr(openssl_lib, "SSL_CTX_set1_curves_list", None)
+        if set_groups is None or set_groups(context._context, CHROMIUM_GROUPS) != 1:
+            logger.warning("could not set Chromium's DTLS groups")
+        set_sigalgs = getattr(openssl_lib, "SSL_CTX_set1_sigalgs_list", None)
+        if set_sigalgs is None or set_sigalgs(context._context, CHROMIUM_SIGNATURE_ALGORITHMS) != 1:
+            logger.warning("could not set Chromium's DTLS signature algorithms")
+        return context
+
+
+def browser_like_certificate() -> aiortc_dtls.RTCCertificate:
+    """An aiortc DTLS certificate on a new ECDSA P-256 key, shaped like Chromium's
+    (:func:`browser_like_x509_certificate`; :class:`BrowserLikeCertificate`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return BrowserLikeCertificate(key=key, cert=browser_like_x509_certificate(key))
+
+
+def _use_certificate(
+    peer_connection: RTCPeerConnection, certificate: aiortc_dtls.RTCCertificate
+) -> bool:
+    """Make the connection use ``certificate`` (aiortc has no public way: it keeps its own in
+    a private attribute); ``False``, with a warning, if that attribute is gone."""
+    attribute = "_RTCPeerConnection__certificates"
+    if not isinstance(getattr(peer_connection, attribute, None), list):
+        logger.warning("aiortc keeps no certificate list: its own DTLS certificate is used")
+        return False
+    setattr(peer_connection, attribute, [certificate])
+    return True
+
+
+_CHROMIUM_MEDIA_ORDER = (
+    "c=",
+    "a=candidate:",
+    "a=ice-ufrag:",
+    "a=ice-pwd:",
+    "a=ice-options:",
+    "a=fingerprint:",
+    "a=setup:",
+    "a=mid:",
+    "a=sctp-port:",
+    "a=max-message-size:",
+)
+
+
+def browser_like_sdp(sdp: str) -> str:
+    """An aiortc data-channel SDP rewritten in the shape of Chromium's (same meaning).
+
+    Chromium 156 writes ``o=- <19 digits> 2 IN IP4 127.0.0.1``, ``a=extmap-allow-mixed`` and
+    ``a=msid-semantic: WMS`` at session level; in the media section the candidates (with
+    a numeric foundation and ``generation 0 network-cost 999``) come first, then ICE
+    credentials, ``a=ice-options:trickle``, one SHA-256 fingerprint, setup, mid, SCTP port
+    and maximum message size; no ``a=end-of-candidates``. Lines this function does not know
+    are kept, after the known ones.
+    """
+    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    session: list[str] = []
+    media: list[str] = []
+    target = session
+    for line in lines:
+        if line.startswith("m="):
+            target = media
+        target.append(line)
+    if not media:
+        return sdp
+    session_id = str(int.from_bytes(hashlib.sha256(sdp.encode()).digest()[:8]) >> 1)
+    shaped_session = [
+        "v=0",
+        f"o=- {session_id} 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        *[line for line in session if line.startswith("a=group:")],
+        "a=extmap-allow-mixed",
+        "a=msid-semantic: WMS",
+    ]
+    known = ("v=", "o=", "s=", "t=", "a=group:", "a=msid-semantic", "a=extmap-allow-mixed")
+    shaped_session += [line for line in session if not line.startswith(known)]
+    body: list[str] = []
+    for line in media[1:]:
+        if line == "a=end-of-candidates":
+            continue
+        if line.startswith("a=fingerprint:") and not line.startswith("a=fingerprint:sha-256 "):
+            continue
+        if line.startswith("a=candidate:"):
+            fields = line.split(" ")
+            foundation = int.from_bytes(hashlib.sha256(fields[0].encode()).digest()[:4])
+            fields[0] = f"a=candidate:{foundation}"
+            line = " ".join(fields) + " generation 0 network-cost 999"
+        body.append(line)
+    if not any(line.startswith("a=ice-options:") for line in body):
+        body.append("a=ice-options:trickle")
+
+    def rank(line: str) -> int:
+        for index, prefix in enumerate(_CHROMIUM_MEDIA_ORDER):
+            if line.startswith(prefix):
+                return index
+        return len(_CHROMIUM_MEDIA_ORDER)
+
+    body.sort(key=rank)  # stable: candidates keep their order
+    return "\r\n".join([*shaped_session, media[0], *body]) + "\r\n"
 
 
 # --- the channel ------------------------------------------------------------------------------
@@ -497,10 +774,13 @@ def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
         RTCIceServer(urls=server.url, username=server.username, credential=server.credential)
         for server in config.ice_servers
     ]
-    return RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+    peer_connection = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+    if config.browser_like_certificate:
+        _use_certificate(peer_connection, browser_like_certificate())
+    return peer_connection
 
 
-def _check_sdp(sdp: str, kind: str) -> None:
+def check_data_channel_sdp(sdp: str, kind: str) -> None:
     """Refuse an SDP that cannot be a ferry offer or answer, naming what is wrong."""
     if not isinstance(sdp, str):
         raise ProtocolError(f"the {kind} SDP is not a string", reason="sdp_type")
@@ -573,11 +853,11 @@ async def _apply_remote_description(
         ) from error
 
 
-def _local_sdp(peer_connection: RTCPeerConnection) -> str:
+def _local_sdp(peer_connection: RTCPeerConnection, config: WebRtcConfig) -> str:
     description = peer_connection.localDescription
     if description is None:
         raise ChannelClosedError("the WebRTC peer connection closed while gathering candidates")
-    return description.sdp
+    return browser_like_sdp(description.sdp) if config.browser_like_sdp else description.sdp
 
 
 class OfferingPeer:
@@ -611,7 +891,7 @@ class OfferingPeer:
         with _candidate_policy(self._config):
             await peer_connection.setLocalDescription(offer)
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        return _local_sdp(peer_connection)
+        return _local_sdp(peer_connection, self._config)
 
     async def accept_answer(self, answer_sdp: str) -> DataChannelDatagramChannel:
         """Apply the volunteer's answer and wait (``open_timeout``) for the channel to open.
@@ -625,7 +905,7 @@ class OfferingPeer:
         if not channel.is_open:
             raise ChannelClosedError("the WebRTC connection was closed before the answer came")
         try:
-            _check_sdp(answer_sdp, "answer")
+            check_data_channel_sdp(answer_sdp, "answer")
             await _apply_remote_description(
                 self._peer_connection, answer_sdp, "answer", self._config
             )
@@ -662,7 +942,7 @@ class AnsweringPeer:
         """
         if self._peer_connection is not None:
             raise LocalError("accept_offer() was already called on this peer")
-        _check_sdp(offer_sdp, "offer")
+        check_data_channel_sdp(offer_sdp, "offer")
         peer_connection = _new_peer_connection(self._config)
         self._peer_connection = peer_connection
         self._channel_arrived = asyncio.get_running_loop().create_future()
@@ -683,7 +963,7 @@ class AnsweringPeer:
                 reason="sdp_unanswerable",
             ) from error
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        return _local_sdp(peer_connection)
+        return _local_sdp(peer_connection, self._config)
 
     async def wait_channel(self) -> DataChannelDatagramChannel:
         """Wait (``open_timeout``) for the client's data channel to open and return it.
@@ -768,3 +1048,102 @@ class AnsweringPeer:
                 )
             )
             self._channel_arrived.exception()
+
+
+# --- the interface both WebRTC stacks implement ----------------------------------------------
+
+
+class OfferingEndpoint(Protocol):
+    """The offering side of one WebRTC connection, whichever stack runs it (the client)."""
+
+    async def create_offer(self) -> str:
+        """Create the connection and its data channel; return the complete offer SDP."""
+        ...
+
+    async def accept_answer(self, answer_sdp: str) -> DatagramChannel:
+        """Apply the answer; return the data channel once it is open."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and its channel (idempotent)."""
+        ...
+
+
+class AnsweringEndpoint(Protocol):
+    """The answering side of one WebRTC connection, whichever stack runs it (volunteer)."""
+
+    async def accept_offer(self, offer_sdp: str) -> str:
+        """Apply the offer; return the complete answer SDP."""
+        ...
+
+    async def wait_channel(self) -> DatagramChannel:
+        """Wait for the offerer's data channel to open and return it."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and its channel (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcStackStatus:
+    """Which WebRTC stack carries a component's data channels, for status output."""
+
+    stack: str
+    """``"browser"`` (a real browser engine runs the connections) or ``"python"`` (aiortc)."""
+
+    detail: str = ""
+    """The browser's path, or why the Python stack is in use."""
+
+    warning: str = ""
+    """A plain warning for the user (empty when there is nothing to warn about)."""
+
+
+PYTHON_STACK_WARNING = (
+    "the Python WebRTC stack (aiortc) is in use: its DTLS handshake differs from a browser's, "
+    "so a censor can spot it more easily than the browser engine (--webrtc browser)"
+)
+"""What the status says whenever the client runs its WebRTC on aiortc."""
+
+
+class PeerFactory(Protocol):
+    """Makes WebRTC peers on one stack: :class:`PythonPeers` or the browser engine's."""
+
+    def offering_peer(self) -> OfferingEndpoint:
+        """A new, unstarted offering peer."""
+        ...
+
+    def answering_peer(self) -> AnsweringEndpoint:
+        """A new, unstarted answering peer."""
+        ...
+
+    def stack_status(self) -> WebRtcStackStatus:
+        """Which stack this is, for status output."""
+        ...
+
+
+class PythonPeers:
+    """:class:`PeerFactory` of the Python stack: aiortc peers with one configuration."""
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        metrics: DataChannelMetrics | None = None,
+        *,
+        status: WebRtcStackStatus | None = None,
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._status = status or WebRtcStackStatus("python", "aiortc", PYTHON_STACK_WARNING)
+
+    def offering_peer(self) -> OfferingPeer:
+        """A new :class:`OfferingPeer`."""
+        return OfferingPeer(self._config, self._metrics)
+
+    def answering_peer(self) -> AnsweringPeer:
+        """A new :class:`AnsweringPeer`."""
+        return AnsweringPeer(self._config, self._metrics)
+
+    def stack_status(self) -> WebRtcStackStatus:
+        """``python``, with the warning given at construction."""
+        return self._status

@@ -34,7 +34,7 @@ from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
 from ferry.transport.stun import NatBehaviourMonitor
-from ferry.transport.webrtc import AnsweringPeer, WebRtcConfig
+from ferry.transport.webrtc import PeerFactory, PythonPeers, WebRtcConfig
 from ferry.transport.websocket import connect_websocket_channel
 from ferry.volunteer.broker_client import BrokerClient, new_volunteer_id
 from ferry.volunteer.impairment import ImpairedSender, RelayImpairment
@@ -165,8 +165,11 @@ class Volunteer:
         tap: RelayTap | None = None,
         registry: CollectorRegistry | None = None,
         clock: Clock = time.time,
+        peers: PeerFactory | None = None,
     ) -> None:
         self.config = config
+        self.peers: PeerFactory = peers or PythonPeers(config.webrtc)
+        """Makes the WebRTC peers: aiortc's, or a browser engine's (``--webrtc browser``)."""
         self.limits = VolunteerLimits(config.limits)
         self.metrics = VolunteerMetrics(registry or CollectorRegistry())
         self.volunteer_id = new_volunteer_id()
@@ -276,7 +279,7 @@ class Volunteer:
 
     async def _serve(self, broker: BrokerClient, match: MatchOffer) -> None:
         """Relay for one matched client; ``active`` was counted up by the caller."""
-        peer = AnsweringPeer(self.config.webrtc)
+        peer = self.peers.answering_peer()
         egress: DatagramChannel | None = None
         try:
             answer = await peer.accept_offer(match.offer)

@@ -1,0 +1,168 @@
+"""The handshake a censor sees: ferry's browser engine against two plain Chromium pages.
+
+Each test captures, on ``lo`` and on its own peers' UDP ports only, one WebRTC handshake
+between two plain Chromium pages (the reference) and one made by ferry, in the same test,
+and compares the DTLS hellos with tshark's dissection (tests/integration/dtls_capture.py).
+
+In WebRTC the answerer usually takes ``a=setup:active`` and sends the ClientHello; the
+offerer answers with the ServerHello. In ferry the client offers and the volunteer answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page
+
+from ferry.demo import LOOPBACK_WEBRTC
+from ferry.transport.browser_webrtc import BrowserEngine, BrowserEngineConfig
+from ferry.transport.webrtc import AnsweringPeer
+
+from ..integration.dtls_capture import (
+    CERTIFICATE,
+    CLIENT_HELLO,
+    SERVER_HELLO,
+    HandshakeMessage,
+    LoopbackCapture,
+    candidate_ports,
+    dtls_handshakes,
+    first,
+    held_candidates,
+    loopback_candidates,
+)
+from .support import CHROMIUM, chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+_GATHERED = (
+    "(pc) => new Promise((resolve) => { if (pc.iceGatheringState === 'complete') resolve();"
+    " pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve(); })"
+)
+_OFFER = f"""async () => {{
+  const gathered = {_GATHERED};
+  window.pc = new RTCPeerConnection();
+  const channel = pc.createDataChannel('ferry', {{ordered: false, maxRetransmits: 0,
+                                                 protocol: 'ferry-quic/1'}});
+  channel.onopen = () => {{ window.opened = true; }};
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered(pc);
+  return pc.localDescription.sdp;
+}}"""
+_ANSWER = f"""async (offer) => {{
+  const gathered = {_GATHERED};
+  window.pc = new RTCPeerConnection();
+  pc.ondatachannel = () => {{ window.opened = true; }};
+  await pc.setRemoteDescription({{type: 'offer', sdp: offer}});
+  await pc.setLocalDescription(await pc.createAnswer());
+  await gathered(pc);
+  return pc.localDescription.sdp;
+}}"""
+
+
+async def _chromium_reference(pages: tuple[Page, Page], capture: Path) -> tuple[int, int]:
+    """Two Chromium pages connect on loopback under capture; (offerer, answerer) ports."""
+    offerer, answerer = pages
+    offer = loopback_candidates(await offerer.evaluate(_OFFER))
+    answer = loopback_candidates(await answerer.evaluate(_ANSWER, held_candidates(offer)))
+    offer_port, answer_port = candidate_ports(offer)[0], candidate_ports(answer)[0]
+    with LoopbackCapture(candidate_ports(offer) + candidate_ports(answer), capture):
+        await offerer.evaluate("(sdp) => pc.setRemoteDescription({type: 'answer', sdp})", answer)
+        await offerer.wait_for_function("window.opened === true", timeout=20_000)
+        await answerer.wait_for_function("window.opened === true", timeout=20_000)
+    return offer_port, answer_port
+
+
+@asynccontextmanager
+async def _engine() -> AsyncIterator[BrowserEngine]:
+    engine = BrowserEngine(BrowserEngineConfig(executable=CHROMIUM), LOOPBACK_WEBRTC)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def _assert_same_hello(ferry: HandshakeMessage, reference: HandshakeMessage) -> None:
+    assert ferry.versions == reference.versions
+    assert ferry.cipher_suites == reference.cipher_suites
+    assert set(ferry.extensions) == set(reference.extensions)  # Chromium shuffles the order
+    assert ferry.key_share_groups == reference.key_share_groups
+    assert ferry.srtp_profiles == reference.srtp_profiles
+    assert abs(ferry.length - reference.length) <= 0.1 * reference.length
+    assert abs(ferry.datagram_bytes - reference.datagram_bytes) <= 0.1 * reference.datagram_bytes
+
+
+async def test_ferry_client_and_volunteer_in_the_browser_shake_hands_as_chromium_does(
+    tmp_path: Path,
+) -> None:
+    async with chromium() as browser:
+        pages = (await browser.new_page(), await browser.new_page())
+        reference_capture = tmp_path / "chromium.pcap"
+        ports = await _chromium_reference(pages, reference_capture)
+        reference = dtls_handshakes(reference_capture, list(ports))
+    reference_client_hello = first(reference, CLIENT_HELLO, ports[1])
+    reference_server_hello = first(reference, SERVER_HELLO, ports[0])
+
+    ferry_capture = tmp_path / "ferry.pcap"
+    async with _engine() as client, _engine() as volunteer:
+        client_peer, volunteer_peer = client.offering_peer(), volunteer.answering_peer()
+        offer = await client_peer.create_offer()
+        answer = await volunteer_peer.accept_offer(held_candidates(offer))
+        client_port, volunteer_port = candidate_ports(offer)[0], candidate_ports(answer)[0]
+        with LoopbackCapture([client_port, volunteer_port], ferry_capture):
+            channel = await client_peer.accept_answer(answer)
+            await volunteer_peer.wait_channel()
+            assert channel.is_open
+        await client_peer.close()
+        await volunteer_peer.close()
+    handshake = dtls_handshakes(ferry_capture, [client_port, volunteer_port])
+
+    # the volunteer (`ferry volunteer --webrtc browser`) sends Chromium's ClientHello
+    volunteer_hello = first(handshake, CLIENT_HELLO, volunteer_port)
+    _assert_same_hello(volunteer_hello, reference_client_hello)
+    assert "0xfefc" in volunteer_hello.versions  # DTLS 1.3 offered, as by Chromium
+    assert reference_client_hello.datagram_bytes > 1000  # the post-quantum key share
+    # the client (`ferry client --webrtc browser`) answers as a Chromium offerer does
+    client_hello = first(handshake, SERVER_HELLO, client_port)
+    assert client_hello.versions == reference_server_hello.versions
+    assert client_hello.cipher_suites == reference_server_hello.cipher_suites
+    assert set(client_hello.extensions) == set(reference_server_hello.extensions)
+    assert client_hello.key_share_groups == reference_server_hello.key_share_groups
+    assert abs(client_hello.length - reference_server_hello.length) <= 0.1 * (
+        reference_server_hello.length
+    )
+    # DTLS 1.3: no certificate crosses the network in clear
+    assert not [message for message in handshake if message.kind == CERTIFICATE]
+
+
+async def test_the_browser_client_with_a_python_volunteer_shows_chromium_server_hello(
+    tmp_path: Path,
+) -> None:
+    """What a censor on the client's network sees when the volunteer runs aiortc: the
+    volunteer's aiortc ClientHello (DTLS 1.2 only) comes in, the client's Chromium answers in
+    DTLS 1.2 with Chromium's certificate (``CN=WebRTC``) in clear."""
+    capture = tmp_path / "mixed.pcap"
+    async with _engine() as client:
+        client_peer, volunteer_peer = client.offering_peer(), AnsweringPeer(LOOPBACK_WEBRTC)
+        offer = await client_peer.create_offer()
+        answer = await volunteer_peer.accept_offer(held_candidates(offer))
+        client_port, volunteer_port = candidate_ports(offer)[0], candidate_ports(answer)[0]
+        with LoopbackCapture([client_port, volunteer_port], capture):
+            await client_peer.accept_answer(answer)
+            await asyncio.wait_for(volunteer_peer.wait_channel(), 30)
+        await client_peer.close()
+        await volunteer_peer.close()
+    handshake = dtls_handshakes(capture, [client_port, volunteer_port])
+    volunteer_hello = first(handshake, CLIENT_HELLO, volunteer_port)
+    assert volunteer_hello.versions == ("0xfefd",)  # aiortc: DTLS 1.2 only (a known gap)
+    assert volunteer_hello.srtp_profiles == ("0x0001", "0x0008", "0x0007")  # aligned
+    server_hello = first(handshake, SERVER_HELLO, client_port)
+    assert server_hello.versions == ("0xfefd",)
+    client_certificate = first(handshake, CERTIFICATE, client_port)
+    assert "WebRTC" in client_certificate.certificate_names
+    volunteer_certificate = first(handshake, CERTIFICATE, volunteer_port)
+    assert "WebRTC" in volunteer_certificate.certificate_names  # aligned certificate

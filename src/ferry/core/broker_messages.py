@@ -12,10 +12,12 @@ strict, in this order, and stops at the first problem:
    (``"missing_field"``);
 5. each value has its type (``"wrong_type"``; a JSON ``true`` is not an integer) and obeys its
    rule: SDP (``"bad_sdp"``), identifier (``"bad_id"``), egress URL (``"bad_egress"``),
-   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``).
+   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``), NAT type (``"bad_nat"``),
+   volunteer kind (``"bad_kind"``).
 
-Optional fields (``pairing``) may be left out; when present they obey their rule (``null``
-is not a pairing code).
+Optional fields (``pairing``, ``nat``, ``kind``) may be left out; when present they obey
+their rule (``null`` is none of them). A left-out ``nat`` or ``kind`` decodes as
+``"unknown"`` and is left out again when encoded.
 
 A failure raises :class:`MessageError`, whose ``field`` names the offending field (dotted for
 nested ones, as ``match.offer``; ``None`` when the body as a whole is wrong) and whose
@@ -30,6 +32,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from ferry.errors import ProtocolError
@@ -51,6 +54,20 @@ MIN_CAPACITY = 1
 
 MAX_CAPACITY = 1000
 """Largest ``capacity`` a volunteer may announce in a poll."""
+
+NatType = Literal["restricted", "unrestricted", "unknown"]
+"""How a peer's NAT behaves (§2.1): ``unrestricted`` peers can be reached by anyone they
+contacted (endpoint-independent filtering), ``restricted`` ones cannot, ``unknown`` was not
+measured."""
+
+NAT_TYPES: tuple[NatType, ...] = get_args(NatType)
+"""Every value of ``nat``."""
+
+VolunteerKind = Literal["browser", "python", "unknown"]
+"""Which implementation a volunteer runs (§2.2); ``unknown`` when its poll does not say."""
+
+VOLUNTEER_KINDS: tuple[VolunteerKind, ...] = get_args(VolunteerKind)
+"""Every volunteer kind (``unknown`` is never sent: the field is left out instead)."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
@@ -85,6 +102,8 @@ class ClientOffer:
     pairing: str | None = None
     """A private pairing code: only volunteers polling with the same code serve this client.
     ``None`` (the field left out): any volunteer without a pairing code."""
+    nat: NatType = "unknown"
+    """The client's NAT type as it measured it; ``"unknown"`` when the field is left out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +125,11 @@ class VolunteerPoll:
     pairing: str | None = None
     """A private pairing code: the volunteer serves only clients offering with the same code.
     ``None`` (the field left out): any client without a pairing code."""
+    nat: NatType = "unknown"
+    """The volunteer's NAT type as it measured it; ``"unknown"`` when the field is left out."""
+    kind: VolunteerKind = "unknown"
+    """``"browser"`` (the widget) or ``"python"``; ``"unknown"`` when the field is left out.
+    Used for metrics only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,14 +402,39 @@ def _optional_pairing(fields: dict[str, JsonValue]) -> str | None:
     return pairing
 
 
+def _optional_nat(fields: dict[str, JsonValue]) -> NatType:
+    if "nat" not in fields:
+        return "unknown"
+    value = _string(fields, "nat", "")
+    for nat in NAT_TYPES:
+        if value == nat:
+            return nat
+    raise MessageError(
+        'nat must be "restricted", "unrestricted" or "unknown"', field="nat", reason="bad_nat"
+    )
+
+
+def _optional_kind(fields: dict[str, JsonValue]) -> VolunteerKind:
+    if "kind" not in fields:
+        return "unknown"
+    value = _string(fields, "kind", "")
+    if value == "browser":
+        return "browser"
+    if value == "python":
+        return "python"
+    raise MessageError('kind must be "browser" or "python"', field="kind", reason="bad_kind")
+
+
 def decode_client_offer(body: bytes) -> ClientOffer:
     """Decode a ``POST /v1/client/offer`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("offer", "egress"), ("pairing",))
+    fields = _request_fields(body, ("offer", "egress"), ("pairing", "nat"))
     offer = _string(fields, "offer", "")
     check_sdp(offer, "offer")
     egress = _string(fields, "egress", "")
     check_egress_url(egress, "egress")
-    return ClientOffer(offer=offer, egress=egress, pairing=_optional_pairing(fields))
+    return ClientOffer(
+        offer=offer, egress=egress, pairing=_optional_pairing(fields), nat=_optional_nat(fields)
+    )
 
 
 def decode_client_answer(body: bytes) -> ClientAnswer:
@@ -399,13 +448,17 @@ def decode_client_answer(body: bytes) -> ClientAnswer:
 
 def decode_volunteer_poll(body: bytes) -> VolunteerPoll:
     """Decode a ``POST /v1/volunteer/poll`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing",))
+    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing", "nat", "kind"))
     volunteer_id = _string(fields, "volunteer_id", "")
     check_identifier(volunteer_id, "volunteer_id")
     capacity = _integer(fields, "capacity", "")
     check_capacity(capacity, "capacity")
     return VolunteerPoll(
-        volunteer_id=volunteer_id, capacity=capacity, pairing=_optional_pairing(fields)
+        volunteer_id=volunteer_id,
+        capacity=capacity,
+        pairing=_optional_pairing(fields),
+        nat=_optional_nat(fields),
+        kind=_optional_kind(fields),
     )
 
 
@@ -512,7 +565,7 @@ def _match_fields(match: MatchOffer) -> dict[str, JsonValue]:
 
 def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
     match message:
-        case ClientOffer(offer=offer, egress=egress, pairing=pairing):
+        case ClientOffer(offer=offer, egress=egress, pairing=pairing, nat=nat):
             fields: dict[str, JsonValue] = {
                 "version": PROTOCOL_VERSION,
                 "offer": offer,
@@ -520,10 +573,14 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             }
             if pairing is not None:
                 fields["pairing"] = pairing
+            if nat != "unknown":
+                fields["nat"] = nat
             return fields
         case ClientAnswer(answer=answer):
             return {"answer": answer}
-        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity, pairing=pairing):
+        case VolunteerPoll(
+            volunteer_id=volunteer_id, capacity=capacity, pairing=pairing, nat=nat, kind=kind
+        ):
             fields = {
                 "version": PROTOCOL_VERSION,
                 "volunteer_id": volunteer_id,
@@ -531,6 +588,10 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             }
             if pairing is not None:
                 fields["pairing"] = pairing
+            if nat != "unknown":
+                fields["nat"] = nat
+            if kind != "unknown":
+                fields["kind"] = kind
             return fields
         case PollResponse(match=None):
             return {"match": None}

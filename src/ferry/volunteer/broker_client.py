@@ -74,7 +74,9 @@ class BrokerClient:
         With a ``pairing`` code only clients offering with the same code are matched.
         """
         status, payload = await self._request(
-            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity, pairing)
+            "POST",
+            "/v1/volunteer/poll",
+            VolunteerPoll(volunteer_id, capacity, pairing, kind="python"),
         )
         if status != 200:
             raise self._refusal("poll", status, payload)

@@ -154,10 +154,10 @@ class BrokerConfig:
     bound all instances together, this bounds one); more get 503."""
     max_held_offers: int = 2000
     """Most client offers this instance holds open at once; more get 503."""
-    offer_rate: float = 0.5
+    offer_rate: float = 1.0
     """Client offers per second one source may make, sustained (a client starts with three
     and replaces a lost volunteer now and then)."""
-    offer_burst: int = 10
+    offer_burst: int = 20
     """Client offers one source may make at once after a quiet spell."""
     poll_rate: float = 5.0
     """Volunteer polls per second one source may make, sustained (a volunteer polls once per

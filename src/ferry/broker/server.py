@@ -174,6 +174,10 @@ class BrokerConfig:
     ``None`` keeps it in this process."""
     redis_prefix: str = "ferry:"
     """Prefix of every Redis key this broker uses (instances sharing state use the same)."""
+    listen_backlog: int = 4096
+    """Connections the kernel queues before the broker accepts them (capped by the system's
+    ``net.core.somaxconn``): thousands of volunteers reconnecting at once must not be
+    dropped."""
     shutdown_timeout: float = 2.0
     """Longest, in seconds, :meth:`Broker.close` waits for in-flight requests to finish."""
 
@@ -184,7 +188,7 @@ class BrokerConfig:
             raise ConfigError(f"max_body_bytes must be within 1..{MAX_BODY_BYTES}")
         if not self.shutdown_timeout >= 0:
             raise ConfigError("shutdown_timeout must not be negative")
-        for name in ("max_held_polls", "max_held_offers"):
+        for name in ("max_held_polls", "max_held_offers", "listen_backlog"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.trusted_source_header is not None and not re.fullmatch(
@@ -370,7 +374,9 @@ class Broker:
         )
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(
+            runner, self.config.host, self.config.port, backlog=self.config.listen_backlog
+        )
         try:
             await site.start()
         except OSError as exc:

@@ -26,6 +26,8 @@ import argparse
 import asyncio
 import json
 import math
+import os
+import re
 import resource
 import subprocess
 import sys
@@ -60,110 +62,134 @@ def raise_open_files() -> int:
 # --- load processes ---------------------------------------------------------------------------
 
 
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection posting JSON: far lighter than a general client,
+    so that one load process can keep up with the broker it measures."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """``(status, body)``; raises ``OSError`` or ``asyncio.IncompleteReadError``."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        try:
+            self._writer.write(
+                b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (path.encode(), self.host.encode(), self.port, len(body), body)
+            )
+            head = await self._reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            payload = await self._reader.readexactly(int(length.group(1)) if length else 0)
+            return int(head[9:12]), payload
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+LOAD_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
+
+
 async def hold_volunteers(urls: list[str], count: int, seconds: float) -> None:
     """``count`` volunteers polling (spread over ``urls``), answering each match at once."""
-    import aiohttp
-
     counts = {"polls": 0, "matches": 0, "answered": 0, "refused": 0, "errors": 0}
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def volunteer(number: int) -> None:
-            url = urls[number % len(urls)]
-            poll = json.dumps(
-                {"version": 1, "volunteer_id": f"load-volunteer-{number:012d}", "capacity": 1}
-            ).encode()
-            while True:
-                try:
-                    async with session.post(
-                        url + "/v1/volunteer/poll", data=poll, headers=JSON_HEADERS
-                    ) as response:
-                        status = response.status
-                        body = await response.read()
-                    counts["polls"] += 1
-                    if status != 200:
-                        counts["refused"] += 1
-                        await asyncio.sleep(1.0)
-                        continue
-                    match = json.loads(body)["match"]
-                    if match is None:
-                        continue
-                    counts["matches"] += 1
-                    answer = json.dumps(
-                        {"version": 1, "match_id": match["id"], "answer": ANSWER}
-                    ).encode()
-                    async with session.post(
-                        url + "/v1/volunteer/answer", data=answer, headers=JSON_HEADERS
-                    ) as response:
-                        await response.read()
-                        counts["answered"] += response.status == 200
-                except (aiohttp.ClientError, TimeoutError, ValueError):
-                    counts["errors"] += 1
+    async def volunteer(number: int) -> None:
+        connection = HttpConnection(urls[number % len(urls)])
+        poll = json.dumps(
+            {"version": 1, "volunteer_id": f"load-volunteer-{number:012d}", "capacity": 1}
+        ).encode()
+        while True:
+            try:
+                status, body = await connection.post("/v1/volunteer/poll", poll)
+                counts["polls"] += 1
+                if status != 200:
+                    counts["refused"] += 1
                     await asyncio.sleep(1.0)
+                    continue
+                match = json.loads(body)["match"]
+                if match is None:
+                    continue
+                counts["matches"] += 1
+                answer = json.dumps({"version": 1, "match_id": match["id"], "answer": ANSWER})
+                status, _ = await connection.post("/v1/volunteer/answer", answer.encode())
+                counts["answered"] += status == 200
+            except LOAD_ERRORS:
+                counts["errors"] += 1
+                await asyncio.sleep(1.0)
 
-        tasks = []
-        for number in range(count):  # ramp up: the listen backlog is finite
-            tasks.append(asyncio.create_task(volunteer(number)))
-            if number % 100 == 99:
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(seconds)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = []
+    for number in range(count):  # ramp up: the listen backlog is finite
+        tasks.append(asyncio.create_task(volunteer(number)))
+        if number % 100 == 99:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     print(json.dumps(counts), flush=True)
 
 
 async def offer_clients(urls: list[str], rate: float, duration: float) -> None:
     """Offers at ``rate`` per second for ``duration`` seconds; prints outcomes and times."""
-    import aiohttp
-
     outcomes = {"answered": 0, "no_volunteer": 0, "refused": 0, "errors": 0}
     kinds: dict[str, int] = {}
     times: list[float] = []
+    answered_in_window = 0
     body = json.dumps({"version": 1, "offer": OFFER, "egress": EGRESS}).encode()
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    idle: dict[str, list[HttpConnection]] = {url: [] for url in urls}
+    start = time.monotonic()
 
-        async def offer(url: str) -> None:
-            started = time.monotonic()
-            try:
-                async with session.post(
-                    url + "/v1/client/offer", data=body, headers=JSON_HEADERS
-                ) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                outcomes["errors"] += 1
-                kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
-                return
-            if status == 200:
-                outcomes["answered"] += 1
-                times.append(time.monotonic() - started)
-            elif status == 503:
-                outcomes["no_volunteer"] += 1
-            else:
-                outcomes["refused"] += 1
+    async def offer(url: str) -> None:
+        nonlocal answered_in_window
+        connection = idle[url].pop() if idle[url] else HttpConnection(url)
+        started = time.monotonic()
+        try:
+            status, _ = await connection.post("/v1/client/offer", body)
+        except LOAD_ERRORS as exc:
+            outcomes["errors"] += 1
+            kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
+            return
+        finished = time.monotonic()
+        idle[url].append(connection)
+        if status == 200:
+            outcomes["answered"] += 1
+            times.append(finished - started)
+            answered_in_window += finished - start <= duration
+        elif status == 503:
+            outcomes["no_volunteer"] += 1
+        else:
+            outcomes["refused"] += 1
 
-        tasks = []
-        start = time.monotonic()
-        sent = 0
-        while (elapsed := time.monotonic() - start) < duration:
-            due = int(elapsed * rate) + 1
-            while sent < due:
-                tasks.append(asyncio.create_task(offer(urls[sent % len(urls)])))
-                sent += 1
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*tasks)
-        window = time.monotonic() - start
+    tasks = []
+    sent = 0
+    while (elapsed := time.monotonic() - start) < duration:
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            tasks.append(asyncio.create_task(offer(urls[sent % len(urls)])))
+            sent += 1
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*tasks)
+    for connections in idle.values():
+        for connection in connections:
+            connection.close()
     times.sort()
     print(
         json.dumps(
             {
                 "sent": sent,
                 **outcomes,
-                "window": window,
+                "answered_in_window": answered_in_window,
                 "p50": _percentile(times, 0.5),
                 "p95": _percentile(times, 0.95),
                 "error_kinds": kinds,
@@ -230,6 +256,12 @@ def histogram_percentile(buckets: list[tuple[float, float]], fraction: float) ->
     return lower
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def resident_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -252,6 +284,7 @@ def run(arguments: argparse.Namespace) -> None:
             *("--offer-rate", UNLIMITED, "--offer-burst", UNLIMITED),
             *("--max-held-polls", UNLIMITED, "--max-waiting-volunteers", UNLIMITED),
             *("--max-held-offers", UNLIMITED, "--max-waiting-clients", UNLIMITED),
+            *("--poll-timeout", str(arguments.poll_timeout)),
         ]
         if arguments.instances > 1:
             redis_server = RedisServer(folder / "redis")
@@ -268,7 +301,8 @@ def run(arguments: argparse.Namespace) -> None:
         print(
             f"{arguments.instances} broker instance(s){' over Redis' if redis_server else ''}, "
             f"{arguments.volunteers} volunteers, offers at {arguments.rate}/s for "
-            f"{arguments.duration:g} s; RLIMIT_NOFILE {open_files}",
+            f"{arguments.duration:g} s; poll timeout {arguments.poll_timeout:g} s; "
+            f"RLIMIT_NOFILE {open_files}",
             flush=True,
         )
         me = [sys.executable, str(Path(__file__).resolve())]
@@ -298,6 +332,8 @@ def run(arguments: argparse.Namespace) -> None:
             flush=True,
         )
         before = [histogram(metrics(url)) for url in urls]
+        cpu_before = [cpu_seconds(broker.process.pid) for broker in brokers]
+        offering_started = time.monotonic()
         clients = subprocess.Popen(
             [*me, "clients", url_list, str(arguments.rate), str(arguments.duration)],
             stdout=subprocess.PIPE,
@@ -305,6 +341,11 @@ def run(arguments: argparse.Namespace) -> None:
         loads.append(clients)
         out, _ = clients.communicate(timeout=arguments.duration + 120)
         result = json.loads(out.decode().strip().splitlines()[-1])
+        cpu_used = sum(
+            cpu_seconds(broker.process.pid) - used
+            for broker, used in zip(brokers, cpu_before, strict=True)
+        )
+        offering_time = time.monotonic() - offering_started
         after = [histogram(metrics(url)) for url in urls]
         busy_rss = [resident_mib(broker.process.pid) for broker in brokers]
         merged: dict[float, float] = {}
@@ -321,8 +362,9 @@ def run(arguments: argparse.Namespace) -> None:
             flush=True,
         )
         print(
-            f"matches per second: {result['answered'] / result['window']:.0f} "
-            f"(broker matches in the window: {matches:.0f})",
+            f"matches per second: {result['answered_in_window'] / arguments.duration:.0f} "
+            f"(answers received within the {arguments.duration:g} s of offering; broker "
+            f"matches in all: {matches:.0f})",
             flush=True,
         )
         print(
@@ -330,6 +372,13 @@ def run(arguments: argparse.Namespace) -> None:
             f"{histogram_percentile(buckets, 0.5) * 1000:.1f} ms, p95 "
             f"{histogram_percentile(buckets, 0.95) * 1000:.1f} ms; client-observed offer to "
             f"answer: p50 {result['p50'] * 1000:.1f} ms, p95 {result['p95'] * 1000:.1f} ms",
+            flush=True,
+        )
+        print(
+            f"broker CPU: {cpu_used:.1f} s over {offering_time:.1f} s of offering "
+            f"({cpu_used / offering_time * 100:.0f}% of one core; "
+            f"{cpu_used / max(matches, 1) * 1e6:.0f} µs per match, idle polling included); "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
             flush=True,
         )
         print(
@@ -362,6 +411,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="client offers per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of offers")
     parser.add_argument("--instances", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--poll-timeout", type=float, default=10.0, help="the brokers' poll timeout (s)"
+    )
     parser.add_argument("--settle", type=float, default=5.0, help="seconds idle before measuring")
     run(parser.parse_args())
 

@@ -281,6 +281,20 @@ def broker(
         int,
         typer.Option(envvar="FERRY_BROKER_POLL_BURST", help="Volunteer polls per source at once."),
     ] = 50,
+    poll_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_POLL_TIMEOUT",
+            help="Seconds a volunteer's poll is held before 'no client' (then it polls again).",
+        ),
+    ] = 10.0,
+    client_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_CLIENT_TIMEOUT",
+            help="Seconds a client's offer is held waiting for a volunteer's answer.",
+        ),
+    ] = 10.0,
     max_waiting_volunteers: Annotated[
         int,
         typer.Option(
@@ -334,6 +348,8 @@ def broker(
             offer_burst=offer_burst,
             poll_rate=poll_rate,
             poll_burst=poll_burst,
+            poll_timeout=poll_timeout,
+            client_timeout=client_timeout,
             max_waiting_volunteers=max_waiting_volunteers,
             max_waiting_clients=max_waiting_clients,
             max_held_polls=max_held_polls,

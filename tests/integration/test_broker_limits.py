@@ -187,3 +187,22 @@ def test_a_normal_client_cadence_never_meets_the_default_offer_limit() -> None:
         now += 60
         refused += not buckets.take("client", now).allowed
     assert refused == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "field"),
+    [
+        ("/v1/client/offer", {**_offer(), "nat": "symmetric"}, "nat"),
+        ("/v1/volunteer/poll", {**_poll(1), "nat": None}, "nat"),
+        ("/v1/volunteer/poll", {**_poll(1), "kind": "go"}, "kind"),
+    ],
+)
+async def test_a_bad_nat_or_kind_is_a_400_naming_the_field(
+    path: str, fields: dict[str, object], field: str
+) -> None:
+    async with (
+        Broker(_config(), CollectorRegistry()) as broker,
+        aiohttp.ClientSession() as session,
+    ):
+        status, body, _ = await _post(session, broker.base_url + path, fields)
+        assert (status, body["field"]) == (400, field)

@@ -343,7 +343,8 @@ class RedisMatchStore:
         }
         self._waiters: dict[str, asyncio.Queue[_Notice]] = {}
         """By token, the queue of news for each request this instance holds."""
-        self._held_polls: dict[str, tuple[NatType, VolunteerKind]] = {}
+        self._held_polls: dict[tuple[NatType, VolunteerKind], int] = {}
+        """Polls this instance holds, by NAT type and kind."""
         self._held_clients = 0
         self._salt = b""
         self._tasks = TaskOwner("redis-store")
@@ -486,7 +487,8 @@ class RedisMatchStore:
         token = _new_id()
         queue: asyncio.Queue[_Notice] = asyncio.Queue()
         self._waiters[token] = queue
-        self._held_polls[token] = (poll.nat, poll.kind)
+        held = (poll.nat, poll.kind)
+        self._held_polls[held] = self._held_polls.get(held, 0) + 1
         settled = False
         try:
             result = await self._run(
@@ -531,7 +533,7 @@ class RedisMatchStore:
             raise
         finally:
             del self._waiters[token]
-            del self._held_polls[token]
+            self._held_polls[held] -= 1
 
     async def deliver_answer(self, answer: VolunteerAnswer) -> bool:
         """See :meth:`ferry.broker.store.MatchStore.deliver_answer`."""
@@ -549,10 +551,11 @@ class RedisMatchStore:
 
     def available_volunteers(self) -> list[AvailableVolunteers]:
         """See :meth:`ferry.broker.store.MatchStore.available_volunteers`."""
-        counts: dict[tuple[NatType, VolunteerKind], int] = {}
-        for key in self._held_polls.values():
-            counts[key] = counts.get(key, 0) + 1
-        return [AvailableVolunteers(nat, kind, count) for (nat, kind), count in counts.items()]
+        return [
+            AvailableVolunteers(nat, kind, count)
+            for (nat, kind), count in self._held_polls.items()
+            if count
+        ]
 
     def waiting_clients(self) -> int:
         """See :meth:`ferry.broker.store.MatchStore.waiting_clients`."""

@@ -213,6 +213,8 @@ class Matchmaker:
         self._polls: dict[PollTicket, _Poll] = {}
         """Waiting polls in arrival order."""
         self._poll_of_volunteer: dict[str, PollTicket] = {}
+        self._poll_counts: dict[tuple[NatType, VolunteerKind], int] = {}
+        """Waiting polls by NAT type and kind (kept as polls come and go)."""
         self._poll_choices: dict[_Pool, list[tuple[int, int, PollTicket]]] = {}
         """By pairing code and NAT class, a heap of (-capacity, arrival, ticket) over waiting
         polls; may hold stale entries."""
@@ -239,11 +241,11 @@ class Matchmaker:
 
     def available_volunteers(self) -> list[AvailableVolunteers]:
         """The waiting polls counted by NAT type and kind (only the non-zero counts)."""
-        counts: dict[tuple[NatType, VolunteerKind], int] = {}
-        for poll in self._polls.values():
-            key = (poll.nat, poll.kind)
-            counts[key] = counts.get(key, 0) + 1
-        return [AvailableVolunteers(nat, kind, count) for (nat, kind), count in counts.items()]
+        return [
+            AvailableVolunteers(nat, kind, count)
+            for (nat, kind), count in self._poll_counts.items()
+            if count
+        ]
 
     @property
     def pending_matches(self) -> int:
@@ -354,6 +356,7 @@ class Matchmaker:
                 return ticket
         self._polls[ticket] = poll
         self._poll_of_volunteer[volunteer_id] = ticket
+        self._poll_counts[(nat, kind)] = self._poll_counts.get((nat, kind), 0) + 1
         heapq.heappush(self._poll_choices.setdefault(poll.pool, []), (-capacity, ticket, ticket))
         self._arm(poll.deadline, ticket)
         return ticket
@@ -364,6 +367,7 @@ class Matchmaker:
         if poll is None:
             return
         del self._poll_of_volunteer[poll.volunteer_id]
+        self._poll_counts[(poll.nat, poll.kind)] -= 1
         self._least_loaded_poll(poll.pool)  # forgets the pool's heap if empty
 
     def volunteer_answer(self, match_id: str, answer: str, now: float) -> bool:

@@ -58,6 +58,14 @@ out, an answer given just as the client gave up) before it ends without it."""
 DISPATCH_BLOCK = 1.0
 """Seconds the dispatcher blocks on its list per round (bounds how long closing takes)."""
 
+ALIVE_FOR = 3.0
+"""Seconds an instance counts as alive after it last said so (it says so every
+``DISPATCH_BLOCK`` at least): polls and clients held by an instance that died are skipped
+(and forgotten) from then on."""
+
+DISPATCH_BATCH = 512
+"""Most notices the dispatcher takes from its list in one round trip."""
+
 REDIS_CONNECTIONS = 64
 """Most connections one instance opens to Redis; more requests wait for a free one."""
 
@@ -73,6 +81,9 @@ local function notify(instance, to, message)
   message['to'] = to
   redis.call('RPUSH', key, cjson.encode(message))
   redis.call('PEXPIRE', key, 60000)
+end
+local function alive(instance)
+  return redis.call('EXISTS', P .. 'alive:' .. instance) == 1
 end
 local function other(class)
   if class == 'u' then return 'r' end
@@ -101,11 +112,16 @@ local function seek(token, now, match_id, answer_timeout)
     while true do
       local best = redis.call('ZRANGE', zkey, 0, 0)
       if #best == 0 then break end
-      if redis.call('HGET', P .. 'poll:' .. best[1], 'pool') == pool then
+      local p = redis.call('HMGET', P .. 'poll:' .. best[1], 'pool', 'instance')
+      if p[1] == pool and alive(p[2]) then
         pair(token, best[1], match_id, now, answer_timeout)
         return true
       end
       redis.call('ZREM', zkey, best[1])
+      if p[1] == pool then  -- held by an instance that died: forget the poll
+        redis.call('DEL', P .. 'poll:' .. best[1])
+        redis.call('ZREM', P .. 'waiting-polls', best[1])
+      end
     end
   end
   return false
@@ -209,8 +225,8 @@ for _, client_class in ipairs({other(class), class}) do
   while true do
     local token = redis.call('LPOP', qkey)
     if not token then break end
-    local c = redis.call('HMGET', P .. 'client:' .. token, 'deadline', 'match')
-    if c[1] and not c[2] and tonumber(c[1]) > now then
+    local c = redis.call('HMGET', P .. 'client:' .. token, 'deadline', 'match', 'instance')
+    if c[1] and not c[2] and tonumber(c[1]) > now and alive(c[3]) then
       redis.call('HSET', pkey, 'token', ARGV[3], 'instance', ARGV[4], 'pool', pool)
       pair(token, vid, ARGV[12], now, tonumber(ARGV[13]))
       return 'matched'
@@ -370,14 +386,17 @@ class RedisMatchStore:
                 f"the broker cannot reach Redis ({type(exc).__name__}); check --redis"
             ) from exc
         self._salt = str(salt).encode("ascii")
+        await self._redis.set(self.prefix + "alive:" + self.instance, "1", px=_ms(ALIVE_FOR))
         self._tasks.spawn(self._dispatch(), name="dispatch")
 
     async def _dispatch(self) -> None:
         """Hand each notice on this instance's list to the request it is for."""
         key = self.prefix + "instance:" + self.instance
+        alive_key = self.prefix + "alive:" + self.instance
         failures = 0
         while True:
             try:
+                await self._dispatch_redis.set(alive_key, "1", px=_ms(ALIVE_FOR))
                 popped = await self._dispatch_redis.blpop([key], timeout=DISPATCH_BLOCK)
                 failures = 0
             except RedisError as exc:
@@ -387,17 +406,27 @@ class RedisMatchStore:
                 continue
             if popped is None:
                 continue
-            decoded = _decode_notice(str(popped[1]))
-            if decoded is None:
-                logger.warning("dropped a malformed notice from Redis")
-                continue
-            to, notice = decoded
-            queue = self._waiters.get(to)
-            if queue is not None:
-                queue.put_nowait(notice)
-            elif notice.match is not None:  # the poll went away: give the client another
-                with contextlib.suppress(BrokerError):
-                    await self._requeue("", notice.match.id)
+            raws = [str(popped[1])]
+            try:  # under load many notices wait: take them in one round trip
+                more = await self._dispatch_redis.lpop(key, DISPATCH_BATCH)
+            except RedisError:
+                more = None
+            raws.extend(str(raw) for raw in more or ())
+            for raw in raws:
+                await self._deliver(raw)
+
+    async def _deliver(self, raw: str) -> None:
+        decoded = _decode_notice(raw)
+        if decoded is None:
+            logger.warning("dropped a malformed notice from Redis")
+            return
+        to, notice = decoded
+        queue = self._waiters.get(to)
+        if queue is not None:
+            queue.put_nowait(notice)
+        elif notice.match is not None:  # the poll went away: give the client another
+            with contextlib.suppress(BrokerError):
+                await self._requeue("", notice.match.id)
 
     async def _requeue(self, token: str, match_id: str) -> str:
         return await self._run(
@@ -571,6 +600,8 @@ class RedisMatchStore:
         """See :meth:`ferry.broker.store.MatchStore.close`."""
         self.end_waits()
         await self._tasks.close()
+        with contextlib.suppress(RedisError):
+            await self._redis.delete(self.prefix + "alive:" + self.instance)
         await self._dispatch_redis.aclose()
         await self._redis.aclose()
 

@@ -260,6 +260,7 @@ async def test_broker_restarted_mid_poll_loses_its_volunteer_for_at_most_one_pol
     try:
         volunteer.start()
         await _wait_for_polls(polled, 1)
+        assert [a.kind for a in polled.store.available_volunteers()] == ["python"]
         await polled.close()  # mid-poll
         restarted = Broker(replace(config, port=port), CollectorRegistry())
         await restarted.start()

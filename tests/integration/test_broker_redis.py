@@ -217,6 +217,37 @@ async def test_restricted_client_gets_the_unrestricted_volunteer_of_another_inst
         await asyncio.gather(offer, restricted, return_exceptions=True)
 
 
+async def test_unrestricted_client_takes_the_least_loaded_restricted_volunteer_first(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        Broker(_config(redis_server), CollectorRegistry()) as first,
+        Broker(_config(redis_server), CollectorRegistry()) as second,
+        aiohttp.ClientSession() as session,
+    ):
+        polls = {
+            name: asyncio.create_task(
+                _post(session, broker.base_url + "/v1/volunteer/poll", _poll(number, **fields))
+            )
+            for name, broker, number, fields in (
+                ("unrestricted", first, 1, {"nat": "unrestricted", "capacity": 50}),
+                ("restricted_small", first, 2, {"nat": "restricted", "capacity": 1}),
+                ("restricted_roomy", second, 3, {"nat": "restricted", "capacity": 5}),
+            )
+        }
+        await _wait_for_polls(first, 2)
+        await _wait_for_polls(second, 1)
+        offer = asyncio.create_task(
+            _post(session, second.base_url + "/v1/client/offer", _offer(nat="unrestricted"))
+        )
+        status, polled = await polls["restricted_roomy"]
+        assert status == 200 and isinstance(polled["match"], dict)
+        assert not polls["unrestricted"].done() and not polls["restricted_small"].done()
+        for task in (offer, *polls.values()):
+            task.cancel()
+        await asyncio.gather(offer, *polls.values(), return_exceptions=True)
+
+
 async def test_offer_rate_limit_is_counted_across_instances(redis_server: RedisServer) -> None:
     config = _config(redis_server, offer_burst=3, offer_rate=0.01, client_timeout=0.1)
     async with (

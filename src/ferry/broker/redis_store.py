@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -30,6 +31,7 @@ from redis.exceptions import RedisError
 
 from ferry.broker.store import (
     PollOutcome,
+    RateLimitedError,
     RateLimitName,
     RateLimits,
     StoreUnavailableError,
@@ -44,7 +46,6 @@ from ferry.core.broker_messages import (
     VolunteerPoll,
 )
 from ferry.core.matchmaking import AvailableVolunteers, MatchmakerConfig, is_unrestricted
-from ferry.core.rate_limit import RateDecision
 from ferry.errors import BrokerError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
@@ -84,6 +85,19 @@ local function notify(instance, to, message)
 end
 local function alive(instance)
   return redis.call('EXISTS', P .. 'alive:' .. instance) == 1
+end
+local function take_token(limit, source, rate, burst, now)
+  local key = P .. 'rate:' .. limit .. ':' .. source
+  local held = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = burst
+  if held[1] then
+    tokens = math.min(burst, tonumber(held[1]) + math.max(0, now - tonumber(held[2])) / 1000 * rate)
+  end
+  local retry = 0
+  if tokens >= 1 then tokens = tokens - 1 else retry = (1 - tokens) / rate end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now)
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  return retry
 end
 local function other(class)
   if class == 'u' then return 'r' end
@@ -135,9 +149,11 @@ end
 """
 
 # ARGV: prefix, token, instance, pairing, class, offer, egress, client_timeout_ms,
-#       answer_timeout_ms, match_id, max_waiting_clients
+#       answer_timeout_ms, match_id, max_waiting_clients, source hash, rate, burst
 _OFFER = r"""
 local now = now_ms()
+local retry = take_token('client_offer', ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14]), now)
+if retry > 0 then return 'limited:' .. tostring(retry) end
 local token = ARGV[2]
 local wkey = P .. 'waiting-clients'
 redis.call('ZREMRANGEBYSCORE', wkey, '-inf', now)
@@ -203,9 +219,12 @@ return 'ended'
 """
 
 # ARGV: prefix, volunteer id, poll token, instance, pairing, class, nat, kind, capacity,
-#       poll_timeout_ms, max_waiting_volunteers, match id, answer_timeout_ms
+#       poll_timeout_ms, max_waiting_volunteers, match id, answer_timeout_ms, source hash,
+#       rate, burst
 _POLL = r"""
 local now = now_ms()
+local retry = take_token('volunteer_poll', ARGV[14], tonumber(ARGV[15]), tonumber(ARGV[16]), now)
+if retry > 0 then return 'limited:' .. tostring(retry) end
 local vid = ARGV[2]
 local pkey = P .. 'poll:' .. vid
 local wkey = P .. 'waiting-polls'
@@ -256,24 +275,6 @@ redis.call('DEL', pkey)
 redis.call('ZREM', P .. 'polls:' .. p[2], ARGV[2])
 redis.call('ZREM', P .. 'waiting-polls', ARGV[2])
 return 'ended'
-"""
-
-# ARGV: prefix, limit name, source hash, rate per second, burst
-_TAKE_TOKEN = r"""
-local key = P .. 'rate:' .. ARGV[2] .. ':' .. ARGV[3]
-local rate = tonumber(ARGV[4])
-local burst = tonumber(ARGV[5])
-local now = now_ms()
-local held = redis.call('HMGET', key, 'tokens', 'at')
-local tokens = burst
-if held[1] then
-  tokens = math.min(burst, tonumber(held[1]) + math.max(0, now - tonumber(held[2])) / 1000 * rate)
-end
-local retry = 0
-if tokens >= 1 then tokens = tokens - 1 else retry = (1 - tokens) / rate end
-redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
-return tostring(retry)
 """
 
 
@@ -354,7 +355,6 @@ class RedisMatchStore:
                 ("client_end", _CLIENT_END),
                 ("poll", _POLL),
                 ("poll_end", _POLL_END),
-                ("take_token", _TAKE_TOKEN),
             )
         }
         self._waiters: dict[str, asyncio.Queue[_Notice]] = {}
@@ -445,7 +445,9 @@ class RedisMatchStore:
         except TimeoutError:
             return None
 
-    async def wait_for_volunteer(self, offer: ClientOffer) -> str | None:
+    async def wait_for_volunteer(
+        self, offer: ClientOffer, source: str, *, on_held: Callable[[], None]
+    ) -> str | None:
         """See :meth:`ferry.broker.store.MatchStore.wait_for_volunteer`."""
         if self._ending:
             return None
@@ -468,10 +470,15 @@ class RedisMatchStore:
                 _ms(self.config.answer_timeout),
                 _new_id(),
                 self.config.max_waiting_clients,
+                *self._source_arguments("client_offer", source),
             )
+            if result.startswith("limited:"):
+                ended = True
+                raise RateLimitedError(float(result.removeprefix("limited:")))
             if result == "full":
                 ended = True
                 raise BrokerError("too many clients are waiting for a volunteer; try again later")
+            on_held()
             deadline = loop.time() + self.config.client_timeout
             match_id: str | None = None
             answer_deadline = math.inf
@@ -509,7 +516,9 @@ class RedisMatchStore:
                 with contextlib.suppress(BrokerError):
                     await self._run("client_end", token)
 
-    async def wait_for_client(self, poll: VolunteerPoll) -> PollOutcome:
+    async def wait_for_client(
+        self, poll: VolunteerPoll, source: str, *, on_held: Callable[[], None]
+    ) -> PollOutcome:
         """See :meth:`ferry.broker.store.MatchStore.wait_for_client`."""
         if self._ending:
             return PollOutcome(None, None)
@@ -534,10 +543,15 @@ class RedisMatchStore:
                 self.config.max_waiting_volunteers,
                 _new_id(),
                 _ms(self.config.answer_timeout),
+                *self._source_arguments("volunteer_poll", source),
             )
+            if result.startswith("limited:"):
+                settled = True
+                raise RateLimitedError(float(result.removeprefix("limited:")))
             if result == "full":
                 settled = True
                 raise BrokerError("too many volunteers are waiting for clients; poll again later")
+            on_held()
             notice = await self._next_notice(queue, self.config.poll_timeout)
             if notice is not None and notice.ended:  # replaced: the newer poll holds it now
                 settled = True
@@ -568,15 +582,9 @@ class RedisMatchStore:
         """See :meth:`ferry.broker.store.MatchStore.deliver_answer`."""
         return await self._run("answer", answer.match_id, answer.answer) == "1"
 
-    async def take_token(self, limit: RateLimitName, source: str) -> RateDecision:
-        """See :meth:`ferry.broker.store.MatchStore.take_token`."""
+    def _source_arguments(self, limit: RateLimitName, source: str) -> tuple[str, float, int]:
         shape = self.limits.of(limit)
-        retry = float(
-            await self._run(
-                "take_token", limit, hash_source(self._salt, source), shape.rate, shape.burst
-            )
-        )
-        return RateDecision(retry <= 0, max(0.0, retry))
+        return hash_source(self._salt, source), shape.rate, shape.burst
 
     def available_volunteers(self) -> list[AvailableVolunteers]:
         """See :meth:`ferry.broker.store.MatchStore.available_volunteers`."""

@@ -51,7 +51,7 @@ from ferry.broker.status import render_status_page
 from ferry.broker.store import (
     MatchStore,
     MemoryMatchStore,
-    RateLimitName,
+    RateLimitedError,
     RateLimits,
     StoreUnavailableError,
 )
@@ -449,16 +449,8 @@ class Broker:
                 return value
         return request.remote or "unknown"
 
-    async def _rate_limited(
-        self, request: web.Request, endpoint: str, limit: RateLimitName
-    ) -> web.Response | None:
-        """The 429 to send when the request's source is over ``limit``, else ``None``."""
-        try:
-            decision = await self.store.take_token(limit, self._source(request))
-        except StoreUnavailableError as exc:
-            return self._refuse(endpoint, 503, "store_unavailable", str(exc), None)
-        if decision.allowed:
-            return None
+    def _too_many(self, endpoint: str, error: RateLimitedError) -> web.Response:
+        """The 429 for a source over its limit, with the seconds until its next token."""
         response = self._refuse(
             endpoint,
             429,
@@ -466,7 +458,7 @@ class Broker:
             "too many requests from your address; wait as Retry-After says",
             None,
         )
-        response.headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         return response
 
     async def _read_body(self, request: web.Request, endpoint: str) -> bytes | web.Response:
@@ -498,6 +490,17 @@ class Broker:
             clients_waiting=self.store.waiting_clients(),
         )
 
+    def _offer_held(self) -> None:
+        """A client offer passed the rate limit and is held: count it."""
+        self._offers.inc()
+        self._last_hour.count(self._now(), offers=1)
+        self._observe_levels()
+
+    def _poll_held(self, volunteer_id: str) -> None:
+        """A volunteer poll passed the rate limit and is held: count it."""
+        self._activity.volunteer_polled(volunteer_id, self._now())
+        self._polls.inc()
+
     # --- handlers ----------------------------------------------------------------------------
 
     async def _handle_client_offer(self, request: web.Request) -> web.Response:
@@ -519,20 +522,18 @@ class Broker:
             )
         if self._closing:
             return self._refuse(endpoint, 503, "closing", "the broker is shutting down", None)
-        refusal = await self._rate_limited(request, endpoint, "client_offer")
-        if refusal is not None:
-            return refusal
         if self._held_offers >= self.config.max_held_offers:
             return self._refuse(
                 endpoint, 503, "busy", "the broker holds too many clients; try again later", None
             )
         self._held_offers += 1
         try:
-            self._offers.inc()
-            self._last_hour.count(self._now(), offers=1)
-            self._observe_levels()
             try:
-                answer = await self.store.wait_for_volunteer(offer)
+                answer = await self.store.wait_for_volunteer(
+                    offer, self._source(request), on_held=self._offer_held
+                )
+            except RateLimitedError as exc:
+                return self._too_many(endpoint, exc)
             except StoreUnavailableError as exc:
                 return self._refuse(endpoint, 503, "store_unavailable", str(exc), None)
             except BrokerError as exc:
@@ -568,18 +569,17 @@ class Broker:
             return self._refuse_message(endpoint, exc)
         if self._closing:
             return _json_response(PollResponse(match=None))
-        refusal = await self._rate_limited(request, endpoint, "volunteer_poll")
-        if refusal is not None:
-            return refusal
         if self._held_polls >= self.config.max_held_polls:
             return self._refuse(
                 endpoint, 503, "busy", "the broker holds too many polls; poll again later", None
             )
-        self._activity.volunteer_polled(poll.volunteer_id, self._now())
-        self._polls.inc()
         self._held_polls += 1
         try:
-            outcome = await self.store.wait_for_client(poll)
+            outcome = await self.store.wait_for_client(
+                poll, self._source(request), on_held=lambda: self._poll_held(poll.volunteer_id)
+            )
+        except RateLimitedError as exc:
+            return self._too_many(endpoint, exc)
         except StoreUnavailableError as exc:
             return self._refuse(endpoint, 503, "store_unavailable", str(exc), None)
         except BrokerError as exc:

@@ -3,7 +3,8 @@
 The HTTP handlers (``ferry.broker.server``) talk only to a :class:`MatchStore`. A store holds
 waiting client offers and volunteer polls, pairs them by the matchmaking policy of
 ``ferry.core.matchmaking`` (NAT-aware, least loaded first, private pairing codes), passes the
-answer back, and keeps the per-source rate-limit buckets:
+answer back, and keeps the per-source rate-limit buckets (a wait first takes a token from its
+source's bucket, in the same step: one round trip in Redis):
 
 * :class:`MemoryMatchStore` (the default) drives the sans-IO
   :class:`~ferry.core.matchmaking.Matchmaker` with one timer; state lives in this process.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -36,12 +38,21 @@ from ferry.core.matchmaking import (
     PollMatched,
     PollTicket,
 )
-from ferry.core.rate_limit import RateDecision, RateLimit, TokenBuckets
+from ferry.core.rate_limit import RateLimit, TokenBuckets
 from ferry.errors import BrokerError
 
 
 class StoreUnavailableError(BrokerError):
     """The store's backing service (Redis) could not be reached or refused a command."""
+
+
+class RateLimitedError(BrokerError):
+    """The request's source is over its rate limit; nothing was held or changed."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"over the rate limit; a token comes in {retry_after:.1f} s")
+        self.retry_after = retry_after
+        """Seconds until the source's bucket holds a token again."""
 
 
 RateLimitName = Literal["client_offer", "volunteer_poll"]
@@ -64,25 +75,30 @@ class MatchStore(Protocol):
     async def start(self) -> None:
         """Connect (Redis) and start what the store runs in the background."""
 
-    async def wait_for_volunteer(self, offer: ClientOffer) -> str | None:
+    async def wait_for_volunteer(
+        self, offer: ClientOffer, source: str, *, on_held: Callable[[], None]
+    ) -> str | None:
         """Hold a client's (validated) offer until a volunteer answers: the SDP answer, or
         ``None`` when none answered within the client timeout or the store is ending waits.
 
-        Raises :class:`~ferry.errors.BrokerError` when the store holds too many clients.
+        ``source`` (the sender's address; hashed with a secret salt before it is kept) pays
+        one token of the ``client_offer`` limit first. ``on_held`` is called once the offer
+        passed the limit and is held. Raises :class:`RateLimitedError` when the source is over
+        its limit, :class:`~ferry.errors.BrokerError` when the store holds too many clients.
         """
 
-    async def wait_for_client(self, poll: VolunteerPoll) -> PollOutcome:
+    async def wait_for_client(
+        self, poll: VolunteerPoll, source: str, *, on_held: Callable[[], None]
+    ) -> PollOutcome:
         """Hold a volunteer's poll until a client comes or the poll timeout passes.
 
-        Raises :class:`~ferry.errors.BrokerError` when the store holds too many polls.
+        ``source`` and ``on_held`` as for :meth:`wait_for_volunteer` (limit
+        ``volunteer_poll``). Raises :class:`RateLimitedError` when the source is over its
+        limit, :class:`~ferry.errors.BrokerError` when the store holds too many polls.
         """
 
     async def deliver_answer(self, answer: VolunteerAnswer) -> bool:
         """Give a volunteer's answer to its client; ``False`` if the match is unknown/expired."""
-
-    async def take_token(self, limit: RateLimitName, source: str) -> RateDecision:
-        """Take one token from ``source``'s bucket of ``limit`` (``source`` is hashed with a
-        secret salt before it is kept anywhere)."""
 
     def available_volunteers(self) -> list[AvailableVolunteers]:
         """Polls this instance holds, by NAT type and kind."""
@@ -144,10 +160,13 @@ class MemoryMatchStore:
             self._loop = asyncio.get_running_loop()
         return self._loop.time()
 
-    async def wait_for_volunteer(self, offer: ClientOffer) -> str | None:
+    async def wait_for_volunteer(
+        self, offer: ClientOffer, source: str, *, on_held: Callable[[], None]
+    ) -> str | None:
         """See :meth:`MatchStore.wait_for_volunteer`."""
         if self._ending:
             return None
+        self._take_token("client_offer", source)
         try:
             ticket = self._matchmaker.client_offer(
                 offer.offer, offer.egress, self._now(), pairing=offer.pairing, nat=offer.nat
@@ -157,6 +176,7 @@ class MemoryMatchStore:
             raise
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._client_waiters[ticket] = future
+        on_held()
         try:
             self._after_matchmaking()
             return await future
@@ -167,10 +187,13 @@ class MemoryMatchStore:
         finally:
             del self._client_waiters[ticket]
 
-    async def wait_for_client(self, poll: VolunteerPoll) -> PollOutcome:
+    async def wait_for_client(
+        self, poll: VolunteerPoll, source: str, *, on_held: Callable[[], None]
+    ) -> PollOutcome:
         """See :meth:`MatchStore.wait_for_client`."""
         if self._ending:
             return PollOutcome(None, None)
+        self._take_token("volunteer_poll", source)
         try:
             ticket = self._matchmaker.volunteer_poll(
                 poll.volunteer_id,
@@ -185,6 +208,7 @@ class MemoryMatchStore:
             raise
         future: asyncio.Future[PollOutcome] = asyncio.get_running_loop().create_future()
         self._poll_waiters[ticket] = future
+        on_held()
         try:
             self._after_matchmaking()
             return await future
@@ -205,9 +229,10 @@ class MemoryMatchStore:
         self._after_matchmaking()
         return delivered
 
-    async def take_token(self, limit: RateLimitName, source: str) -> RateDecision:
-        """See :meth:`MatchStore.take_token`."""
-        return self._buckets[limit].take(hash_source(self._salt, source), self._now())
+    def _take_token(self, limit: RateLimitName, source: str) -> None:
+        decision = self._buckets[limit].take(hash_source(self._salt, source), self._now())
+        if not decision.allowed:
+            raise RateLimitedError(decision.retry_after)
 
     def available_volunteers(self) -> list[AvailableVolunteers]:
         """See :meth:`MatchStore.available_volunteers`."""

@@ -333,6 +333,7 @@ def run(arguments: argparse.Namespace) -> None:
         )
         before = [histogram(metrics(url)) for url in urls]
         cpu_before = [cpu_seconds(broker.process.pid) for broker in brokers]
+        redis_cpu_before = 0.0 if redis_server is None else cpu_seconds(redis_server.process.pid)
         offering_started = time.monotonic()
         clients = subprocess.Popen(
             [*me, "clients", url_list, str(arguments.rate), str(arguments.duration)],
@@ -346,6 +347,11 @@ def run(arguments: argparse.Namespace) -> None:
             for broker, used in zip(brokers, cpu_before, strict=True)
         )
         offering_time = time.monotonic() - offering_started
+        redis_cpu = (
+            0.0
+            if redis_server is None
+            else cpu_seconds(redis_server.process.pid) - redis_cpu_before
+        )
         after = [histogram(metrics(url)) for url in urls]
         busy_rss = [resident_mib(broker.process.pid) for broker in brokers]
         merged: dict[float, float] = {}
@@ -378,7 +384,13 @@ def run(arguments: argparse.Namespace) -> None:
             f"broker CPU: {cpu_used:.1f} s over {offering_time:.1f} s of offering "
             f"({cpu_used / offering_time * 100:.0f}% of one core; "
             f"{cpu_used / max(matches, 1) * 1e6:.0f} µs per match, idle polling included); "
-            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+            + (
+                f"redis-server CPU: {redis_cpu:.1f} s ({redis_cpu / offering_time * 100:.0f}% "
+                f"of one core; {redis_cpu / max(matches, 1) * 1e6:.0f} µs per match); "
+                if redis_server is not None
+                else ""
+            )
+            + f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
             flush=True,
         )
         print(

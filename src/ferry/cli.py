@@ -344,6 +344,84 @@ def broker(
             help="An egress WebSocket URL volunteers may be sent to (repeat for several).",
         ),
     ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            envvar="FERRY_BROKER_REDIS",
+            help="Keep the state in Redis at this URL (redis://HOST:PORT/DB), shared with every "
+            "broker instance given the same URL; default: in this process.",
+        ),
+    ] = None,
+    trusted_source_header: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_BROKER_TRUSTED_SOURCE_HEADER",
+            help="Behind a front (reverse proxy, CDN): rate-limit by the last entry of this "
+            "header (e.g. X-Forwarded-For) instead of the peer address. Only when every "
+            "request comes through the front.",
+        ),
+    ] = None,
+    offer_rate: Annotated[
+        float,
+        typer.Option(envvar="FERRY_BROKER_OFFER_RATE", help="Client offers per second per source."),
+    ] = 1.0,
+    offer_burst: Annotated[
+        int,
+        typer.Option(envvar="FERRY_BROKER_OFFER_BURST", help="Client offers per source at once."),
+    ] = 20,
+    poll_rate: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_POLL_RATE", help="Volunteer polls per second per source."
+        ),
+    ] = 5.0,
+    poll_burst: Annotated[
+        int,
+        typer.Option(envvar="FERRY_BROKER_POLL_BURST", help="Volunteer polls per source at once."),
+    ] = 50,
+    poll_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_POLL_TIMEOUT",
+            help="Seconds a volunteer's poll is held before 'no client' (then it polls again).",
+        ),
+    ] = 10.0,
+    client_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_CLIENT_TIMEOUT",
+            help="Seconds a client's offer is held waiting for a volunteer's answer.",
+        ),
+    ] = 10.0,
+    max_waiting_volunteers: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_BROKER_MAX_WAITING_VOLUNTEERS",
+            help="Most volunteer polls waiting at once (with --redis: over all instances).",
+        ),
+    ] = 10000,
+    max_waiting_clients: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_BROKER_MAX_WAITING_CLIENTS",
+            help="Most client offers waiting at once (with --redis: over all instances).",
+        ),
+    ] = 1000,
+    max_held_polls: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_BROKER_MAX_HELD_POLLS",
+            help="Most volunteer polls this instance holds open at once.",
+        ),
+    ] = 20000,
+    max_held_offers: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_BROKER_MAX_HELD_OFFERS",
+            help="Most client offers this instance holds open at once.",
+        ),
+    ] = 2000,
     ready_file: Annotated[Path | None, _ready_file_option("BROKER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("BROKER")] = False,
     verbose: Annotated[bool, _verbose_option("BROKER")] = False,
@@ -359,15 +437,29 @@ def broker(
         raise typer.Exit(2)
     try:
         host, port = parse_listen(listen)
+        config = BrokerConfig(
+            host=host,
+            port=port,
+            allowed_egresses=tuple(egress),
+            redis_url=redis_url,
+            trusted_source_header=trusted_source_header,
+            offer_rate=offer_rate,
+            offer_burst=offer_burst,
+            poll_rate=poll_rate,
+            poll_burst=poll_burst,
+            poll_timeout=poll_timeout,
+            client_timeout=client_timeout,
+            max_waiting_volunteers=max_waiting_volunteers,
+            max_waiting_clients=max_waiting_clients,
+            max_held_polls=max_held_polls,
+            max_held_offers=max_held_offers,
+        )
     except ConfigError as exc:
         console.print(f"[bold red]ferry broker:[/] {exc}")
         raise typer.Exit(2) from None
 
     async def main(stop: asyncio.Event) -> None:
-        server = Broker(
-            BrokerConfig(host=host, port=port, allowed_egresses=tuple(egress)),
-            registry=CollectorRegistry(),
-        )
+        server = Broker(config, registry=CollectorRegistry())
         url = await server.start()
         try:
             console.print(f"ferry broker listening on {url}, sending volunteers to:")

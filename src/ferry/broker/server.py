@@ -9,6 +9,8 @@ Routes (``docs/protocol.md`` §2)::
     GET  /v1/stats             the network's live state, counts rounded up to multiples of 8
     GET  /healthz              liveness
     GET  /metrics              Prometheus text from the broker's registry
+    GET  /status               an HTML page of the same figures and the last hour (no script)
+    GET  /openapi.json         the OpenAPI 3.1 description of this API (broker/openapi.py)
     GET  /widget.js            the browser volunteer widget (src/ferry/web/widget.js)
     GET  /                     a page showing the widget and the live state (web/index.html)
 
@@ -18,8 +20,11 @@ any website; ``OPTIONS`` on them answers the CORS preflight.
 
 Every refusal is a JSON :class:`~ferry.core.broker_messages.ErrorBody` and is counted in
 ``ferry_broker_rejected_total{endpoint,reason}``. Waits are bounded by the matchmaker's
-deadlines, which one timer owned by the :class:`Broker` enforces. The broker never logs a
-peer's address (aiohttp's access log is off).
+deadlines, enforced by the broker's :class:`~ferry.broker.store.MatchStore` (in memory, or in
+Redis shared by several instances). Client offers and volunteer polls are rate-limited per
+source (the peer address, or a configured trusted header's value behind a front): over the
+limit is ``429`` with ``Retry-After``. The broker never logs a peer's address (aiohttp's
+access log is off) and never keeps one: rate-limit buckets are keyed by a salted hash.
 """
 
 from __future__ import annotations
@@ -28,23 +33,37 @@ import asyncio
 import base64
 import hashlib
 import ipaddress
+import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
+from ferry.broker.openapi import openapi_document
+from ferry.broker.status import render_status_page
+from ferry.broker.store import (
+    MatchStore,
+    MemoryMatchStore,
+    RateLimitedError,
+    RateLimits,
+    StoreUnavailableError,
+)
 from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
+    NAT_TYPES,
+    VOLUNTEER_KINDS,
     AnswerAccepted,
     BrokerMessage,
     ClientAnswer,
     EgressList,
     ErrorBody,
-    MatchOffer,
     MessageError,
     NetworkStatsResponse,
     PollResponse,
@@ -54,17 +73,10 @@ from ferry.core.broker_messages import (
     decode_volunteer_poll,
     encode,
 )
-from ferry.core.matchmaking import (
-    ClientAnswered,
-    ClientTicket,
-    ClientTimedOut,
-    Matchmaker,
-    MatchmakerConfig,
-    PollEnded,
-    PollMatched,
-    PollTicket,
-)
-from ferry.core.network_stats import NetworkActivity
+from ferry.core.matchmaking import MatchmakerConfig
+from ferry.core.minute_series import MinuteSeries
+from ferry.core.network_stats import NetworkActivity, round_up_for_privacy
+from ferry.core.rate_limit import RateLimit
 from ferry.errors import BrokerError, ConfigError, LocalError
 from ferry.logs import get_logger
 
@@ -80,6 +92,8 @@ _ENDPOINT_BY_PATH = {
     "/v1/stats": "stats",
     "/healthz": "healthz",
     "/metrics": "metrics",
+    "/status": "status",
+    "/openapi.json": "openapi",
 }
 """Metrics label of each route; any other path is labelled ``unknown`` (bounded cardinality)."""
 
@@ -135,6 +149,35 @@ class BrokerConfig:
     """Most clients held at once; more get 503."""
     max_waiting_volunteers: int = 10000
     """Most volunteer polls held at once; more get 503."""
+    max_held_polls: int = 20000
+    """Most volunteer polls this instance holds open at once (with Redis, ``max_waiting_*``
+    bound all instances together, this bounds one); more get 503."""
+    max_held_offers: int = 2000
+    """Most client offers this instance holds open at once; more get 503."""
+    offer_rate: float = 1.0
+    """Client offers per second one source may make, sustained (a client starts with three
+    and replaces a lost volunteer now and then)."""
+    offer_burst: int = 20
+    """Client offers one source may make at once after a quiet spell."""
+    poll_rate: float = 5.0
+    """Volunteer polls per second one source may make, sustained (a volunteer polls once per
+    ``poll_timeout`` when idle; several volunteers may share one address)."""
+    poll_burst: int = 50
+    """Volunteer polls one source may make at once after a quiet spell."""
+    trusted_source_header: str | None = None
+    """When the broker sits behind a front (a reverse proxy or CDN), the request header that
+    front sets to the client's address (``X-Forwarded-For``: its last entry is used, the one
+    the front added). ``None``: the source is the peer address. Only set it when every
+    request comes through the front, or clients can choose their source."""
+    redis_url: str | None = None
+    """``redis://HOST:PORT/DB``: keep the state in Redis, shared with other instances;
+    ``None`` keeps it in this process."""
+    redis_prefix: str = "ferry:"
+    """Prefix of every Redis key this broker uses (instances sharing state use the same)."""
+    listen_backlog: int = 4096
+    """Connections the kernel queues before the broker accepts them (capped by the system's
+    ``net.core.somaxconn``): thousands of volunteers reconnecting at once must not be
+    dropped."""
     shutdown_timeout: float = 2.0
     """Longest, in seconds, :meth:`Broker.close` waits for in-flight requests to finish."""
 
@@ -145,6 +188,18 @@ class BrokerConfig:
             raise ConfigError(f"max_body_bytes must be within 1..{MAX_BODY_BYTES}")
         if not self.shutdown_timeout >= 0:
             raise ConfigError("shutdown_timeout must not be negative")
+        for name in ("max_held_polls", "max_held_offers", "listen_backlog"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.trusted_source_header is not None and not re.fullmatch(
+            r"[A-Za-z0-9-]{1,64}", self.trusted_source_header
+        ):
+            raise ConfigError("trusted_source_header must be a header name such as X-Forwarded-For")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError("the Redis URL must start with redis://, rediss:// or unix://")
+        self.rate_limits()  # validates the rates and bursts
         for url in self.allowed_egresses:
             try:
                 check_egress_url(url, "egress")
@@ -162,26 +217,83 @@ class BrokerConfig:
             max_waiting_volunteers=self.max_waiting_volunteers,
         )
 
+    def rate_limits(self) -> RateLimits:
+        """The per-source rate limits of this configuration."""
+        return RateLimits(
+            client_offer=RateLimit(self.offer_rate, self.offer_burst),
+            volunteer_poll=RateLimit(self.poll_rate, self.poll_burst),
+        )
+
+    def new_store(self) -> MatchStore:
+        """The store this configuration asks for (memory, or Redis at ``redis_url``)."""
+        if self.redis_url is None:
+            return MemoryMatchStore(self.matchmaker_config(), self.rate_limits())
+        from ferry.broker.redis_store import RedisMatchStore
+
+        return RedisMatchStore(
+            self.redis_url, self.matchmaker_config(), self.rate_limits(), prefix=self.redis_prefix
+        )
+
 
 def _json_response(message: BrokerMessage, status: int = 200) -> web.Response:
     return web.Response(status=status, body=encode(message), content_type=_JSON)
 
 
+class _PresenceCollector(Collector):
+    """The gauges of people present now, rounded up to multiples of 8 (``docs/protocol.md``
+    §2.5): exact values would let anyone who reads them watch one volunteer or one client
+    come and go."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def collect(self) -> list[Metric]:
+        store = self._broker.store
+        available = GaugeMetricFamily(
+            "ferry_broker_volunteers_available",
+            "Volunteer polls held waiting for a client, by NAT type and kind "
+            "(rounded up to a multiple of 8).",
+            labels=("nat", "kind"),
+        )
+        counts = {(a.nat, a.kind): a.count for a in store.available_volunteers()}
+        for nat in NAT_TYPES:
+            for kind in VOLUNTEER_KINDS:
+                count = round_up_for_privacy(counts.get((nat, kind), 0))
+                available.add_metric((nat, kind), count)
+        waiting_volunteers = GaugeMetricFamily(
+            "ferry_broker_waiting_volunteers",
+            "Volunteer polls held waiting for a client (rounded up to a multiple of 8).",
+            value=round_up_for_privacy(sum(counts.values())),
+        )
+        waiting_clients = GaugeMetricFamily(
+            "ferry_broker_waiting_clients",
+            "Clients held waiting for a volunteer or an answer (rounded up to a multiple of 8).",
+            value=round_up_for_privacy(store.waiting_clients()),
+        )
+        return [available, waiting_volunteers, waiting_clients]
+
+
 class Broker:
     """The broker service. ``start()`` it, then ``close()`` it; metrics go to ``registry``."""
 
-    def __init__(self, config: BrokerConfig, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        registry: CollectorRegistry | None = None,
+        *,
+        store: MatchStore | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._matchmaker = Matchmaker(config.matchmaker_config())
+        self.store = store if store is not None else config.new_store()
         self._activity = NetworkActivity()
+        self._last_hour = MinuteSeries()
         self._widget_js = _web_file("widget.js")
         self._index_html = _web_file("index.html")
         self._index_policy = _page_security_policy(self._index_html)
-        self._client_waiters: dict[ClientTicket, asyncio.Future[str | None]] = {}
-        self._poll_waiters: dict[PollTicket, asyncio.Future[MatchOffer | None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._openapi = json.dumps(openapi_document(), indent=1).encode("utf-8")
+        self._held_polls = 0
+        self._held_offers = 0
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -191,6 +303,16 @@ class Broker:
             "ferry_broker_rejected",
             "Requests the broker refused, by endpoint and reason.",
             ("endpoint", "reason"),
+            registry=self.registry,
+        )
+        self._offers = Counter(
+            "ferry_broker_offers",
+            "Client offers accepted for matching.",
+            registry=self.registry,
+        )
+        self._polls = Counter(
+            "ferry_broker_polls",
+            "Volunteer polls accepted for matching.",
             registry=self.registry,
         )
         self._matches = Counter(
@@ -204,18 +326,19 @@ class Broker:
             ("outcome",),
             registry=self.registry,
         )
-        waiting_clients = Gauge(
-            "ferry_broker_waiting_clients",
-            "Clients held waiting for a volunteer or an answer.",
+        self._timeouts = Counter(
+            "ferry_broker_timeouts",
+            "Waits that ran out, by what waited (client: no answer in time; poll: no client).",
+            ("waiter",),
             registry=self.registry,
         )
-        waiting_clients.set_function(lambda: self._matchmaker.waiting_clients)
-        waiting_volunteers = Gauge(
-            "ferry_broker_waiting_volunteers",
-            "Volunteer polls held waiting for a client.",
+        self._match_latency = Histogram(
+            "ferry_broker_match_latency_seconds",
+            "Seconds from a client's offer to its match with a volunteer's poll.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-        waiting_volunteers.set_function(lambda: self._matchmaker.waiting_volunteers)
+        self.registry.register(_PresenceCollector(self))
 
         self.app = web.Application(
             client_max_size=config.max_body_bytes,
@@ -232,6 +355,8 @@ class Broker:
             self.app.router.add_route("OPTIONS", path, self._handle_preflight)
         self.app.router.add_get("/healthz", self._handle_health)
         self.app.router.add_get("/metrics", self._handle_metrics)
+        self.app.router.add_get("/status", self._handle_status)
+        self.app.router.add_get("/openapi.json", self._handle_openapi)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -240,6 +365,7 @@ class Broker:
         if self._runner is not None:
             raise LocalError("the broker is already started")
         self._loop = asyncio.get_running_loop()
+        await self.store.start()
         runner = web.AppRunner(
             self.app,
             access_log=None,
@@ -248,7 +374,9 @@ class Broker:
         )
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(
+            runner, self.config.host, self.config.port, backlog=self.config.listen_backlog
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -278,18 +406,13 @@ class Broker:
     async def close(self) -> None:
         """Answer every held request (clients: 503, polls: no match) and stop listening."""
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for client_future in self._client_waiters.values():
-            if not client_future.done():
-                client_future.set_result(None)
-        for poll_future in self._poll_waiters.values():
-            if not poll_future.done():
-                poll_future.set_result(None)
+        self.store.end_waits()
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        try:
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            await self.store.close()
 
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -298,57 +421,10 @@ class Broker:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    # --- matchmaker plumbing -----------------------------------------------------------------
-
     def _now(self) -> float:
-        assert self._loop is not None
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         return self._loop.time()
-
-    def _after_matchmaking(self) -> None:
-        """Deliver the matchmaker's events to the waiting handlers and re-arm the timer."""
-        while (event := self._matchmaker.next_event()) is not None:
-            match event:
-                case PollMatched(poll=poll, match=match):
-                    poll_future = self._poll_waiters.get(poll)
-                    if poll_future is None or poll_future.done():
-                        self._matchmaker.abandon_match(match.id, self._now())
-                    else:
-                        self._matches.inc()
-                        poll_future.set_result(match)
-                case PollEnded(poll=poll):
-                    poll_future = self._poll_waiters.get(poll)
-                    if poll_future is not None and not poll_future.done():
-                        poll_future.set_result(None)
-                case ClientAnswered(client=client, answer=answer):
-                    client_future = self._client_waiters.get(client)
-                    if client_future is not None and not client_future.done():
-                        self._activity.client_helped(self._now())
-                        client_future.set_result(answer)
-                case ClientTimedOut(client=client):
-                    client_future = self._client_waiters.get(client)
-                    if client_future is not None and not client_future.done():
-                        client_future.set_result(None)
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        deadline = None if self._closing else self._matchmaker.next_deadline()
-        if deadline == self._timer_deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None and self._loop is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        assert self._timer_deadline is not None
-        # call_at may fire up to one clock tick early; the deadline is what was due.
-        now = max(self._now(), self._timer_deadline)
-        self._timer = None
-        self._timer_deadline = None
-        self._matchmaker.expire(now)
-        self._after_matchmaking()
 
     # --- request helpers ---------------------------------------------------------------------
 
@@ -356,11 +432,34 @@ class Broker:
         self, endpoint: str, status: int, reason: str, message: str, field: str | None
     ) -> web.Response:
         self._rejected.labels(endpoint=endpoint, reason=reason).inc()
+        if self._loop is not None:
+            self._last_hour.count(self._now(), refusals=1)
         return _json_response(ErrorBody(error=message, field=field), status)
 
     def _refuse_message(self, endpoint: str, error: MessageError) -> web.Response:
         status = 413 if error.reason == "too_large" else 400
         return self._refuse(endpoint, status, error.reason, str(error), error.field)
+
+    def _source(self, request: web.Request) -> str:
+        """Whom a request counts against: the trusted header's last entry, or the peer."""
+        header = self.config.trusted_source_header
+        if header is not None:
+            value = request.headers.get(header, "").rsplit(",", 1)[-1].strip()
+            if value:
+                return value
+        return request.remote or "unknown"
+
+    def _too_many(self, endpoint: str, error: RateLimitedError) -> web.Response:
+        """The 429 for a source over its limit, with the seconds until its next token."""
+        response = self._refuse(
+            endpoint,
+            429,
+            "rate_limited",
+            "too many requests from your address; wait as Retry-After says",
+            None,
+        )
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return response
 
     async def _read_body(self, request: web.Request, endpoint: str) -> bytes | web.Response:
         """The request's body, or the refusal to send when it is not an acceptable one."""
@@ -384,6 +483,24 @@ class Broker:
                 endpoint, 413, "too_large", f"the body is larger than {limit} bytes", None
             )
 
+    def _observe_levels(self) -> None:
+        self._last_hour.observe(
+            self._now(),
+            volunteers_available=sum(a.count for a in self.store.available_volunteers()),
+            clients_waiting=self.store.waiting_clients(),
+        )
+
+    def _offer_held(self) -> None:
+        """A client offer passed the rate limit and is held: count it."""
+        self._offers.inc()
+        self._last_hour.count(self._now(), offers=1)
+        self._observe_levels()
+
+    def _poll_held(self, volunteer_id: str) -> None:
+        """A volunteer poll passed the rate limit and is held: count it."""
+        self._activity.volunteer_polled(volunteer_id, self._now())
+        self._polls.inc()
+
     # --- handlers ----------------------------------------------------------------------------
 
     async def _handle_client_offer(self, request: web.Request) -> web.Response:
@@ -405,27 +522,31 @@ class Broker:
             )
         if self._closing:
             return self._refuse(endpoint, 503, "closing", "the broker is shutting down", None)
-        try:
-            ticket = self._matchmaker.client_offer(
-                offer.offer, offer.egress, self._now(), pairing=offer.pairing
+        if self._held_offers >= self.config.max_held_offers:
+            return self._refuse(
+                endpoint, 503, "busy", "the broker holds too many clients; try again later", None
             )
-        except BrokerError as exc:
-            self._after_matchmaking()
-            return self._refuse(endpoint, 503, "busy", str(exc), None)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._client_waiters[ticket] = future
+        self._held_offers += 1
         try:
-            self._after_matchmaking()
-            answer = await future
-        except asyncio.CancelledError:
-            self._client_outcomes.labels(outcome="gave_up").inc()
-            self._matchmaker.cancel_client(ticket)
-            self._after_matchmaking()
-            raise
+            try:
+                answer = await self.store.wait_for_volunteer(
+                    offer, self._source(request), on_held=self._offer_held
+                )
+            except RateLimitedError as exc:
+                return self._too_many(endpoint, exc)
+            except StoreUnavailableError as exc:
+                return self._refuse(endpoint, 503, "store_unavailable", str(exc), None)
+            except BrokerError as exc:
+                return self._refuse(endpoint, 503, "busy", str(exc), None)
+            except asyncio.CancelledError:
+                self._client_outcomes.labels(outcome="gave_up").inc()
+                raise
         finally:
-            del self._client_waiters[ticket]
+            self._held_offers -= 1
         if answer is None:
             self._client_outcomes.labels(outcome="no_volunteer").inc()
+            if not self._closing:
+                self._timeouts.labels(waiter="client").inc()
             return _json_response(
                 ErrorBody(
                     error="no volunteer answered in time; try again in a few seconds",
@@ -433,6 +554,7 @@ class Broker:
                 ),
                 503,
             )
+        self._activity.client_helped(self._now())
         self._client_outcomes.labels(outcome="answered").inc()
         return _json_response(ClientAnswer(answer=answer))
 
@@ -447,31 +569,33 @@ class Broker:
             return self._refuse_message(endpoint, exc)
         if self._closing:
             return _json_response(PollResponse(match=None))
-        self._activity.volunteer_polled(poll.volunteer_id, self._now())
-        try:
-            ticket = self._matchmaker.volunteer_poll(
-                poll.volunteer_id, poll.capacity, self._now(), pairing=poll.pairing
+        if self._held_polls >= self.config.max_held_polls:
+            return self._refuse(
+                endpoint, 503, "busy", "the broker holds too many polls; poll again later", None
             )
-        except BrokerError as exc:
-            self._after_matchmaking()
-            return self._refuse(endpoint, 503, "busy", str(exc), None)
-        future: asyncio.Future[MatchOffer | None] = asyncio.get_running_loop().create_future()
-        self._poll_waiters[ticket] = future
+        self._held_polls += 1
         try:
-            self._after_matchmaking()
-            match = await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.result() is not None:
-                match = future.result()
-                assert match is not None
-                self._matchmaker.abandon_match(match.id, self._now())
-            else:
-                self._matchmaker.cancel_poll(ticket)
-            self._after_matchmaking()
-            raise
+            outcome = await self.store.wait_for_client(
+                poll, self._source(request), on_held=lambda: self._poll_held(poll.volunteer_id)
+            )
+        except RateLimitedError as exc:
+            return self._too_many(endpoint, exc)
+        except StoreUnavailableError as exc:
+            return self._refuse(endpoint, 503, "store_unavailable", str(exc), None)
+        except BrokerError as exc:
+            return self._refuse(endpoint, 503, "busy", str(exc), None)
         finally:
-            del self._poll_waiters[ticket]
-        return _json_response(PollResponse(match=match))
+            self._held_polls -= 1
+        if outcome.match is None:
+            if not self._closing:
+                self._timeouts.labels(waiter="poll").inc()
+        else:
+            self._matches.inc()
+            self._last_hour.count(self._now(), matches=1)
+            if outcome.client_waited is not None:
+                self._match_latency.observe(max(0.0, outcome.client_waited))
+        self._observe_levels()
+        return _json_response(PollResponse(match=outcome.match))
 
     async def _handle_volunteer_answer(self, request: web.Request) -> web.Response:
         endpoint = "volunteer_answer"
@@ -482,8 +606,10 @@ class Broker:
             answer = decode_volunteer_answer(body)
         except MessageError as exc:
             return self._refuse_message(endpoint, exc)
-        delivered = self._matchmaker.volunteer_answer(answer.match_id, answer.answer, self._now())
-        self._after_matchmaking()
+        try:
+            delivered = await self.store.deliver_answer(answer)
+        except StoreUnavailableError as exc:
+            return self._refuse(endpoint, 503, "store_unavailable", str(exc), None)
         if not delivered:
             return self._refuse(
                 endpoint,
@@ -535,6 +661,36 @@ class Broker:
     async def _handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _handle_status(self, request: web.Request) -> web.Response:
+        now = self._now()
+        self._observe_levels()
+        page = render_status_page(
+            stats=self._activity.snapshot(now),
+            available=self.store.available_volunteers(),
+            clients_waiting=self.store.waiting_clients(),
+            last_hour=self._last_hour.last(now),
+            shared=self.config.redis_url is not None,
+        )
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                "img-src data:; base-uri 'none'; form-action 'none'",
+                "Refresh": "60",
+            },
+        )
+
+    async def _handle_openapi(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._openapi,
+            content_type=_JSON,
+            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=300"},
         )
 
     @web.middleware

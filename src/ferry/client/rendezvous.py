@@ -26,6 +26,7 @@ from ferry.core.broker_messages import (
     check_pairing,
     decode_client_answer,
     decode_error_body,
+    nat_type,
 )
 from ferry.core.nat_behaviour import NatClass
 from ferry.errors import BrokerError, ConfigError, NoVolunteerError
@@ -155,7 +156,7 @@ class HttpRendezvous:
                 offer=offer_sdp,
                 egress=egress_url,
                 pairing=self._pairing,
-                nat=self._nat_class() if self._nat_class is not None else NatClass.UNKNOWN,
+                nat=nat_type(self._nat_class()) if self._nat_class is not None else "unknown",
             ),
             timeout=self.config.timeout,
             max_response_bytes=self.config.max_response_bytes,

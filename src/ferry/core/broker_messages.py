@@ -12,11 +12,12 @@ strict, in this order, and stops at the first problem:
    (``"missing_field"``);
 5. each value has its type (``"wrong_type"``; a JSON ``true`` is not an integer) and obeys its
    rule: SDP (``"bad_sdp"``), identifier (``"bad_id"``), egress URL (``"bad_egress"``),
-   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``), NAT class (``"bad_nat"``).
+   capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``), NAT type (``"bad_nat"``),
+   volunteer kind (``"bad_kind"``).
 
-Optional fields (``pairing``, ``nat``) may be left out; when present they obey their rule
-(``null`` is not a pairing code; ``nat`` is one of ``"restricted"``, ``"unrestricted"``,
-``"unknown"``, and left out means ``"unknown"``).
+Optional fields (``pairing``, ``nat``, ``kind``) may be left out; when present they obey
+their rule (``null`` is none of them). A left-out ``nat`` or ``kind`` decodes as
+``"unknown"`` and is left out again when encoded.
 
 A failure raises :class:`MessageError`, whose ``field`` names the offending field (dotted for
 nested ones, as ``match.offer``; ``None`` when the body as a whole is wrong) and whose
@@ -31,6 +32,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from ferry.core.nat_behaviour import NatClass
@@ -53,6 +55,30 @@ MIN_CAPACITY = 1
 
 MAX_CAPACITY = 1000
 """Largest ``capacity`` a volunteer may announce in a poll."""
+
+NatType = Literal["restricted", "unrestricted", "unknown"]
+"""How a peer's NAT behaves (§2.1; :class:`ferry.core.nat_behaviour.NatClass`, as Snowflake
+classifies): ``restricted`` when its mapping depends on the destination (a "symmetric" NAT,
+which cannot reach another restricted peer), ``unrestricted`` with an endpoint-independent
+mapping or no NAT, ``unknown`` when not measured."""
+
+NAT_TYPES: tuple[NatType, ...] = get_args(NatType)
+"""Every value of ``nat``."""
+
+
+def nat_type(nat_class: NatClass) -> NatType:
+    """The wire value of a measured NAT class."""
+    for value in NAT_TYPES:
+        if value == nat_class.value:
+            return value
+    raise AssertionError(f"no wire value for {nat_class!r}")  # pragma: no cover
+
+
+VolunteerKind = Literal["browser", "python", "unknown"]
+"""Which implementation a volunteer runs (§2.2); ``unknown`` when its poll does not say."""
+
+VOLUNTEER_KINDS: tuple[VolunteerKind, ...] = get_args(VolunteerKind)
+"""Every volunteer kind (``unknown`` is never sent: the field is left out instead)."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
@@ -87,9 +113,8 @@ class ClientOffer:
     pairing: str | None = None
     """A private pairing code: only volunteers polling with the same code serve this client.
     ``None`` (the field left out): any volunteer without a pairing code."""
-    nat: NatClass = NatClass.UNKNOWN
-    """The client's NAT class (:mod:`ferry.core.nat_behaviour`); left out of the JSON when
-    unknown."""
+    nat: NatType = "unknown"
+    """The client's NAT type as it measured it; ``"unknown"`` when the field is left out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +136,11 @@ class VolunteerPoll:
     pairing: str | None = None
     """A private pairing code: the volunteer serves only clients offering with the same code.
     ``None`` (the field left out): any client without a pairing code."""
-    nat: NatClass = NatClass.UNKNOWN
-    """The volunteer's NAT class (:mod:`ferry.core.nat_behaviour`); left out of the JSON when
-    unknown."""
+    nat: NatType = "unknown"
+    """The volunteer's NAT type as it measured it; ``"unknown"`` when the field is left out."""
+    kind: VolunteerKind = "unknown"
+    """``"browser"`` (the widget) or ``"python"``; ``"unknown"`` when the field is left out.
+    Used for metrics only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,16 +413,27 @@ def _optional_pairing(fields: dict[str, JsonValue]) -> str | None:
     return pairing
 
 
-def _optional_nat(fields: dict[str, JsonValue]) -> NatClass:
+def _optional_nat(fields: dict[str, JsonValue]) -> NatType:
     if "nat" not in fields:
-        return NatClass.UNKNOWN
-    nat = _string(fields, "nat", "")
-    try:
-        return NatClass(nat)
-    except ValueError:
-        raise MessageError(
-            'nat must be "restricted", "unrestricted" or "unknown"', field="nat", reason="bad_nat"
-        ) from None
+        return "unknown"
+    value = _string(fields, "nat", "")
+    for nat in NAT_TYPES:
+        if value == nat:
+            return nat
+    raise MessageError(
+        'nat must be "restricted", "unrestricted" or "unknown"', field="nat", reason="bad_nat"
+    )
+
+
+def _optional_kind(fields: dict[str, JsonValue]) -> VolunteerKind:
+    if "kind" not in fields:
+        return "unknown"
+    value = _string(fields, "kind", "")
+    if value == "browser":
+        return "browser"
+    if value == "python":
+        return "python"
+    raise MessageError('kind must be "browser" or "python"', field="kind", reason="bad_kind")
 
 
 def decode_client_offer(body: bytes) -> ClientOffer:
@@ -421,7 +459,7 @@ def decode_client_answer(body: bytes) -> ClientAnswer:
 
 def decode_volunteer_poll(body: bytes) -> VolunteerPoll:
     """Decode a ``POST /v1/volunteer/poll`` body; raise :class:`MessageError` if invalid."""
-    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing", "nat"))
+    fields = _request_fields(body, ("volunteer_id", "capacity"), ("pairing", "nat", "kind"))
     volunteer_id = _string(fields, "volunteer_id", "")
     check_identifier(volunteer_id, "volunteer_id")
     capacity = _integer(fields, "capacity", "")
@@ -431,6 +469,7 @@ def decode_volunteer_poll(body: bytes) -> VolunteerPoll:
         capacity=capacity,
         pairing=_optional_pairing(fields),
         nat=_optional_nat(fields),
+        kind=_optional_kind(fields),
     )
 
 
@@ -545,12 +584,14 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             }
             if pairing is not None:
                 fields["pairing"] = pairing
-            if nat is not NatClass.UNKNOWN:
-                fields["nat"] = nat.value
+            if nat != "unknown":
+                fields["nat"] = nat
             return fields
         case ClientAnswer(answer=answer):
             return {"answer": answer}
-        case VolunteerPoll(volunteer_id=volunteer_id, capacity=capacity, pairing=pairing, nat=nat):
+        case VolunteerPoll(
+            volunteer_id=volunteer_id, capacity=capacity, pairing=pairing, nat=nat, kind=kind
+        ):
             fields = {
                 "version": PROTOCOL_VERSION,
                 "volunteer_id": volunteer_id,
@@ -558,8 +599,10 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             }
             if pairing is not None:
                 fields["pairing"] = pairing
-            if nat is not NatClass.UNKNOWN:
-                fields["nat"] = nat.value
+            if nat != "unknown":
+                fields["nat"] = nat
+            if kind != "unknown":
+                fields["kind"] = kind
             return fields
         case PollResponse(match=None):
             return {"match": None}

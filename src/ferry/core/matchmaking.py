@@ -17,8 +17,16 @@ says when :meth:`Matchmaker.expire` should next be called.
 
 Policy:
 
-* Waiting clients are served oldest first. A client's offer goes to the waiting volunteer
-  with the most free capacity (the least loaded); among equals, the one waiting longest.
+* **NAT-aware.** Clients and polls carry a NAT type (``docs/protocol.md`` §2.1); ``unknown``
+  counts as ``restricted`` here. A restricted client is given an unrestricted volunteer
+  whenever one is free, and a restricted one only when none is (two restricted peers may fail
+  to connect, but an attempt is better than none when no type was measured). An unrestricted
+  client takes a restricted volunteer first, keeping the unrestricted ones for the clients
+  that need them; likewise a new unrestricted poll serves the oldest waiting restricted client
+  first, a restricted poll the oldest unrestricted one.
+* Within the chosen NAT class, a client's offer goes to the waiting volunteer with the most
+  free capacity (the least loaded, by the ``capacity`` its poll announced); among equals, the
+  one waiting longest. Within a class, waiting clients are served oldest first.
 * A client waits at most ``client_timeout`` in all. Once matched, the volunteer's answer must
   come within ``answer_timeout``; if it does not (the volunteer vanished) and the client still
   has time, the client goes back to the head of the queue for another volunteer, and a late
@@ -43,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NewType
 
-from ferry.core.broker_messages import MatchOffer
+from ferry.core.broker_messages import MatchOffer, NatType, VolunteerKind
 from ferry.errors import BrokerError, ConfigError
 
 ClientTicket = NewType("ClientTicket", int)
@@ -85,6 +93,8 @@ class PollMatched:
     """The poll to reply to."""
     match: MatchOffer
     """The client's offer, egress and the match id the volunteer must quote."""
+    client_waited: float
+    """Seconds from the client's offer to this match (the broker-side match latency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,26 @@ MatchmakerEvent = PollMatched | PollEnded | ClientAnswered | ClientTimedOut
 Pairing = str | None
 """A pairing code, or ``None`` for the public pool."""
 
+_Pool = tuple[Pairing, bool]
+"""A queue's key: the pairing code, and whether its members are unrestricted."""
+
+
+def is_unrestricted(nat: NatType) -> bool:
+    """Whether the matchmaker treats ``nat`` as unrestricted (``unknown`` is not)."""
+    return nat == "unrestricted"
+
+
+@dataclass(frozen=True, slots=True)
+class AvailableVolunteers:
+    """How many polls wait for a client with one NAT type and kind."""
+
+    nat: NatType
+    """The NAT type the polls reported."""
+    kind: VolunteerKind
+    """The kind of volunteer the polls reported."""
+    count: int
+    """How many such polls wait."""
+
 
 @dataclass(slots=True)
 class _Client:
@@ -128,8 +158,14 @@ class _Client:
     egress: str
     deadline: float
     pairing: Pairing
+    nat: NatType
+    arrived: float
     match_id: str | None = None
     answer_deadline: float = 0.0
+
+    @property
+    def pool(self) -> _Pool:
+        return (self.pairing, is_unrestricted(self.nat))
 
 
 @dataclass(slots=True)
@@ -139,6 +175,12 @@ class _Poll:
     capacity: int
     deadline: float
     pairing: Pairing
+    nat: NatType
+    kind: VolunteerKind
+
+    @property
+    def pool(self) -> _Pool:
+        return (self.pairing, is_unrestricted(self.nat))
 
 
 def _new_match_id() -> str:
@@ -163,16 +205,19 @@ class Matchmaker:
         self._tickets = itertools.count(1)
         self._clients: dict[ClientTicket, _Client] = {}
         """Every live client, waiting or matched."""
-        self._client_queues: dict[Pairing, deque[ClientTicket]] = {}
-        """Waiting (unmatched) clients by pairing code, oldest first; may hold stale tickets."""
+        self._client_queues: dict[_Pool, deque[ClientTicket]] = {}
+        """Waiting (unmatched) clients by pairing code and NAT class, oldest first; may hold
+        stale tickets."""
         self._matches: dict[str, ClientTicket] = {}
         """Matched clients by match id."""
         self._polls: dict[PollTicket, _Poll] = {}
         """Waiting polls in arrival order."""
         self._poll_of_volunteer: dict[str, PollTicket] = {}
-        self._poll_choices: dict[Pairing, list[tuple[int, int, PollTicket]]] = {}
-        """By pairing code, a heap of (-capacity, arrival, ticket) over waiting polls; may
-        hold stale entries."""
+        self._poll_counts: dict[tuple[NatType, VolunteerKind], int] = {}
+        """Waiting polls by NAT type and kind (kept as polls come and go)."""
+        self._poll_choices: dict[_Pool, list[tuple[int, int, PollTicket]]] = {}
+        """By pairing code and NAT class, a heap of (-capacity, arrival, ticket) over waiting
+        polls; may hold stale entries."""
         self._timers: list[tuple[float, int, int]] = []
         """Heap of (deadline, order, ticket) for clients, matches and polls; may be stale."""
         self._events: deque[MatchmakerEvent] = deque()
@@ -192,7 +237,15 @@ class Matchmaker:
     @property
     def pairing_codes_held(self) -> int:
         """Pairing codes that still have a queue of clients or polls (for tests and bounds)."""
-        return len({*self._client_queues, *self._poll_choices} - {None})
+        return len({pool[0] for pool in (*self._client_queues, *self._poll_choices)} - {None})
+
+    def available_volunteers(self) -> list[AvailableVolunteers]:
+        """The waiting polls counted by NAT type and kind (only the non-zero counts)."""
+        return [
+            AvailableVolunteers(nat, kind, count)
+            for (nat, kind), count in self._poll_counts.items()
+            if count
+        ]
 
     @property
     def pending_matches(self) -> int:
@@ -215,11 +268,18 @@ class Matchmaker:
     # --- clients -----------------------------------------------------------------------------
 
     def client_offer(
-        self, offer: str, egress: str, now: float, *, pairing: Pairing = None
+        self,
+        offer: str,
+        egress: str,
+        now: float,
+        *,
+        pairing: Pairing = None,
+        nat: NatType = "unknown",
     ) -> ClientTicket:
         """Queue a client's (already validated) offer; match it at once if a volunteer waits.
 
-        With a ``pairing`` code only volunteers polling with that code are considered. Raises
+        With a ``pairing`` code only volunteers polling with that code are considered; ``nat``
+        chooses among them (see the module docstring). Raises
         :class:`~ferry.errors.BrokerError` when ``max_waiting_clients`` are waiting.
         """
         self.expire(now)
@@ -227,12 +287,17 @@ class Matchmaker:
             raise BrokerError("too many clients are waiting for a volunteer; try again later")
         ticket = ClientTicket(next(self._tickets))
         client = _Client(
-            ticket, offer, egress, deadline=now + self.config.client_timeout, pairing=pairing
+            ticket,
+            offer,
+            egress,
+            deadline=now + self.config.client_timeout,
+            pairing=pairing,
+            nat=nat,
+            arrived=now,
         )
         self._clients[ticket] = client
-        self._client_queues.setdefault(pairing, deque()).append(ticket)
         self._arm(client.deadline, ticket)
-        self._match_waiting(now, pairing)
+        self._serve_client(client, now, requeued=False)
         return ticket
 
     def cancel_client(self, ticket: ClientTicket) -> None:
@@ -242,17 +307,24 @@ class Matchmaker:
             return
         if client.match_id is not None:
             del self._matches[client.match_id]
-        if client.pairing is not None:
-            self._oldest_waiting_client(client.pairing)  # forgets the code's queue if empty
+        self._oldest_waiting_client(client.pool)  # forgets the pool's queue if empty
 
     # --- volunteers --------------------------------------------------------------------------
 
     def volunteer_poll(
-        self, volunteer_id: str, capacity: int, now: float, *, pairing: Pairing = None
+        self,
+        volunteer_id: str,
+        capacity: int,
+        now: float,
+        *,
+        pairing: Pairing = None,
+        nat: NatType = "unknown",
+        kind: VolunteerKind = "unknown",
     ) -> PollTicket:
         """Register a volunteer's poll; match it at once if a client waits.
 
-        With a ``pairing`` code the poll serves only clients offering with that code.
+        With a ``pairing`` code the poll serves only clients offering with that code; ``nat``
+        chooses among them (see the module docstring); ``kind`` is only counted.
 
         A newer poll from the same ``volunteer_id`` replaces the older, which ends with
         :class:`PollEnded`. Raises :class:`~ferry.errors.BrokerError` when
@@ -266,13 +338,27 @@ class Matchmaker:
             raise BrokerError("too many volunteers are waiting for clients; poll again later")
         ticket = PollTicket(next(self._tickets))
         poll = _Poll(
-            ticket, volunteer_id, capacity, deadline=now + self.config.poll_timeout, pairing=pairing
+            ticket,
+            volunteer_id,
+            capacity,
+            deadline=now + self.config.poll_timeout,
+            pairing=pairing,
+            nat=nat,
+            kind=kind,
         )
+        unrestricted = is_unrestricted(nat)
+        # An unrestricted volunteer serves a waiting restricted client first, and vice versa.
+        for client_pool in ((pairing, not unrestricted), (pairing, unrestricted)):
+            client = self._oldest_waiting_client(client_pool)
+            if client is not None:
+                self._client_queues[client_pool].popleft()
+                self._pair(client, poll, now)
+                return ticket
         self._polls[ticket] = poll
         self._poll_of_volunteer[volunteer_id] = ticket
-        heapq.heappush(self._poll_choices.setdefault(pairing, []), (-capacity, ticket, ticket))
+        self._poll_counts[(nat, kind)] = self._poll_counts.get((nat, kind), 0) + 1
+        heapq.heappush(self._poll_choices.setdefault(poll.pool, []), (-capacity, ticket, ticket))
         self._arm(poll.deadline, ticket)
-        self._match_waiting(now, pairing)
         return ticket
 
     def cancel_poll(self, ticket: PollTicket) -> None:
@@ -281,8 +367,8 @@ class Matchmaker:
         if poll is None:
             return
         del self._poll_of_volunteer[poll.volunteer_id]
-        if poll.pairing is not None:
-            self._least_loaded_poll(poll.pairing)  # forgets the code's heap if empty
+        self._poll_counts[(poll.nat, poll.kind)] -= 1
+        self._least_loaded_poll(poll.pool)  # forgets the pool's heap if empty
 
     def volunteer_answer(self, match_id: str, answer: str, now: float) -> bool:
         """Deliver a volunteer's answer; ``False`` if the match is unknown or has expired.
@@ -308,15 +394,15 @@ class Matchmaker:
             self.expire(now)
             return
         client = self._clients[ticket]
-        self._requeue(client)
+        client.match_id = None
         self.expire(now)
-        self._match_waiting(now, client.pairing)
+        self._serve_client(client, now, requeued=True)
 
     # --- time --------------------------------------------------------------------------------
 
     def expire(self, now: float) -> None:
         """End every wait whose deadline is at or before ``now``."""
-        requeued: set[Pairing] = set()
+        requeued: list[_Client] = []
         while self._timers and self._timers[0][0] <= now:
             deadline, _, ticket = heapq.heappop(self._timers)
             if not self._deadline_is_current(deadline, ticket):
@@ -332,10 +418,10 @@ class Matchmaker:
             else:  # the answer did not come in time, but the client still may wait
                 assert client.match_id is not None
                 del self._matches[client.match_id]
-                self._requeue(client)
-                requeued.add(client.pairing)
-        for pairing in requeued:
-            self._match_waiting(now, pairing)
+                client.match_id = None
+                requeued.append(client)
+        for client in requeued:
+            self._serve_client(client, now, requeued=True)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -357,12 +443,8 @@ class Matchmaker:
         self.cancel_poll(ticket)
         self._events.append(PollEnded(ticket))
 
-    def _requeue(self, client: _Client) -> None:
-        client.match_id = None
-        self._client_queues.setdefault(client.pairing, deque()).appendleft(client.ticket)
-
-    def _oldest_waiting_client(self, pairing: Pairing) -> _Client | None:
-        queue = self._client_queues.get(pairing)
+    def _oldest_waiting_client(self, pool: _Pool) -> _Client | None:
+        queue = self._client_queues.get(pool)
         if queue is None:
             return None
         while queue:
@@ -370,11 +452,11 @@ class Matchmaker:
             if client is not None and client.match_id is None:
                 return client
             queue.popleft()
-        del self._client_queues[pairing]
+        del self._client_queues[pool]
         return None
 
-    def _least_loaded_poll(self, pairing: Pairing) -> _Poll | None:
-        choice = self._poll_choices.get(pairing)
+    def _least_loaded_poll(self, pool: _Pool) -> _Poll | None:
+        choice = self._poll_choices.get(pool)
         if choice is None:
             return None
         while choice:
@@ -383,25 +465,40 @@ class Matchmaker:
             if poll is not None:
                 return poll
             heapq.heappop(choice)
-        del self._poll_choices[pairing]
+        del self._poll_choices[pool]
         return None
 
-    def _match_waiting(self, now: float, pairing: Pairing) -> None:
-        while True:
-            client = self._oldest_waiting_client(pairing)
-            if client is None:
+    def _serve_client(self, client: _Client, now: float, *, requeued: bool) -> None:
+        """Pair a new or requeued client with the best waiting poll, or queue it.
+
+        A requeued client goes back to the head of its queue (it has waited longest).
+        """
+        unrestricted = is_unrestricted(client.nat)
+        # A restricted client needs an unrestricted volunteer; an unrestricted client leaves
+        # those to the clients that need them and takes a restricted one first.
+        for poll_pool in ((client.pairing, not unrestricted), (client.pairing, unrestricted)):
+            poll = self._least_loaded_poll(poll_pool)
+            if poll is not None:
+                heapq.heappop(self._poll_choices[poll_pool])
+                self.cancel_poll(poll.ticket)
+                self._pair(client, poll, now)
                 return
-            poll = self._least_loaded_poll(pairing)
-            if poll is None:
-                return
-            self._client_queues[pairing].popleft()
-            heapq.heappop(self._poll_choices[pairing])
-            self.cancel_poll(poll.ticket)
-            match_id = self._new_match_id()
-            client.match_id = match_id
-            client.answer_deadline = min(client.deadline, now + self.config.answer_timeout)
-            self._matches[match_id] = client.ticket
-            self._arm(client.answer_deadline, client.ticket)
-            self._events.append(
-                PollMatched(poll.ticket, MatchOffer(match_id, client.offer, client.egress))
+        queue = self._client_queues.setdefault(client.pool, deque())
+        if requeued:
+            queue.appendleft(client.ticket)
+        else:
+            queue.append(client.ticket)
+
+    def _pair(self, client: _Client, poll: _Poll, now: float) -> None:
+        match_id = self._new_match_id()
+        client.match_id = match_id
+        client.answer_deadline = min(client.deadline, now + self.config.answer_timeout)
+        self._matches[match_id] = client.ticket
+        self._arm(client.answer_deadline, client.ticket)
+        self._events.append(
+            PollMatched(
+                poll.ticket,
+                MatchOffer(match_id, client.offer, client.egress),
+                client_waited=now - client.arrived,
             )
+        )

@@ -23,6 +23,7 @@ from ferry.core.broker_messages import (
     decode_egress_list,
     decode_error_body,
     decode_poll_response,
+    nat_type,
 )
 from ferry.core.nat_behaviour import NatClass
 from ferry.errors import BrokerError, ConfigError
@@ -81,7 +82,9 @@ class BrokerClient:
         is the volunteer's NAT class, for the broker's matching.
         """
         status, payload = await self._request(
-            "POST", "/v1/volunteer/poll", VolunteerPoll(volunteer_id, capacity, pairing, nat)
+            "POST",
+            "/v1/volunteer/poll",
+            VolunteerPoll(volunteer_id, capacity, pairing, nat=nat_type(nat), kind="python"),
         )
         if status != 200:
             raise self._refusal("poll", status, payload)

@@ -383,16 +383,15 @@
     return pairing;
   }
 
-  const NAT_CLASSES = ["restricted", "unrestricted", "unknown"];
-
-  function optionalNat(fields) {
-    if (!fields.has("nat")) return "unknown";
-    const nat = stringField(fields, "nat", "");
-    if (!NAT_CLASSES.includes(nat)) {
-      throw new MessageError('nat must be "restricted", "unrestricted" or "unknown"', "nat", "bad_nat");
-    }
-    return nat;
+  /** An optional field among ``choices`` (docs/protocol.md §2.1, §2.2); left out: "unknown". */
+  function optionalChoice(fields, key, choices, text) {
+    if (!fields.has(key)) return "unknown";
+    const value = stringField(fields, key, "");
+    if (!choices.includes(value)) throw new MessageError(`${key} must be ${text}`, key, `bad_${key}`);
+    return value;
   }
+  const NAT_TYPES = ["restricted", "unrestricted", "unknown"];
+  const natField = (fields) => optionalChoice(fields, "nat", NAT_TYPES, '"restricted", "unrestricted" or "unknown"');
 
   const DECODERS = {
     client_offer(bytes) {
@@ -401,7 +400,7 @@
       checkSdp(offer, "offer");
       const egress = stringField(fields, "egress", "");
       checkEgressUrl(egress, "egress");
-      return { offer, egress, pairing: optionalPairing(fields), nat: optionalNat(fields) };
+      return { offer, egress, pairing: optionalPairing(fields), nat: natField(fields) };
     },
     client_answer(bytes) {
       const fields = parseObject(bytes);
@@ -411,17 +410,14 @@
       return { answer };
     },
     volunteer_poll(bytes) {
-      const fields = requestFields(bytes, ["volunteer_id", "capacity"], ["pairing", "nat"]);
+      const fields = requestFields(bytes, ["volunteer_id", "capacity"], ["pairing", "nat", "kind"]);
       const volunteerId = stringField(fields, "volunteer_id", "");
       checkIdentifier(volunteerId, "volunteer_id");
       const capacity = integerField(fields, "capacity", "");
       checkCapacity(capacity, "capacity");
-      return {
-        volunteer_id: volunteerId,
-        capacity,
-        pairing: optionalPairing(fields),
-        nat: optionalNat(fields),
-      };
+      const pairing = optionalPairing(fields);
+      const kind = optionalChoice(fields, "kind", ["browser", "python"], '"browser" or "python"');
+      return { volunteer_id: volunteerId, capacity, pairing, nat: natField(fields), kind };
     },
     poll_response(bytes) {
       const fields = parseObject(bytes);
@@ -969,7 +965,7 @@
         const pollAbort = new AbortController();
         this.pollAbort = pollAbort;
         try {
-          const fields = { volunteer_id: this.volunteerId, capacity: free };
+          const fields = { volunteer_id: this.volunteerId, capacity: free, kind: "browser" };
           if (this.pairing) fields.pairing = this.pairing;
           const body = encodeRequest(fields);
           const { status, bytes } = await this.request("/v1/volunteer/poll", body, AbortSignal.any([signal, pollAbort.signal]));

@@ -258,13 +258,15 @@ class SessionRefusal:
     error_code: int
     """The QUIC application error code of the CONNECTION_CLOSE."""
     reason: str
-    """The reason phrase of the CONNECTION_CLOSE, and the metrics label."""
+    """The reason phrase of the CONNECTION_CLOSE."""
+    label: str
+    """The ``reason`` label of ``ferry_egress_sessions_refused_total``."""
 
 
-EGRESS_FULL = SessionRefusal(SESSION_ERROR_EGRESS_FULL, "egress full")
+EGRESS_FULL = SessionRefusal(SESSION_ERROR_EGRESS_FULL, "egress full", "egress_full")
 """The refusal of a session over ``max_sessions``."""
 
-EGRESS_DRAINING = SessionRefusal(SESSION_ERROR_DRAINING, "egress draining")
+EGRESS_DRAINING = SessionRefusal(SESSION_ERROR_DRAINING, "egress draining", "draining")
 """The refusal of a session that arrives while the egress drains."""
 
 
@@ -437,7 +439,7 @@ class SessionRouter:
             self.sessions[connection_id] = session
         if refusal is not None:
             self.refusing.add(session)
-            self.metrics.sessions_refused.labels(refusal.reason.replace(" ", "_")).inc()
+            self.metrics.sessions_refused.labels(refusal.label).inc()
             log.info("refusing a new session: %s", refusal.reason)
         else:
             self.live.add(session)

@@ -1,0 +1,159 @@
+"""SIGTERM drains a running ``ferry egress``: separate processes on 127.0.0.1.
+
+A slow download is in progress when the egress gets SIGTERM; it completes intact, a client
+that starts a new session afterwards is refused ("egress draining", counted on the admin
+address's /metrics), and the egress exits 0 once the download is done. A second test checks
+that a second SIGTERM ends the drain at once. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .processes import origin_server, payload, process_network, start_curl
+
+pytestmark = pytest.mark.timeout(240)
+
+BODY_SIZE = 1_500_000
+RATE = 300_000.0
+"""Bytes per second the origin sends: the download takes about five seconds."""
+
+EGRESS_ARGUMENTS = (
+    "--unsafe-allow-private-destinations",
+    "--drain-seconds",
+    "120",
+    "--admin-listen",
+    "127.0.0.1:0",
+)
+
+
+def admin_get(admin: str, path: str) -> tuple[int, str]:
+    """GET ``admin + path``; (status, body)."""
+    try:
+        with urllib.request.urlopen(admin + path, timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+
+
+def metric(admin: str, name: str, **labels: str) -> float:
+    """One sample's value from the admin address's /metrics (0 if absent)."""
+    status, text = admin_get(admin, "/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def wait_for(condition: object, what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition()`` every 50 ms until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigterm_lets_a_transfer_finish_refuses_new_sessions_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    body = payload(BODY_SIZE)
+    with (
+        origin_server(body, rate=RATE) as origin_port,
+        process_network(
+            tmp_path, egress_arguments=EGRESS_ARGUMENTS, volunteers=2, client_volunteers=1
+        ) as net,
+    ):
+        assert net.egress is not None
+        admin = json.loads(net.egress.ready_path.read_text())["admin"]
+        assert admin.startswith("http://127.0.0.1:")
+        assert admin_get(admin, "/healthz")[0] == 200
+
+        output = tmp_path / "download.bin"
+        curl = start_curl(net.proxy, f"http://127.0.0.1:{origin_port}/", output)
+        try:
+            wait_for(lambda: output.exists() and output.stat().st_size > 100_000, "bytes")
+            net.egress.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: "draining" in net.egress.log(), "the drain to start")  # type: ignore[union-attr]
+            status, health = admin_get(admin, "/healthz")
+            assert status == 503 and json.loads(health)["draining"] is True
+
+            # A client starting now gets no session: the egress refuses it as draining.
+            late = net._start(
+                "late-client",
+                [
+                    "client",
+                    "--broker",
+                    net.broker_url,
+                    "--bridge",
+                    net.bridge,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--volunteers",
+                    "1",
+                    "--ice-address",
+                    "127.0.0.1",
+                ],
+            )
+            wait_for(
+                lambda: (
+                    metric(admin, "ferry_egress_sessions_refused_total", reason="draining") >= 1
+                ),
+                "the late session to be refused",
+            )
+            assert not late.ready_path.exists() or "egress draining" in late.log()
+
+            _, error = curl.communicate(timeout=120)
+        finally:
+            if curl.poll() is None:
+                curl.kill()
+                curl.communicate(timeout=10)
+        assert curl.returncode == 0, error.decode() + net.logs()
+        assert hashlib.sha256(output.read_bytes()).digest() == hashlib.sha256(body).digest()
+        assert net.egress.process.wait(timeout=60) == 0, net.logs()
+        log = net.egress.log()
+        for stage in ("draining: refusing new sessions", "drained: every stream finished"):
+            assert stage in log, log
+        assert "egress stopped" in log
+        assert "Traceback" not in log
+        assert str(origin_port) not in log, "the egress logged the destination's port"
+
+
+def test_a_second_sigterm_stops_the_drain_at_once(tmp_path: Path) -> None:
+    body = payload(BODY_SIZE)
+    with (
+        origin_server(body, rate=RATE / 10) as origin_port,
+        process_network(
+            tmp_path, egress_arguments=EGRESS_ARGUMENTS, volunteers=1, client_volunteers=1
+        ) as net,
+    ):
+        assert net.egress is not None
+        output = tmp_path / "download.bin"
+        curl = start_curl(net.proxy, f"http://127.0.0.1:{origin_port}/", output)
+        try:
+            wait_for(lambda: output.exists() and output.stat().st_size > 10_000, "bytes")
+            net.egress.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: "draining" in net.egress.log(), "the drain to start")  # type: ignore[union-attr]
+            assert net.egress.process.poll() is None, "one SIGTERM must wait for the stream"
+            net.egress.process.send_signal(signal.SIGTERM)
+            assert net.egress.process.wait(timeout=30) == 0
+            assert "drain cut short: closing 1 open streams now" in net.egress.log()
+            curl.communicate(timeout=60)
+        finally:
+            if curl.poll() is None:
+                curl.kill()
+                curl.communicate(timeout=10)
+        assert curl.returncode != 0, "the cut download cannot have completed"
+        assert output.stat().st_size < BODY_SIZE

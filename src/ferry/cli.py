@@ -419,7 +419,10 @@ def egress_command(
             if admin_listen.strip() == "0":
                 admin_port = None
             else:
-                admin_host, admin_port = parse_listen(admin_listen)
+                try:
+                    admin_host, admin_port = parse_listen(admin_listen)
+                except ConfigError as exc:
+                    raise ConfigError(str(exc).replace("--listen", "--admin-listen", 1)) from None
         config = EgressConfig(
             state_dir=state_dir,
             host=host,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .processes import origin_server, payload, process_network, start_curl
+from .processes import ferry_command, origin_server, payload, process_network, start_curl
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -157,3 +159,15 @@ def test_a_second_sigterm_stops_the_drain_at_once(tmp_path: Path) -> None:
                 curl.communicate(timeout=10)
         assert curl.returncode != 0, "the cut download cannot have completed"
         assert output.stat().st_size < BODY_SIZE
+
+
+def test_a_bad_admin_address_is_refused_with_the_flag_named(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*ferry_command(), "egress", "--state-dir", str(tmp_path), "--admin-listen", "x:port"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+    )
+    assert result.returncode == 2
+    assert "--admin-listen 'x:port': the port must be a number" in result.stdout + result.stderr

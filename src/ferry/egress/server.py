@@ -440,7 +440,7 @@ class SessionRouter:
         if refusal is not None:
             self.refusing.add(session)
             self.metrics.sessions_refused.labels(refusal.label).inc()
-            log.info("refusing a new session: %s", refusal.reason)
+            log.debug("refusing a new session: %s", refusal.reason)
         else:
             self.live.add(session)
             self.metrics.sessions.inc()

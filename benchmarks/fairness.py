@@ -72,8 +72,8 @@ async def serve_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    except ConnectionError:
-        pass
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the benchmark is over: end quietly (asyncio would log a cancelled handler)
     finally:
         writer.close()
 
@@ -83,8 +83,8 @@ async def serve_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     try:
         while await reader.read(262144):
             pass
-    except ConnectionError:
-        pass
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the benchmark is over: end quietly (asyncio would log a cancelled handler)
     finally:
         writer.close()
 
@@ -96,8 +96,8 @@ async def serve_endless(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         while True:
             writer.write(block)
             await writer.drain()
-    except ConnectionError:
-        pass
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the benchmark is over: end quietly (asyncio would log a cancelled handler)
     finally:
         writer.close()
 
@@ -201,6 +201,8 @@ async def measure(net: Network, proxy_b: str, arguments: argparse.Namespace) -> 
         sink.close()
         if HANDLERS:
             await asyncio.wait(HANDLERS, timeout=10)
+            for handler in HANDLERS:
+                handler.cancel()
 
     def line(name: str, values: list[float]) -> str:
         return (

@@ -312,3 +312,24 @@ async def test_metrics_on_the_admin_address_count_the_bytes_carried(tmp_path: Pa
             "ferry_egress_path_changes",
             "ferry_egress_streams_refused",
         }
+
+
+async def test_uploads_complete_through_the_smallest_session_buffer(tmp_path: Path) -> None:
+    upload = 4 * 1024 * 1024 + 3
+    async with (
+        network(tmp_path, session_buffer_bytes=65536) as net,
+        sink_then_source(10) as (port, received),
+    ):
+        assert net.egress is not None
+        uploads = [await socks5_connect(net.proxy, "127.0.0.1", port) for _ in range(2)]
+        for _, _, writer in uploads:
+            writer.write(b"u" * upload)
+        for _, _, writer in uploads:
+            await writer.drain()
+            writer.write_eof()
+        for _, reader, writer in uploads:
+            assert await asyncio.wait_for(reader.read(), WAIT) == b"r" * 10
+            writer.close()
+        assert received == [upload, upload]
+        (session,) = net.egress.router.live
+        assert session.quic.connection.unread_bytes() == 0  # type: ignore[attr-defined]

@@ -605,7 +605,7 @@ class SessionRouter:
 
     def close(self) -> None:
         """Close every session."""
-        for session in list(self.live):
+        for session in list(self.live) + list(self.refusing):
             session.quic.close("egress shutting down")
 
 

@@ -219,17 +219,17 @@ class FlowControlledConnection(QuicConnection):
                 total += max(0, stream.receiver.highest_offset - consumed)
         return total
 
-    def _session_credit_wanted(self) -> int | None:
-        """The MAX_DATA the session window asks for now, or None without a session window."""
-        if self.session_window is None:
+    def _session_credit_update(self) -> int | None:
+        """The new MAX_DATA the session window asks for now, if an update is due."""
+        window = self.session_window
+        if window is None:
             return None
-        return self._local_max_data.used - self.unread_bytes() + self.session_window
-
-    def _session_credit_due(self) -> bool:
-        wanted = self._session_credit_wanted()
-        if wanted is None or self.session_window is None:
-            return False
-        return wanted - self._local_max_data.value >= self.session_window // 4
+        limit = self._local_max_data
+        step = window // 4
+        if limit.used + window - limit.value < step:
+            return None  # even with nothing unread no update would be due (cheap check)
+        wanted = limit.used - self.unread_bytes() + window
+        return wanted if wanted - limit.value >= step else None
 
     def track_stream(self, stream_id: int) -> None:
         """Grant credit to ``stream_id`` by consumption from now on."""
@@ -247,19 +247,19 @@ class FlowControlledConnection(QuicConnection):
         self._consumed[stream_id] = total
         stream = self._streams.get(stream_id)
         if stream is None:
-            return self._session_credit_due()
+            return self._session_credit_update() is not None
         return (
             total + self.stream_window - stream.max_stream_data_local >= self.stream_window // 4
-            or self._session_credit_due()
+            or self._session_credit_update() is not None
         )
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
-        wanted = self._session_credit_wanted()
-        if wanted is None or self.session_window is None:
+        if self.session_window is None:
             super()._write_connection_limits(builder=builder, space=space)
             return
         limit = self._local_max_data
-        if wanted - limit.value >= self.session_window // 4:
+        wanted = self._session_credit_update()
+        if wanted is not None:
             limit.value = wanted
         arrived = limit.used
         limit.used = 0  # keep aioquic from doubling on arrival

@@ -560,7 +560,7 @@ class SessionRouter:
         loop = asyncio.get_running_loop()
         idle = self.config.stream_idle_timeout
         try:
-            async with asyncio.timeout(loop.time() + idle) as deadline:
+            async with asyncio.timeout_at(loop.time() + idle) as deadline:
 
                 def active() -> None:
                     deadline.reschedule(loop.time() + idle)

@@ -24,6 +24,8 @@ from ferry.client.session import TunnelConfig
 from ferry.demo import LOOPBACK_WEBRTC, LoopbackNetwork, LoopbackNetworkConfig
 from ferry.egress.server import EgressConfig
 from ferry.errors import SessionError
+from ferry.transport.quic import QuicSession, QuicSettings
+from ferry.transport.websocket import connect_websocket_channel
 
 from .chain import echo_server, socks5_connect
 
@@ -337,3 +339,29 @@ async def test_uploads_complete_through_the_smallest_session_buffer(tmp_path: Pa
         assert received == [upload, upload]
         (session,) = net.egress.router.live
         assert session.quic.connection.unread_bytes() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_silent_session_ends_at_the_idle_timeout(tmp_path: Path) -> None:
+    async with network(tmp_path, session_idle_timeout=1.0) as net, aiohttp.ClientSession() as http:
+        # A second session straight over a relay WebSocket, as a volunteer would carry it;
+        # after its handshake it sends nothing (the network's own client keeps probing).
+        channel = await connect_websocket_channel(net.egress_url, http)
+        settings = QuicSettings(idle_timeout=600.0)
+        session = QuicSession(
+            settings.new_connection(settings.configuration(is_client=True)),
+            settings=settings,
+            send=channel.send,
+        )
+        try:
+            channel.start(session.receive_datagram, lambda: None)
+            session.connect()
+            await session.wait_handshake(WAIT)
+            await wait_until(lambda: sample(net, "ferry_egress_sessions") == 2)
+            await wait_until(
+                lambda: sample(net, "ferry_egress_sessions_lost_total", reason="idle_timeout") == 1
+            )
+            assert sample(net, "ferry_egress_limits_hit_total", kind="session_idle") == 1
+            assert sample(net, "ferry_egress_sessions") == 1
+        finally:
+            session.close("test over")
+            await channel.close()

@@ -49,6 +49,10 @@ app = typer.Typer(
 )
 
 
+DEFAULT_EGRESS_ADMIN_PORT = 9464
+"""The egress's admin port on 127.0.0.1 unless ``--admin-listen`` says otherwise."""
+
+
 def parse_listen(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` → (host, port); :class:`ConfigError` if bad."""
     text = value.strip()
@@ -528,6 +532,63 @@ def egress_command(
         ),
     ] = "25,119,135-139,445,563",
     event_loop: Annotated[EventLoop, _event_loop_option("EGRESS")] = EventLoop.UVLOOP,
+    max_sessions: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_MAX_SESSIONS",
+            min=1,
+            help='Client sessions at once; a new one beyond it is refused ("egress full").',
+        ),
+    ] = 10000,
+    max_streams_per_session: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_MAX_STREAMS_PER_SESSION",
+            min=1,
+            help="Streams (TCP connections) one session may have open at once.",
+        ),
+    ] = 256,
+    session_buffer_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_SESSION_BUFFER_BYTES",
+            min=65536,
+            help="Bytes one session may hold in the egress in each direction.",
+        ),
+    ] = 8 * 1024 * 1024,
+    session_idle_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_SESSION_IDLE_TIMEOUT",
+            min=0.001,
+            help="Seconds without a packet from a client before its session ends.",
+        ),
+    ] = 30.0,
+    stream_idle_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_STREAM_IDLE_TIMEOUT",
+            min=0.001,
+            help="Seconds without a byte either way before a stream is reset.",
+        ),
+    ] = 300.0,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_DRAIN_SECONDS",
+            min=0.0,
+            help="On SIGTERM, seconds open streams may run before the egress closes them "
+            "(new sessions are refused at once; a second SIGTERM or a SIGINT stops now).",
+        ),
+    ] = 30.0,
+    admin_listen: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FERRY_EGRESS_ADMIN_LISTEN",
+            help="HOST:PORT serving /healthz and /metrics, apart from the relay listener; "
+            "0 turns it off. Default: 127.0.0.1:9464 (skipped with a warning if busy).",
+        ),
+    ] = None,
     ready_file: Annotated[Path | None, _ready_file_option("EGRESS")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("EGRESS")] = False,
     verbose: Annotated[bool, _verbose_option("EGRESS")] = False,
@@ -547,8 +608,31 @@ def egress_command(
             deny_ports,
             allow_private=unsafe_allow_private_destinations,
         )
+        admin_host: str = "127.0.0.1"
+        admin_port: int | None = DEFAULT_EGRESS_ADMIN_PORT
+        if admin_listen is not None:
+            if admin_listen.strip() == "0":
+                admin_port = None
+            else:
+                try:
+                    admin_host, admin_port = parse_listen(admin_listen)
+                except ConfigError as exc:
+                    raise ConfigError(str(exc).replace("--listen", "--admin-listen", 1)) from None
         config = EgressConfig(
-            state_dir=state_dir, host=host, port=port, public_url=public_url, policy=policy
+            state_dir=state_dir,
+            host=host,
+            port=port,
+            public_url=public_url,
+            policy=policy,
+            max_sessions=max_sessions,
+            max_streams_per_session=max_streams_per_session,
+            session_buffer_bytes=session_buffer_bytes,
+            session_idle_timeout=session_idle_timeout,
+            stream_idle_timeout=stream_idle_timeout,
+            drain_seconds=drain_seconds,
+            admin_host=admin_host,
+            admin_port=admin_port,
+            admin_optional=admin_listen is None,
         )
     except ConfigError as exc:
         console.print(f"[bold red]ferry egress:[/] {exc}")
@@ -557,9 +641,24 @@ def egress_command(
     async def main(stop: asyncio.Event) -> None:
         server = Egress(config, registry=CollectorRegistry())
         bridge = await server.start()
+        # SIGTERM drains; a second SIGTERM, or SIGINT at any time, stops at once.
+        drain_requested, stop_now = asyncio.Event(), asyncio.Event()
+
+        def on_sigterm() -> None:
+            (stop_now if drain_requested.is_set() else drain_requested).set()
+
+        def on_sigint() -> None:
+            drain_requested.set()
+            stop_now.set()
+
         policy_reloader = PolicyReloader(server, ConfigReloader(ctx), server.metrics.registry)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, policy_reloader.reload)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        if stop.is_set():  # a signal came while starting
+            on_sigint()
         try:
             if server.created_identity:
                 console.print(f"Created a new egress identity in {state_dir}.")
@@ -568,8 +667,14 @@ def egress_command(
                 console.print("[yellow]Private and loopback destinations are allowed.[/]")
             console.print(f"Bridge line for clients (also in {state_dir / 'bridge-line'}):")
             typer.echo(str(bridge))
-            write_ready_file(ready_file, {"egress": bridge.url, "bridge": str(bridge)})
-            await stop.wait()
+            if server.admin_url is not None:
+                console.print(f"Admin address (/healthz, /metrics): {server.admin_url}")
+            ready: dict[str, object] = {"egress": bridge.url, "bridge": str(bridge)}
+            if server.admin_url is not None:
+                ready["admin"] = server.admin_url
+            write_ready_file(ready_file, ready)
+            await drain_requested.wait()
+            await server.drain(stop_now=stop_now)
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
             await server.close()

@@ -56,6 +56,9 @@ class LoopbackNetworkConfig:
     """The volunteers' clock for their limits (tests; default ``time.time``)."""
     tunnel: TunnelConfig | None = None
     """Overrides for the client's tunnel (its bridge is filled in from the egress)."""
+    egress: EgressConfig | None = None
+    """Settings of the egress (tests: limits, admin address); its state folder, listen
+    address and policy are replaced by the network's own."""
 
 
 class LoopbackNetwork:
@@ -81,7 +84,8 @@ class LoopbackNetwork:
             self._temp = tempfile.TemporaryDirectory(prefix="ferry-demo-")
             state_dir = Path(self._temp.name)
         self.egress = Egress(
-            EgressConfig(
+            replace(
+                config.egress or EgressConfig(state_dir=state_dir),
                 state_dir=state_dir,
                 host="127.0.0.1",
                 port=0,

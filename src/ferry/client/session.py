@@ -446,6 +446,10 @@ class TunnelClient:
                     "may be outdated, or someone is impersonating the egress; get a fresh "
                     "bridge line from a source you trust"
                 )
+            if session.closed.is_set():
+                # An egress refuses a session right after the handshake when it is full or
+                # shutting down (docs/protocol.md §5); the reason phrase says which.
+                raise SessionError(f"the egress refused the session: {session.close_reason}")
             self._session = session
             self._session_started_at = self._loop.time()
             self.sessions_started += 1

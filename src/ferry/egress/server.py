@@ -11,12 +11,27 @@ that moves to a new volunteer is followed at once.
 Each client-initiated QUIC stream carries one TCP connection: a stream request header, the
 policy check and the upstream connect (:mod:`ferry.egress.upstream`), a stream reply, then
 bytes both ways.
+
+Limits (all in :class:`EgressConfig`): sessions in total (a session over the cap completes
+its handshake and is closed at once with ``SESSION_ERROR_EGRESS_FULL``, so the client can say
+why), streams open per session (QUIC's MAX_STREAMS: the client cannot open more), bytes
+buffered per session each way (QUIC credit withheld for data not yet written to destinations;
+destination sockets not read while too much waits to reach the client), and idle timeouts
+for sessions (no packet) and streams (no byte either way). Fair sharing: each copy loop reads
+at most ``copy_chunk_bytes`` and then yields to the event loop, so every stream of every
+session with data to send gets one turn per loop iteration (``docs/architecture.md``).
+
+Drain (:meth:`Egress.drain`): new sessions are refused with ``SESSION_ERROR_DRAINING`` and
+new streams with a reply, open streams run to their end or the grace period, then everything
+closes. The admin listener (``admin_host``/``admin_port``) serves ``/healthz`` and
+``/metrics``; it is never the relay listener.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,9 +39,15 @@ from aiohttp import web
 from aioquic._buffer import Buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionIdIssued, ConnectionIdRetired, QuicEvent
+from aioquic.quic.events import (
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    HandshakeCompleted,
+    QuicEvent,
+)
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import generate_latest
 
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
@@ -46,7 +67,13 @@ from ferry.errors import ConfigError, ProtocolError, RemoteError, StreamRefusedE
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
-from ferry.transport.quic import QuicByteStream, QuicSession, QuicSettings
+from ferry.transport.quic import (
+    SESSION_ERROR_DRAINING,
+    SESSION_ERROR_EGRESS_FULL,
+    QuicByteStream,
+    QuicSession,
+    QuicSettings,
+)
 from ferry.transport.websocket import (
     WebSocketChannelMetrics,
     WebSocketDatagramChannel,
@@ -77,15 +104,72 @@ class EgressConfig:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     """Timeouts for resolving and connecting to destinations."""
     quic: QuicSettings = field(default_factory=QuicSettings)
-    """QUIC session tunables."""
+    """QUIC session tunables. The egress replaces its ``idle_timeout``,
+    ``max_peer_streams``, ``session_receive_window`` and ``session_send_buffer`` with the
+    limits below (:meth:`session_quic_settings`)."""
     relay_shares: RelaySharesConfig = field(default_factory=RelaySharesConfig)
     """How a session's replies are spread over the relays that carry it."""
     max_sessions: int = 10000
-    """Sessions at once; new Initial packets beyond it are dropped and counted."""
+    """Sessions at once. A new session beyond it is refused: its handshake completes and the
+    egress closes it with application error ``0x102`` ("egress full"), counted."""
+    max_refusing_sessions: int = 64
+    """Refused sessions whose handshakes run at once (to tell their clients why); Initial
+    packets of further new sessions are dropped and counted (``too_many_sessions``)."""
+    max_streams_per_session: int = 256
+    """Streams one session may have open at once. QUIC's MAX_STREAMS keeps the client from
+    opening more (its next stream waits until one closes); reaching it is counted."""
+    session_buffer_bytes: int = 8 * 1024 * 1024
+    """Bytes one session may hold in the egress in each direction: received from the client
+    and not yet written to destinations (the session's QUIC credit, granted as they are
+    written), and read from destinations and not yet acknowledged by the client (destination
+    sockets are not read while it is reached). Each stream is also bounded on its own by
+    ``quic.max_stream_data`` and ``quic.stream_send_buffer``."""
+    session_idle_timeout: float = 30.0
+    """Seconds without any packet from the client after which a session ends (QUIC idle
+    timeout; the smaller of the client's and this one applies)."""
+    stream_idle_timeout: float = 300.0
+    """Seconds a stream may carry no byte in either direction before the egress resets it
+    and closes its destination connection."""
     request_timeout: float = 15.0
     """Seconds a new stream has to deliver its complete request header."""
-    copy_chunk_bytes: int = 65536
-    """Largest read from a destination socket."""
+    copy_chunk_bytes: int = 16384
+    """Largest read from a destination socket or a client stream in one turn; each copy loop
+    yields to the event loop after every chunk, so one bulk stream cannot hold it."""
+    drain_seconds: float = 30.0
+    """Seconds :meth:`Egress.drain` (SIGTERM) lets open streams run before closing them."""
+    admin_host: str = "127.0.0.1"
+    """Address of the admin listener (``/healthz``, ``/metrics``)."""
+    admin_port: int | None = None
+    """Port of the admin listener (0 = any free port); ``None``: no admin listener."""
+    admin_optional: bool = False
+    """When the admin port cannot be bound, log a warning and run without the admin
+    listener instead of failing (the command line's default address uses this)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_streams_per_session", "copy_chunk_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_refusing_sessions < 0:
+            raise ConfigError("max_refusing_sessions must be 0 or more")
+        if self.session_buffer_bytes < 65536:
+            raise ConfigError(
+                f"session_buffer_bytes must be at least 65536, got {self.session_buffer_bytes}"
+            )
+        for name in ("session_idle_timeout", "stream_idle_timeout", "request_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.drain_seconds < 0:
+            raise ConfigError("drain_seconds must be 0 or more")
+
+    def session_quic_settings(self) -> QuicSettings:
+        """The QUIC settings of the egress's sessions, with the limits above applied."""
+        return replace(
+            self.quic,
+            idle_timeout=self.session_idle_timeout,
+            max_peer_streams=self.max_streams_per_session,
+            session_receive_window=self.session_buffer_bytes,
+            session_send_buffer=self.session_buffer_bytes,
+        )
 
 
 class EgressMetrics:
@@ -103,14 +187,31 @@ class EgressMetrics:
             ["reason"],
             registry=registry,
         )
+        self.sessions_refused = Counter(
+            "ferry_egress_sessions_refused",
+            "New sessions refused, by reason (egress_full: max_sessions reached; draining: "
+            "the egress is shutting down)",
+            ["reason"],
+            registry=registry,
+        )
         self.relays = Gauge("ferry_egress_relays", "Volunteer WebSockets open", registry=registry)
         self.streams = Counter(
             "ferry_egress_streams", "Streams opened by clients", registry=registry
         )
+        self.streams_open = Gauge(
+            "ferry_egress_streams_open", "Streams being served", registry=registry
+        )
         self.refused = Counter(
             "ferry_egress_streams_refused",
-            "Stream requests refused, by reply code",
+            "Stream requests refused, by reply code (or draining: the egress is shutting down)",
             ["code"],
+            registry=registry,
+        )
+        self.limits_hit = Counter(
+            "ferry_egress_limits_hit",
+            "Times a limit stopped or slowed a client, by kind (sessions, "
+            "streams_per_session, session_send_buffer, session_idle, stream_idle)",
+            ["kind"],
             registry=registry,
         )
         self.path_changes = Counter(
@@ -134,7 +235,9 @@ class EgressMetrics:
         )
         self.bytes = Counter(
             "ferry_egress_stream_bytes",
-            "Bytes carried for clients, by direction",
+            "Payload bytes carried for clients, by direction (client_to_destination: written "
+            "to destinations; destination_to_client: read from destinations); stream request "
+            "and reply headers are not counted",
             ["direction"],
             registry=registry,
         )
@@ -149,22 +252,57 @@ def session_end_reason(session: QuicSession) -> str:
     return "closed_by_client"
 
 
-class RoutedSession:
-    """A QUIC session at the egress and the relays that carry it."""
+@dataclass(frozen=True, slots=True)
+class SessionRefusal:
+    """Why the egress refuses a new session, as the client will be told."""
 
-    def __init__(self, router: SessionRouter, connection: QuicConnection) -> None:
+    error_code: int
+    """The QUIC application error code of the CONNECTION_CLOSE."""
+    reason: str
+    """The reason phrase of the CONNECTION_CLOSE."""
+    label: str
+    """The ``reason`` label of ``ferry_egress_sessions_refused_total``."""
+
+
+EGRESS_FULL = SessionRefusal(SESSION_ERROR_EGRESS_FULL, "egress full", "egress_full")
+"""The refusal of a session over ``max_sessions``."""
+
+EGRESS_DRAINING = SessionRefusal(SESSION_ERROR_DRAINING, "egress draining", "draining")
+"""The refusal of a session that arrives while the egress drains."""
+
+
+class RoutedSession:
+    """A QUIC session at the egress and the relays that carry it.
+
+    A session created with a ``refusal`` is closed with it as soon as its handshake
+    completes (the client then knows why), and never serves a stream.
+    """
+
+    def __init__(
+        self,
+        router: SessionRouter,
+        connection: QuicConnection,
+        refusal: SessionRefusal | None = None,
+    ) -> None:
         self.router = router
+        self.refusal = refusal
         self._loop = asyncio.get_running_loop()
         self.relays: dict[int, DatagramChannel] = {}
         self.shares = RelayShares(router.config.relay_shares)
         self.connection_ids: set[bytes] = set()
         self.quic = QuicSession(
             connection,
-            settings=router.config.quic,
+            settings=router.quic_settings,
             send=self._send,
-            on_stream=router.on_stream,
+            on_stream=self._on_stream,
             on_event=self._on_event,
         )
+
+    def _on_stream(self, stream: QuicByteStream) -> None:
+        if self.refusal is not None or self.quic.closed.is_set():
+            stream.abort()
+            return
+        self.router.on_stream(self, stream)
 
     def heard_from(self, relay_id: int, relay: DatagramChannel) -> None:
         """Note that ``relay`` just delivered an authenticated packet of this session."""
@@ -184,12 +322,29 @@ class RoutedSession:
         self.router.metrics.dropped.labels("no_relay").inc()
 
     def _on_event(self, event: QuicEvent) -> None:
-        if isinstance(event, ConnectionIdIssued):
+        if isinstance(event, HandshakeCompleted) and self.refusal is not None:
+            self.quic.close(self.refusal.reason, error_code=self.refusal.error_code)
+        elif isinstance(event, ConnectionIdIssued):
             self.connection_ids.add(event.connection_id)
             self.router.sessions[event.connection_id] = self
         elif isinstance(event, ConnectionIdRetired):
             self.connection_ids.discard(event.connection_id)
             self.router.sessions.pop(event.connection_id, None)
+
+
+async def wait_for_any(events: list[asyncio.Event]) -> None:
+    """Return as soon as one of ``events`` is set."""
+    finished = asyncio.Event()
+
+    async def watch(event: asyncio.Event) -> None:
+        await event.wait()
+        finished.set()
+
+    async with asyncio.TaskGroup() as group:
+        watchers = [group.create_task(watch(event)) for event in events]
+        await finished.wait()
+        for watcher in watchers:
+            watcher.cancel()
 
 
 class SessionRouter:
@@ -211,7 +366,13 @@ class SessionRouter:
         self.resolver = resolver
         self.sessions: dict[bytes, RoutedSession] = {}
         self.live: set[RoutedSession] = set()
-        self._quic_configuration = config.quic.configuration(is_client=False)
+        self.refusing: set[RoutedSession] = set()
+        self.draining = False
+        self.open_streams = 0
+        self.no_open_streams = asyncio.Event()
+        self.no_open_streams.set()
+        self.quic_settings = config.session_quic_settings()
+        self._quic_configuration = self.quic_settings.configuration(is_client=False)
         self._quic_configuration.certificate = identity.certificate
         self._quic_configuration.private_key = identity.private_key
         self._next_relay_id = 0
@@ -259,21 +420,32 @@ class SessionRouter:
         if len(datagram) < SMALLEST_MAX_DATAGRAM_SIZE:
             self.metrics.dropped.labels("short_initial").inc()
             return None
-        if len(self.live) >= self.config.max_sessions:
+        refusal: SessionRefusal | None = None
+        if self.draining:
+            refusal = EGRESS_DRAINING
+        elif len(self.live) >= self.config.max_sessions:
+            refusal = EGRESS_FULL
+            self.metrics.limits_hit.labels("sessions").inc()
+        if refusal is not None and len(self.refusing) >= self.config.max_refusing_sessions:
             self.metrics.dropped.labels("too_many_sessions").inc()
             return None
         original_cid: bytes = header.destination_cid  # type: ignore[attr-defined]
-        connection = self.config.quic.new_connection(
+        connection = self.quic_settings.new_connection(
             self._quic_configuration, original_destination_connection_id=original_cid
         )
-        session = RoutedSession(self, connection)
+        session = RoutedSession(self, connection, refusal)
         # aioquic announces later connection IDs through events, but not these two.
         for connection_id in (original_cid, connection.host_cid):
             session.connection_ids.add(connection_id)
             self.sessions[connection_id] = session
-        self.live.add(session)
-        self.metrics.sessions.inc()
-        self.metrics.sessions_total.inc()
+        if refusal is not None:
+            self.refusing.add(session)
+            self.metrics.sessions_refused.labels(refusal.label).inc()
+            log.debug("refusing a new session: %s", refusal.reason)
+        else:
+            self.live.add(session)
+            self.metrics.sessions.inc()
+            self.metrics.sessions_total.inc()
         self.tasks.spawn(self._watch(session), name="session")
         return session
 
@@ -281,21 +453,32 @@ class SessionRouter:
         try:
             await session.quic.closed.wait()
         finally:
-            self.metrics.sessions_lost.labels(session_end_reason(session.quic)).inc()
             for connection_id in session.connection_ids:
                 if self.sessions.get(connection_id) is session:
                     del self.sessions[connection_id]
-            self.live.discard(session)
-            self.metrics.sessions.dec()
+            if session.refusal is not None:
+                self.refusing.discard(session)
+            else:
+                reason = session_end_reason(session.quic)
+                self.metrics.sessions_lost.labels(reason).inc()
+                if reason == "idle_timeout":
+                    self.metrics.limits_hit.labels("session_idle").inc()
+                self.live.discard(session)
+                self.metrics.sessions.dec()
 
-    def on_stream(self, stream: QuicByteStream) -> None:
+    def on_stream(self, session: RoutedSession, stream: QuicByteStream) -> None:
         """Called by a session for each stream a client opens."""
         self.metrics.streams.inc()
-        self.tasks.spawn(self._serve_stream(stream), name="stream")
+        if session.quic.open_streams >= self.config.max_streams_per_session:
+            self.metrics.limits_hit.labels("streams_per_session").inc()
+        self.open_streams += 1
+        self.no_open_streams.clear()
+        self.metrics.streams_open.inc()
+        self.tasks.spawn(self._serve_stream(session, stream), name="stream")
 
-    async def _serve_stream(self, stream: QuicByteStream) -> None:
+    async def _serve_stream(self, session: RoutedSession, stream: QuicByteStream) -> None:
         try:
-            await self._serve_stream_or_fail(stream)
+            await self._serve_stream_or_fail(session, stream)
         except BaseException as exc:
             # Whatever went wrong, the client hears of it at once (a reset stream) rather
             # than waiting for its reply timeout; a bug is logged, never spread.
@@ -306,8 +489,12 @@ class SessionRouter:
                 log.exception("serving a stream failed unexpectedly")
         finally:
             stream.forget()
+            self.open_streams -= 1
+            self.metrics.streams_open.dec()
+            if self.open_streams == 0:
+                self.no_open_streams.set()
 
-    async def _serve_stream_or_fail(self, stream: QuicByteStream) -> None:
+    async def _serve_stream_or_fail(self, session: RoutedSession, stream: QuicByteStream) -> None:
         writer: asyncio.StreamWriter | None = None
         try:
             decoder = StreamRequestDecoder()
@@ -329,6 +516,12 @@ class SessionRouter:
                 )
                 await self._refuse(stream, code, f"malformed stream request: {exc}")
                 return
+            if self.draining:
+                self.metrics.refused.labels("draining").inc()
+                await self._refuse(
+                    stream, ReplyCode.GENERAL_FAILURE, "the egress is shutting down; try again"
+                )
+                return
             if request.target == SELF_CHECK_TARGET:  # answered here; see self_check_target
                 await stream.send_all(encode_reply(ReplyCode.SUCCEEDED, "") + SELF_CHECK_ANSWER)
                 await stream.send_eof()
@@ -348,9 +541,8 @@ class SessionRouter:
             await stream.send_all(encode_reply(ReplyCode.SUCCEEDED, ""))
             if decoder.leftover:
                 writer.write(decoder.leftover)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._client_to_destination(stream, writer))
-                group.create_task(self._destination_to_client(reader, stream))
+                self.metrics.bytes.labels("client_to_destination").inc(len(decoder.leftover))
+            await self._copy_both_ways(session, stream, reader, writer)
         finally:
             if writer is not None:
                 writer.close()
@@ -361,29 +553,64 @@ class SessionRouter:
         await stream.send_all(encode_reply(code, message or DEFAULT_MESSAGE[code]))
         await stream.send_eof()
 
-    async def _client_to_destination(
-        self, stream: QuicByteStream, writer: asyncio.StreamWriter
+    async def _copy_both_ways(
+        self,
+        session: RoutedSession,
+        stream: QuicByteStream,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
-        upstream_bytes = self.metrics.bytes.labels("upstream")
+        """Copy until both directions end; reset the stream after ``stream_idle_timeout``
+        without a byte either way (raises :class:`TimeoutError` then)."""
+        loop = asyncio.get_running_loop()
+        idle = self.config.stream_idle_timeout
+        try:
+            async with asyncio.timeout_at(loop.time() + idle) as deadline:
+
+                def active() -> None:
+                    deadline.reschedule(loop.time() + idle)
+
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._client_to_destination(stream, writer, active))
+                    group.create_task(self._destination_to_client(session, reader, stream, active))
+        except TimeoutError:
+            self.metrics.limits_hit.labels("stream_idle").inc()
+            raise
+
+    async def _client_to_destination(
+        self, stream: QuicByteStream, writer: asyncio.StreamWriter, active: Callable[[], None]
+    ) -> None:
+        counted = self.metrics.bytes.labels("client_to_destination")
         while data := await stream.receive_some(self.config.copy_chunk_bytes):
+            active()
             writer.write(data)
-            upstream_bytes.inc(len(data))
+            counted.inc(len(data))
             await writer.drain()
+            await asyncio.sleep(0)  # one chunk per turn: other streams go next
         if writer.can_write_eof():
             writer.write_eof()
 
     async def _destination_to_client(
-        self, reader: asyncio.StreamReader, stream: QuicByteStream
+        self,
+        session: RoutedSession,
+        reader: asyncio.StreamReader,
+        stream: QuicByteStream,
+        active: Callable[[], None],
     ) -> None:
-        downstream_bytes = self.metrics.bytes.labels("downstream")
+        counted = self.metrics.bytes.labels("destination_to_client")
+        send_buffer_hits = self.metrics.limits_hit.labels("session_send_buffer")
         while data := await reader.read(self.config.copy_chunk_bytes):
+            active()
+            if session.quic.send_buffer_full:
+                send_buffer_hits.inc()
             await stream.send_all(data)
-            downstream_bytes.inc(len(data))
+            counted.inc(len(data))
+            await asyncio.sleep(0)  # one chunk per turn: other streams go next
         await stream.send_eof()
 
     def close(self) -> None:
         """Close every session."""
-        for session in list(self.live):
+        for session in list(self.live) + list(self.refusing):
             session.quic.close("egress shutting down")
 
 
@@ -412,8 +639,11 @@ class Egress:
             self._upstream_metrics,
         )
         self._runner: web.AppRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
         self._relays: set[WebSocketDatagramChannel] = set()
         self.url = ""
+        self.admin_url: str | None = None
+        """``http://HOST:PORT`` of the admin listener once started (None: none)."""
         self.bridge_line: BridgeLine | None = None
 
     async def start(self) -> BridgeLine:
@@ -439,7 +669,84 @@ class Egress:
         self.bridge_line = BridgeLine(url=self.url, fingerprint=self.identity.fingerprint)
         (self.config.state_dir / BRIDGE_LINE_FILE).write_text(f"{self.bridge_line}\n")
         log.info("egress listening for volunteers at %s", self.url)
+        if self.config.admin_port is not None:
+            await self._start_admin(self.config.admin_host, self.config.admin_port)
         return self.bridge_line
+
+    async def _start_admin(self, host: str, port: int) -> None:
+        admin = web.Application(client_max_size=1024)
+        admin.router.add_get("/healthz", self._admin_healthz)
+        admin.router.add_get("/metrics", self._admin_metrics)
+        self._admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+        await self._admin_runner.setup()
+        try:
+            await web.TCPSite(self._admin_runner, host, port).start()
+        except OSError as exc:
+            if self.config.admin_optional:
+                log.warning(
+                    "the admin address (port %d) is not available (%s): /healthz and /metrics "
+                    "are not served; set --admin-listen to another port",
+                    port,
+                    exc.strerror,
+                )
+                await self._admin_runner.cleanup()
+                self._admin_runner = None
+                return
+            await self.close()
+            raise ConfigError(
+                f"the egress's admin listener cannot listen on port {port} ({exc.strerror}); "
+                "choose another --admin-listen port, or 0 to turn it off"
+            ) from exc
+        bound = int(self._admin_runner.addresses[0][1])
+        shown = f"[{host}]" if ":" in host else host
+        self.admin_url = f"http://{shown}:{bound}"
+        log.info("egress admin address (/healthz, /metrics) at %s", self.admin_url)
+
+    async def _admin_healthz(self, request: web.Request) -> web.Response:
+        draining = self.router.draining
+        return web.json_response(
+            {
+                "ok": not draining,
+                "draining": draining,
+                "sessions": len(self.router.live),
+                "streams": self.router.open_streams,
+            },
+            status=503 if draining else 200,
+        )
+
+    async def _admin_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def drain(
+        self, grace: float | None = None, *, stop_now: asyncio.Event | None = None
+    ) -> None:
+        """Refuse new sessions and streams, wait up to ``grace`` seconds (default
+        ``drain_seconds``) for open streams to finish, or until ``stop_now`` is set, then
+        close everything. Logs one line per stage, with counts only."""
+        grace = self.config.drain_seconds if grace is None else grace
+        router = self.router
+        router.draining = True
+        log.info(
+            "draining: refusing new sessions; %d open streams in %d sessions have up to %g s",
+            router.open_streams,
+            len(router.live),
+            grace,
+        )
+        events = [router.no_open_streams] + ([stop_now] if stop_now is not None else [])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await wait_for_any(events)
+        if router.open_streams == 0:
+            log.info("drained: every stream finished; closing the sessions")
+        elif stop_now is not None and stop_now.is_set():
+            log.info("drain cut short: closing %d open streams now", router.open_streams)
+        else:
+            log.info("drain grace period over: closing %d open streams", router.open_streams)
+        await self.close()
+        log.info("egress stopped")
 
     async def _relay(self, request: web.Request) -> web.StreamResponse:
         ws, channel = await accept_websocket_channel(request, metrics=self._channel_metrics)
@@ -480,3 +787,6 @@ class Egress:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None

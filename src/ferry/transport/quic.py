@@ -81,6 +81,14 @@ STREAM_ERROR_ABORTED = 0x100
 SESSION_ERROR_IDENTITY = 0x101
 """Application error code used when the client closes a session over a wrong certificate."""
 
+SESSION_ERROR_EGRESS_FULL = 0x102
+"""Application error code of an egress that refuses a new session: it has as many as its
+limit allows (reason phrase ``"egress full"``)."""
+
+SESSION_ERROR_DRAINING = 0x103
+"""Application error code of an egress that refuses a new session because it is shutting
+down (reason phrase ``"egress draining"``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class QuicSettings:
@@ -105,6 +113,19 @@ class QuicSettings:
     """Initial connection-level flow-control window granted to the peer."""
     max_stream_data: int = 2 * 1024 * 1024
     """Initial per-stream flow-control window granted to the peer."""
+    max_peer_streams: int | None = None
+    """Bidirectional streams the peer may have open at once; one more is allowed as each
+    closes (QUIC's MAX_STREAMS). ``None``: aioquic's own 128."""
+    session_receive_window: int | None = None
+    """When set, the connection-level flow-control window (MAX_DATA) is granted by what the
+    application *read* rather than by what arrived: bytes received on all streams but not yet
+    read stay below about this many (plus the per-stream windows of streams opened before the
+    application reads). It then replaces ``max_data`` as the initial window. ``None``:
+    aioquic's own doubling on arrival."""
+    session_send_buffer: int | None = None
+    """When set, bytes all streams of the session may hold unsent or unacknowledged before
+    every ``send_all`` of the session waits (on top of ``stream_send_buffer`` per stream).
+    ``None``: no session-wide bound."""
     reorder_packet_threshold: int = 1000
     """Packets that may overtake a packet before it counts as lost (RFC 9002 says 3, for one
     path). A session striped over volunteers with different delays reorders a lot: with 3,
@@ -134,6 +155,8 @@ class QuicSettings:
         return FlowControlledConnection(
             configuration=configuration,
             stream_window=self.max_stream_data,
+            session_window=self.session_receive_window,
+            max_peer_streams=self.max_peer_streams,
             original_destination_connection_id=original_destination_connection_id,
         )
 
@@ -156,7 +179,7 @@ class QuicSettings:
             server_name=SERVER_NAME if is_client else None,
             idle_timeout=self.idle_timeout,
             max_datagram_size=self.max_datagram_size,
-            max_data=self.max_data,
+            max_data=self.session_receive_window or self.max_data,
             max_stream_data=self.max_stream_data,
         )
 
@@ -171,9 +194,16 @@ class FlowControlledConnection(QuicConnection):
     what the application consumed (:meth:`consumed`) plus ``stream_window`` bytes, announced
     in steps of a quarter window. Other streams keep aioquic's behaviour.
 
-    It overrides one private aioquic method (``_write_stream_limits``) and, for the duration
-    of the call, hides the arrival offset from aioquic's own doubling rule;
-    ``tests/unit/test_quic_transport.py`` pins the resulting behaviour.
+    With ``session_window`` set, the connection-level limit (MAX_DATA) follows the same
+    rule for the whole session: it stays at the bytes that arrived minus those still unread
+    on tracked streams, plus ``session_window``. Data of untracked or forgotten streams
+    counts as read. ``max_peer_streams`` sets how many bidirectional streams the peer may
+    have open at once (aioquic lets the peer open one more as each one closes).
+
+    It overrides two private aioquic methods (``_write_stream_limits``,
+    ``_write_connection_limits``) and, for the duration of each call, hides the arrival
+    counters from aioquic's own doubling rules; ``tests/unit/test_quic_transport.py`` and
+    ``tests/unit/test_egress_limits.py`` pin the resulting behaviour.
     """
 
     def __init__(
@@ -181,6 +211,8 @@ class FlowControlledConnection(QuicConnection):
         *,
         configuration: QuicConfiguration,
         stream_window: int,
+        session_window: int | None = None,
+        max_peer_streams: int | None = None,
         original_destination_connection_id: bytes | None = None,
     ) -> None:
         super().__init__(
@@ -188,7 +220,34 @@ class FlowControlledConnection(QuicConnection):
             original_destination_connection_id=original_destination_connection_id,
         )
         self.stream_window = stream_window
+        self.session_window = session_window
         self._consumed: dict[int, int] = {}
+        if max_peer_streams is not None:
+            if max_peer_streams < 1:
+                raise ValueError("max_peer_streams must be at least 1")
+            limit = self._local_max_streams_bidi
+            limit.value = limit.sent = max_peer_streams
+
+    def unread_bytes(self) -> int:
+        """Bytes that arrived on tracked streams and the application has not read."""
+        total = 0
+        for stream_id, consumed in self._consumed.items():
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                total += max(0, stream.receiver.highest_offset - consumed)
+        return total
+
+    def _session_credit_update(self) -> int | None:
+        """The new MAX_DATA the session window asks for now, if an update is due."""
+        window = self.session_window
+        if window is None:
+            return None
+        limit = self._local_max_data
+        step = window // 4
+        if limit.used + window - limit.value < step:
+            return None  # even with nothing unread no update would be due (cheap check)
+        wanted = limit.used - self.unread_bytes() + window
+        return wanted if wanted - limit.value >= step else None
 
     def track_stream(self, stream_id: int) -> None:
         """Grant credit to ``stream_id`` by consumption from now on."""
@@ -206,8 +265,26 @@ class FlowControlledConnection(QuicConnection):
         self._consumed[stream_id] = total
         stream = self._streams.get(stream_id)
         if stream is None:
-            return False
-        return total + self.stream_window - stream.max_stream_data_local >= self.stream_window // 4
+            return self._session_credit_update() is not None
+        return (
+            total + self.stream_window - stream.max_stream_data_local >= self.stream_window // 4
+            or self._session_credit_update() is not None
+        )
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        if self.session_window is None:
+            super()._write_connection_limits(builder=builder, space=space)
+            return
+        limit = self._local_max_data
+        wanted = self._session_credit_update()
+        if wanted is not None:
+            limit.value = wanted
+        arrived = limit.used
+        limit.used = 0  # keep aioquic from doubling on arrival
+        try:
+            super()._write_connection_limits(builder=builder, space=space)
+        finally:
+            limit.used = arrived
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
@@ -298,9 +375,9 @@ class QuicByteStream:
         self._readable.set()
         self._writable.set()
 
-    def _update_writable(self) -> None:
-        if self._error is not None or self._session.stream_backlog(self.stream_id) < (
-            self._session.settings.stream_send_buffer
+    def _update_writable(self, session_backlog: int) -> None:
+        if self._error is not None or not self._session._send_blocked(
+            self.stream_id, session_backlog
         ):
             self._writable.set()
 
@@ -341,9 +418,7 @@ class QuicByteStream:
         if data:
             self._session._send_stream_data(self.stream_id, data, end_stream=False)
             self.bytes_sent += len(data)
-        while self._session.stream_backlog(self.stream_id) >= (
-            self._session.settings.stream_send_buffer
-        ):
+        while self._session._send_blocked(self.stream_id, self._session.send_backlog()):
             if self._error is not None:
                 raise self._error
             self._writable.clear()
@@ -461,8 +536,9 @@ class QuicSession:
             self.bytes_sent += len(data)
             self._send(data)
         finished = []
+        session_backlog = self.send_backlog()
         for stream in self._streams.values():
-            stream._update_writable()
+            stream._update_writable(session_backlog)
             if stream.is_finished and self.stream_backlog(stream.stream_id) == 0:
                 finished.append(stream.stream_id)
         for stream_id in finished:
@@ -590,6 +666,26 @@ class QuicSession:
     def stream_backlog(self, stream_id: int) -> int:
         """Bytes of the stream not yet acknowledged by the peer."""
         return send_backlog(self.connection, stream_id)
+
+    def send_backlog(self) -> int:
+        """Bytes of all streams not yet acknowledged by the peer (0 without a session-wide
+        bound, which is the only use of it)."""
+        if self.settings.session_send_buffer is None:
+            return 0
+        return sum(send_backlog(self.connection, stream_id) for stream_id in self._streams)
+
+    @property
+    def send_buffer_full(self) -> bool:
+        """Whether the session-wide send bound (``session_send_buffer``) is reached."""
+        limit = self.settings.session_send_buffer
+        return limit is not None and self.send_backlog() >= limit
+
+    def _send_blocked(self, stream_id: int, session_backlog: int) -> bool:
+        settings = self.settings
+        if self.stream_backlog(stream_id) >= settings.stream_send_buffer:
+            return True
+        limit = settings.session_send_buffer
+        return limit is not None and session_backlog >= limit
 
     def _send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
         if self.closed.is_set():

@@ -49,6 +49,9 @@ MAX_DATAGRAM_BYTES = 65527
 DEFAULT_HIGH_WATER_BYTES = 1024 * 1024
 """Default bound of a channel's outgoing queue; see :class:`WebSocketChannelConfig`."""
 
+DEFAULT_DATAGRAMS_PER_TURN = 16
+"""Default datagrams handled per event-loop turn; see :class:`WebSocketChannelConfig`."""
+
 TEXT_MESSAGE_CLOSE_REASON = "ferry relay carries binary messages only"
 """The close reason sent with code 1003 when the peer sends a text message."""
 
@@ -85,6 +88,12 @@ class WebSocketChannelConfig:
     heartbeat_interval: float | None = 20.0
     """Seconds between WebSocket pings; a missing pong closes the channel. ``None``: off."""
 
+    datagrams_per_turn: int = DEFAULT_DATAGRAMS_PER_TURN
+    """Datagrams the reader (and the writer) handles before it yields to the event loop.
+    aiohttp hands over queued messages without suspending, so without this bound one busy
+    WebSocket could feed hundreds of datagrams to its session in one loop turn while every
+    other session waits (the egress's fair sharing, docs/architecture.md)."""
+
     def __post_init__(self) -> None:
         if not 1 <= self.max_message_bytes <= MAX_DATAGRAM_BYTES:
             raise ConfigError(
@@ -98,6 +107,8 @@ class WebSocketChannelConfig:
         for name in ("connect_timeout", "close_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.datagrams_per_turn < 1:
+            raise ConfigError(f"datagrams_per_turn must be >= 1, got {self.datagrams_per_turn}")
         if self.heartbeat_interval is not None and not self.heartbeat_interval > 0:
             raise ConfigError(
                 f"heartbeat_interval must be > 0 seconds or None, got {self.heartbeat_interval}"
@@ -154,6 +165,7 @@ class WebSocketDatagramChannel:
         max_message_bytes: int = MAX_DATAGRAM_BYTES,
         high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
         metrics: WebSocketChannelMetrics | None = None,
+        datagrams_per_turn: int = DEFAULT_DATAGRAMS_PER_TURN,
     ) -> None:
         if not 1 <= max_message_bytes <= MAX_DATAGRAM_BYTES:
             raise ConfigError(
@@ -163,6 +175,7 @@ class WebSocketDatagramChannel:
         self._max_message_bytes = max_message_bytes
         self._high_water_bytes = high_water_bytes
         self._metrics = metrics
+        self._datagrams_per_turn = max(1, datagrams_per_turn)
         self._outgoing: deque[bytes] = deque()
         self._queued_bytes = 0
         self._outgoing_ready = asyncio.Event()
@@ -241,8 +254,12 @@ class WebSocketDatagramChannel:
 
     async def _read(self) -> None:
         code, reason = CLOSE_CODE_NORMAL, b""
+        handled = 0
         try:
             while True:
+                handled += 1
+                if handled % self._datagrams_per_turn == 0:
+                    await asyncio.sleep(0)  # let other channels and sessions take a turn
                 message = await self._ws.receive()
                 if message.type is aiohttp.WSMsgType.BINARY:
                     data: bytes = message.data
@@ -282,8 +299,12 @@ class WebSocketDatagramChannel:
         await self._shutdown(code, reason)
 
     async def _write(self) -> None:
+        handled = 0
         try:
             while True:
+                handled += 1
+                if handled % self._datagrams_per_turn == 0:
+                    await asyncio.sleep(0)  # let other channels and sessions take a turn
                 while not self._outgoing:
                     self._outgoing_ready.clear()
                     await self._outgoing_ready.wait()
@@ -403,6 +424,7 @@ async def connect_websocket_channel(
         max_message_bytes=config.max_message_bytes,
         high_water_bytes=config.high_water_bytes,
         metrics=metrics,
+        datagrams_per_turn=config.datagrams_per_turn,
     )
 
 
@@ -430,5 +452,6 @@ async def accept_websocket_channel(
         max_message_bytes=config.max_message_bytes,
         high_water_bytes=config.high_water_bytes,
         metrics=metrics,
+        datagrams_per_turn=config.datagrams_per_turn,
     )
     return ws, channel

@@ -118,8 +118,14 @@ async def test_page_shows_connected_and_live_speed_during_downloads() -> None:
         assert speed is not None and speed.endswith("B/s") and speed[0].isdigit()
         peak = await page.get_attribute("#chart", "data-peak-down")
         assert peak is not None and float(peak) > 0
+        # The chart draws a line once the page holds two samples (one per poll).
+        assert await page_condition(
+            page,
+            "(document.getElementById('line-down').getAttribute('points') || '')"
+            ".trim().split(/\\s+/).length >= 2",
+        ), "the chart never drew a line"
         points = await page.get_attribute("#line-down", "points")
-        assert points and len(points.split()) >= 2  # the chart has a line
+        assert points and len(points.split()) >= 2
         used = await page.text_content("#used")
         assert used is not None and " MB down" in used
         await screenshot(page, "client-page-en.png")

@@ -62,9 +62,10 @@ Usage (as root)::
     python benchmarks/snowflake_compare.py --build      # once: apt-get + go build
     python benchmarks/snowflake_compare.py [--megabytes 50] [--runs 3]
 
-Exits 1 if a download fails or its hash does not match, 2 if a system does not come up or a
-binary is missing (the message says how to get it). Only processes this script started are
-stopped, by PID.
+Exits 1 if a download fails or a ferry download's hash does not match (a Snowflake download
+with a wrong hash is shown as CORRUPT, counted, and left out of the medians: 2.5.1 as Debian
+ships it corrupts some), 2 if a system does not come up or a binary is missing (the message
+says how to get it). Only processes this script started are stopped, by PID.
 """
 
 from __future__ import annotations
@@ -636,6 +637,68 @@ def socks_arguments(broker_port: int) -> tuple[str, str]:
     return username, password
 
 
+def start_ferry(
+    folder: Path, timeout: float, client_webrtc: str
+) -> tuple[dict[str, throughput.FerryProcess], str]:
+    """throughput.py's four ferry processes (egress, broker, one Python volunteer, client),
+    the client with ``--webrtc CLIENT_WEBRTC``; return them and the client's proxy."""
+    started: dict[str, throughput.FerryProcess] = {}
+    try:
+        egress = throughput.start_role(
+            "egress",
+            [
+                "--listen",
+                f"{LOOPBACK}:0",
+                "--state-dir",
+                str(folder / "egress-state"),
+                "--unsafe-allow-private-destinations",
+            ],
+            folder,
+        )
+        started["egress"] = egress
+        egress_ready = throughput.wait_ready(egress, timeout)
+        egress_url = throughput.ready_text(egress_ready, "egress", "egress")
+        bridge = throughput.ready_text(egress_ready, "bridge", "egress")
+        broker = throughput.start_role(
+            "broker", ["--listen", f"{LOOPBACK}:0", "--egress", egress_url], folder
+        )
+        started["broker"] = broker
+        broker_url = throughput.ready_text(
+            throughput.wait_ready(broker, timeout), "broker", "broker"
+        )
+        volunteer = throughput.start_role(
+            "volunteer",
+            ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK],
+            folder,
+        )
+        started["volunteer"] = volunteer
+        throughput.wait_ready(volunteer, timeout)
+        client = throughput.start_role(
+            "client",
+            [
+                "--broker",
+                broker_url,
+                "--bridge",
+                bridge,
+                "--listen",
+                f"{LOOPBACK}:0",
+                "--volunteers",
+                "1",
+                "--ice-address",
+                LOOPBACK,
+                "--webrtc",
+                client_webrtc,
+            ],
+            folder,
+        )
+        started["client"] = client
+        proxy = throughput.ready_text(throughput.wait_ready(client, timeout), "proxy", "client")
+    except BaseException:
+        throughput.stop_roles(list(reversed(started.values())))
+        raise
+    return started, proxy
+
+
 # ---------------------------------------------------------------------------------------------
 # Downloads and measurement
 
@@ -718,6 +781,8 @@ class Measurement:
     """MB/s over curl's whole time (set-up included)."""
     cpu_ms_per_megabyte: dict[str, float]
     """CPU ms per MB of each of the system's processes during the download."""
+    intact: bool
+    """Whether the bytes received were exactly the payload (size and SHA-256)."""
 
     @property
     def total_cpu(self) -> float:
@@ -732,11 +797,16 @@ def measure(
     size: int,
     sha256: str,
 ) -> Measurement:
-    """Download once, reading each process's CPU before and after; check the bytes."""
+    """Download once, reading each process's CPU before and after; check the bytes.
+
+    A ferry download that is not the payload raises; a Snowflake one is recorded as corrupt
+    (2.5.1 as Debian ships it is known to corrupt some downloads) and left out of the medians.
+    """
     before = {name: read() for name, read in readers.items()}
     transfer = fetch()
     after = {name: read() for name, read in readers.items()}
-    if transfer.size != size or transfer.sha256 != sha256:
+    intact = transfer.size == size and transfer.sha256 == sha256
+    if not intact and system == "ferry":
         raise BenchmarkError(
             f"{system} download does not match the payload: {transfer.size} bytes, sha256 "
             f"{transfer.sha256} (expected {size} bytes, sha256 {sha256})"
@@ -749,12 +819,41 @@ def measure(
         cpu_ms_per_megabyte={
             name: (after[name] - before[name]) * 1000 / megabytes for name in readers
         },
+        intact=intact,
     )
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process ``root`` and every live descendant (and of the
+    children they have reaped), from /proc. ferry's client runs its WebRTC in a headless
+    Chromium child by default (``--webrtc auto``), which ``/proc/ROOT/stat`` alone misses."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        # fields[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14-17.
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(value) for value in fields[11:15]) / ticks_per_second
+    if root not in times:
+        raise BenchmarkError(f"process {root} is gone")
+    total = 0.0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        total += times.get(pid, 0.0)
+        pending.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
 def pid_cpu(pid: int) -> Callable[[], float]:
-    """A reader of process ``pid``'s CPU seconds."""
-    return lambda: throughput.cpu_seconds(pid)
+    """A reader of the CPU seconds of process ``pid`` and its descendants."""
+    return lambda: tree_cpu_seconds(pid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -768,7 +867,7 @@ def print_report(results: list[Measurement], megabytes: int) -> None:
     for result in results:
         rows.append(
             [
-                result.system,
+                result.system if result.intact else f"{result.system} (CORRUPT)",
                 f"{result.rate:.2f}",
                 f"{result.setup_rate:.2f}",
                 f"{result.total_cpu:.1f}",
@@ -777,7 +876,10 @@ def print_report(results: list[Measurement], megabytes: int) -> None:
         )
     medians: dict[str, tuple[float, float, float]] = {}
     for system in ("ferry", "Snowflake"):
-        mine = [r for r in results if r.system == system]
+        mine = [r for r in results if r.system == system and r.intact]
+        if not mine:
+            print(f"\nevery {system} download was corrupt: no median")
+            return
         medians[system] = (
             statistics.median(r.rate for r in mine),
             statistics.median(r.setup_rate for r in mine),
@@ -788,6 +890,10 @@ def print_report(results: list[Measurement], megabytes: int) -> None:
     print()
     print(f"{megabytes} MB per download, alternating (runs in the order shown):")
     print(throughput.format_table(rows))
+    corrupt = sum(1 for r in results if not r.intact)
+    print(
+        f"corrupt downloads (wrong SHA-256, left out of the medians): {corrupt} of {len(results)}"
+    )
     ferry, snowflake = medians["ferry"], medians["Snowflake"]
     print()
     print(
@@ -827,6 +933,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="Snowflake 2.5.1 server/lib source for --build (default BIN_DIR/../server-src/lib)",
+    )
+    parser.add_argument(
+        "--ferry-client-webrtc",
+        choices=("auto", "python", "browser"),
+        default="auto",
+        help="ferry client's --webrtc (default auto, ferry's default: headless Chromium when "
+        "installed, whose CPU is counted with the client's)",
     )
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="start-up bound, s")
     parser.add_argument("--download-timeout", type=float, default=None, help="per download, s")
@@ -882,8 +995,14 @@ def main(argv: list[str] | None = None) -> int:
         payload_path.write_bytes(payload)
         output = folder / "download.bin"
         try:
-            print("starting ferry: egress, broker, one Python volunteer, client…", flush=True)
-            roles, ferry_proxy = throughput.start_network(folder, arguments.ready_timeout)
+            print(
+                "starting ferry: egress, broker, one Python volunteer, client "
+                f"(--webrtc {arguments.ferry_client_webrtc})…",
+                flush=True,
+            )
+            roles, ferry_proxy = start_ferry(
+                folder, arguments.ready_timeout, arguments.ferry_client_webrtc
+            )
         except BenchmarkError as exc:
             print(f"snowflake_compare: ferry did not come up: {exc}", file=sys.stderr)
             return 2
@@ -993,7 +1112,7 @@ def alternate(
                 print(
                     f"run {run} {system}: {result.rate:.2f} MB/s "
                     f"({result.setup_rate:.2f} with set-up), {result.total_cpu:.1f} CPU ms/MB "
-                    "(sha256 ok)",
+                    f"({'sha256 ok' if result.intact else 'CORRUPT: sha256 does not match'})",
                     flush=True,
                 )
     except BenchmarkError as exc:

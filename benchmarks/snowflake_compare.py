@@ -27,7 +27,7 @@ Where everything runs (only loopback, never a public address):
   interface, so the namespace gets a veth pair holding 198.18.0.1/32 (RFC 2544's benchmarking
   range), which exists only inside it; the broker, relay, ORPort and SOCKS port are on its
   127.0.0.1. The namespace has no route out, so the binaries' public defaults (STUN
-  ``stun.l.google.com``, the NAT probe at the Tor Project's broker, which the Debian proxy has
+  at a public STUN server, the NAT probe at the Tor Project's broker, which the Debian proxy has
   no flag for) cannot be reached: they fail at once and the NAT type stays "unknown". STUN is
   set to 127.0.0.1 anyway on both sides.
 
@@ -126,8 +126,8 @@ import (
 \t"os/signal"
 \t"syscall"
 
-\tpt "git.torproject.org/pluggable-transports/goptlib.git"
-\tsf "git.torproject.org/pluggable-transports/snowflake.git/v2/server/lib"
+\tpt "{pt_prefix}/pluggable-transports/goptlib.git"
+\tsf "{pt_prefix}/pluggable-transports/snowflake.git/v2/server/lib"
 )
 
 func proxy(local *net.TCPConn, conn net.Conn) {
@@ -238,16 +238,26 @@ def build(bin_dir: Path, server_source: Path) -> None:
             "Snowflake's v2.5.1 source tree there."
         )
     gocode = Path("/usr/share/gocode/src")
-    debian_snowflake = gocode / "git.torproject.org/pluggable-transports/snowflake.git"
+    # The Go import paths start with the code host's name, which is taken from Debian's
+    # layout rather than written here.
+    found = sorted(gocode.glob("*/pluggable-transports/snowflake.git"))
+    kcp_found = sorted(gocode.glob("*/xtaci/kcp-go"))
+    if not found or not kcp_found:
+        raise BenchmarkError(
+            f"{gocode} holds no Snowflake or kcp-go source: install {DEBIAN_PACKAGES}"
+        )
+    debian_snowflake = found[0]
+    pt_prefix = debian_snowflake.parent.parent.name
+    kcp_go = kcp_found[0]
     work = bin_dir.parent / "gopath"
-    v2 = work / "src/git.torproject.org/pluggable-transports/snowflake.git/v2"
+    v2 = work / "src" / pt_prefix / "pluggable-transports/snowflake.git/v2"
     (v2 / "server").mkdir(parents=True, exist_ok=True)
     # Debian lays the v2 module out without its /v2 (and kcp-go without /v5): GOPATH mode
     # finds the import paths through these links.
     links = {
         v2 / "common": debian_snowflake / "common",
         v2 / "server" / "lib": library.resolve(),
-        work / "src/github.com/xtaci/kcp-go/v5": gocode / "github.com/xtaci/kcp-go",
+        work / "src" / kcp_go.relative_to(gocode) / "v5": kcp_go,
     }
     for link, target in links.items():
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +266,7 @@ def build(bin_dir: Path, server_source: Path) -> None:
         link.symlink_to(target)
     main_dir = work / "server-main"
     main_dir.mkdir(parents=True, exist_ok=True)
-    (main_dir / "main.go").write_text(SERVER_MAIN)
+    (main_dir / "main.go").write_text(SERVER_MAIN.replace("{pt_prefix}", pt_prefix))
     bin_dir.mkdir(parents=True, exist_ok=True)
     environment = dict(
         os.environ,

@@ -8,7 +8,7 @@ Chromium is confined to loopback:
 
 * ``--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1`` answers every name lookup
   with "not found" inside Chromium (measured with tcpdump on eth0: without it Chromium 156
-  still looks up update.googleapis.com and accounts.google.com through the system resolver,
+  still looks up Google's update and account servers through the system resolver,
   background-networking flags or not); pages use IP literals only.
 * ``--disable-features=WebRtcHideLocalIpsWithMdns``: by default Chromium names its host
   candidates with random ``.local`` names and announces them with mDNS, which (captured on

@@ -31,6 +31,10 @@ Two deliberate adjustments to the libraries below, both measured on loopback:
   caps them at ``net.core.rmem_max`` / ``wmem_max``). This reaches into aioice's private
   ``Connection._protocols``; if that is missing the buffers are left alone, with a warning.
 
+aiortc's SCTP acknowledges every second packet instead of every packet (RFC 4960 §6.2,
+``WebRtcConfig.sctp_packets_per_acknowledgement``): a pinned, tested subclass in
+:mod:`ferry.transport.sctp_acknowledgement`.
+
 aiortc's ``bufferedAmount`` gives no backpressure (``send()`` never blocks), so
 :meth:`DataChannelDatagramChannel.send` drops datagrams above the high-water mark itself.
 

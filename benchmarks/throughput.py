@@ -25,6 +25,7 @@ Then, in the same run:
 Usage::
 
     python benchmarks/throughput.py [--megabytes 50] [--runs 3] [--latency-runs 5]
+    python benchmarks/throughput.py --compare-sctp-packets-per-ack 1,2   # A/B, interleaved
 
 Exits 1 if a download fails or its hash does not match, 2 if the network does not come up.
 Only 127.0.0.1 is ever contacted, and only the processes this script started are stopped.
@@ -64,6 +65,9 @@ SEND_CHUNK = 256 * 1024
 """Bytes the origin hands to the socket at once."""
 RUN_FERRY = "import sys; from ferry.cli import main; sys.argv[0] = 'ferry'; main()"
 """Runs the ``ferry`` command with this interpreter (no PATH or shim between us and the PID)."""
+CLIENT_WEBRTC = ("--webrtc", "python")
+"""Every client runs its WebRTC on aiortc: with the default ``auto`` a client finds Debian's
+Chromium and runs its WebRTC there, in processes whose CPU this script does not count."""
 
 
 class BenchmarkError(Exception):
@@ -485,6 +489,7 @@ def fresh_first_byte(
             "0",
             "--ice-address",
             LOOPBACK,
+            *CLIENT_WEBRTC,
         ],
         folder,
         name=f"fresh-client-{run}",
@@ -510,8 +515,8 @@ def fresh_first_byte(
 
 CLIENT_CHECKING_LOOPBACK_PEERS = (
     "import dataclasses, ferry.cli as cli; webrtc = cli._webrtc_config; "
-    "cli._webrtc_config = lambda addresses: dataclasses.replace("
-    "webrtc(addresses), remote_candidate_addresses=('127.0.0.1',))\n" + RUN_FERRY
+    "cli._webrtc_config = lambda *options: dataclasses.replace("
+    "webrtc(*options), remote_candidate_addresses=('127.0.0.1',))\n" + RUN_FERRY
 )
 """The client command, but checking only the browser's 127.0.0.1 candidates: Chromium also
 offers its other interfaces' addresses, and this benchmark must not send to them (the browser
@@ -578,8 +583,10 @@ def chromium_runs(
     measure: Callable[[dict[str, Callable[[], float]], str], RunResult],
     runs: int,
     ready_timeout: float,
+    client_arguments: tuple[str, ...] = (),
 ) -> list[RunResult]:
-    """Bulk runs through one Chromium volunteer (the widget), with its own broker and client."""
+    """Bulk runs through one Chromium volunteer (the widget), with its own broker and client
+    (``client_arguments`` added to the client's command line)."""
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)  # for tests.browser.support (Chromium's path and flags)
@@ -623,6 +630,8 @@ def chromium_runs(
                         "1",
                         "--ice-address",
                         LOOPBACK,
+                        *CLIENT_WEBRTC,
+                        *client_arguments,
                     ],
                     folder,
                     name="chromium-client",
@@ -647,8 +656,11 @@ def chromium_runs(
 # Main
 
 
-def start_network(folder: Path, ready_timeout: float) -> tuple[dict[str, FerryProcess], str]:
-    """Start egress, broker, volunteer and client; return them and the client's proxy."""
+def start_network(
+    folder: Path, ready_timeout: float, role_arguments: tuple[str, ...] = ()
+) -> tuple[dict[str, FerryProcess], str]:
+    """Start egress, broker, volunteer and client (``role_arguments`` added to the last two);
+    return them and the client's proxy."""
     started: dict[str, FerryProcess] = {}
     try:
         egress = start_role(
@@ -673,7 +685,7 @@ def start_network(folder: Path, ready_timeout: float) -> tuple[dict[str, FerryPr
 
         volunteer = start_role(
             "volunteer",
-            ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK],
+            ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK, *role_arguments],
             folder,
         )
         started["volunteer"] = volunteer
@@ -692,6 +704,8 @@ def start_network(folder: Path, ready_timeout: float) -> tuple[dict[str, FerryPr
                 "1",
                 "--ice-address",
                 LOOPBACK,
+                *CLIENT_WEBRTC,
+                *role_arguments,
             ],
             folder,
         )
@@ -727,7 +741,23 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="seconds one download may take (default: 10 s per MB, at least 60 s)",
     )
+    parser.add_argument(
+        "--compare-sctp-packets-per-ack",
+        metavar="N,M,...",
+        default=None,
+        help="A/B mode: one network per value of the client's and volunteer's "
+        "--sctp-packets-per-ack, downloads interleaved (N, M, N, M, ...), Chromium runs "
+        "alternating too; no latency measurements",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.compare_sctp_packets_per_ack is not None:
+        try:
+            values = [int(v) for v in arguments.compare_sctp_packets_per_ack.split(",")]
+        except ValueError:
+            parser.error("--compare-sctp-packets-per-ack takes integers separated by commas")
+        if not values or min(values) < 1:
+            parser.error("--compare-sctp-packets-per-ack values must be at least 1")
+        arguments.compare_sctp_packets_per_ack = values
     if arguments.megabytes < 1:
         parser.error("--megabytes must be at least 1")
     if arguments.runs < 1 or arguments.latency_runs < 1:
@@ -756,6 +786,74 @@ def report_run(label: str, run: int, result: RunResult) -> None:
     )
 
 
+def compare_packets_per_ack(
+    arguments: argparse.Namespace,
+    folder: Path,
+    measure: Callable[[dict[str, Callable[[], float]], str], RunResult],
+    browser: bool,
+) -> int:
+    """A/B: one complete network per ``--sctp-packets-per-ack`` value, runs interleaved."""
+    values: list[int] = arguments.compare_sctp_packets_per_ack
+    networks: dict[int, tuple[dict[str, FerryProcess], str]] = {}
+    try:
+        for value in values:
+            variant = folder / f"acks-{value}"
+            variant.mkdir()
+            print(f"starting a network with --sctp-packets-per-ack {value}…", flush=True)
+            networks[value] = start_network(
+                variant, arguments.ready_timeout, ("--sctp-packets-per-ack", str(value))
+            )
+        python_results: dict[int, list[RunResult]] = {value: [] for value in values}
+        chromium_results: dict[int, list[RunResult]] = {value: [] for value in values}
+        for run in range(1, arguments.runs + 1):
+            for value in values:
+                roles, proxy = networks[value]
+                readers = {name: process_cpu(role) for name, role in roles.items()}
+                python_results[value].append(measure(readers, proxy))
+                report_run(f"Python volunteer, {value} packets/ack", run, python_results[value][-1])
+        if browser:
+            for run in range(1, arguments.runs + 1):
+                for value in values:
+                    roles, _ = networks[value]
+                    egress_ready = json.loads(roles["egress"].ready_path.read_text())
+                    variant = folder / f"acks-{value}" / f"chromium-{run}"
+                    variant.mkdir()
+                    result = chromium_runs(
+                        variant,
+                        roles["egress"],
+                        ready_text(egress_ready, "egress", "egress"),
+                        ready_text(egress_ready, "bridge", "egress"),
+                        measure,
+                        1,
+                        arguments.ready_timeout,
+                        ("--sctp-packets-per-ack", str(value)),
+                    )[0]
+                    chromium_results[value].append(result)
+                    report_run(f"Chromium volunteer, {value} packets/ack", run, result)
+        for value in values:
+            print_results(
+                f"Python volunteer, --sctp-packets-per-ack {value}",
+                python_results[value],
+                arguments,
+                "the ferry volunteer process",
+            )
+        for value in values:
+            if chromium_results[value]:
+                print_results(
+                    f"Chromium volunteer, client --sctp-packets-per-ack {value}",
+                    chromium_results[value],
+                    arguments,
+                    "every Chromium process",
+                )
+    except BenchmarkError as exc:
+        print(f"throughput: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for roles, _ in networks.values():
+            stop_roles(list(reversed(roles.values())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     if shutil.which("curl") is None:
@@ -777,6 +875,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(temporary)
         origin_port = origin.server_address[1]
         print(f"payload: {arguments.megabytes} MB of random bytes, sha256 {payload_sha256[:16]}…")
+        if arguments.compare_sctp_packets_per_ack is not None:
+
+            def measure_variant(readers: dict[str, Callable[[], float]], through: str) -> RunResult:
+                return one_run(
+                    readers, origin.url, through, payload, payload_sha256, folder, download_timeout
+                )
+
+            return compare_packets_per_ack(arguments, folder, measure_variant, browser)
         print("starting egress, broker, one volunteer and a client (separate processes)…")
         try:
             roles, proxy = start_network(folder, arguments.ready_timeout)

@@ -146,12 +146,27 @@ def _logging(verbose: bool, unsafe_logging: bool) -> None:
         )
 
 
-def _webrtc_config(ice_addresses: list[str] | None) -> WebRtcConfig:
+def _webrtc_config(
+    ice_addresses: list[str] | None, sctp_packets_per_ack: int | None = None
+) -> WebRtcConfig:
+    import dataclasses
+
     from ferry.transport.webrtc import WebRtcConfig
 
-    if not ice_addresses:
-        return WebRtcConfig()
-    return WebRtcConfig(host_candidate_addresses=tuple(ice_addresses))
+    config = WebRtcConfig(host_candidate_addresses=tuple(ice_addresses) if ice_addresses else None)
+    if sctp_packets_per_ack is None:
+        return config
+    return dataclasses.replace(config, sctp_packets_per_acknowledgement=sctp_packets_per_ack)
+
+
+def _sctp_packets_per_ack_option(role: str) -> object:
+    return typer.Option(
+        "--sctp-packets-per-ack",
+        envvar=f"FERRY_{role}_SCTP_PACKETS_PER_ACK",
+        min=1,
+        help="Python WebRTC: send one SCTP acknowledgement per this many received packets "
+        "(default 2, RFC 4960's delayed acknowledgement; 1 = one per packet, as aiortc does).",
+    )
 
 
 def _ice_address_option(role: str) -> object:
@@ -736,6 +751,7 @@ def volunteer(
         ),
     ] = 0,
     ice_address: Annotated[list[str] | None, _ice_address_option("VOLUNTEER")] = None,
+    sctp_packets_per_ack: Annotated[int | None, _sctp_packets_per_ack_option("VOLUNTEER")] = None,
     stun: Annotated[list[str] | None, _stun_option("VOLUNTEER")] = None,
     pairing: Annotated[
         str | None,
@@ -775,7 +791,7 @@ def volunteer(
                 corrupt=test_impair_corrupt,
                 seed=test_impair_seed,
             ),
-            webrtc=_webrtc_config(ice_address),
+            webrtc=_webrtc_config(ice_address, sctp_packets_per_ack),
             pairing=pairing,
             stun_servers=_stun_servers(stun),
         )
@@ -880,6 +896,7 @@ def client(
         ),
     ] = 30.0,
     ice_address: Annotated[list[str] | None, _ice_address_option("CLIENT")] = None,
+    sctp_packets_per_ack: Annotated[int | None, _sctp_packets_per_ack_option("CLIENT")] = None,
     stun: Annotated[list[str] | None, _stun_option("CLIENT")] = None,
     front: Annotated[
         str | None,
@@ -1013,7 +1030,7 @@ def client(
             bridge=bridge_line,
             volunteers=volunteers,
             spare_volunteers=spare_volunteers,
-            webrtc=_webrtc_config(ice_address),
+            webrtc=_webrtc_config(ice_address, sctp_packets_per_ack),
         ),
         proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
         pairing=pairing,

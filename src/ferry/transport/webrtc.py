@@ -31,6 +31,10 @@ Two deliberate adjustments to the libraries below, both measured on loopback:
   caps them at ``net.core.rmem_max`` / ``wmem_max``). This reaches into aioice's private
   ``Connection._protocols``; if that is missing the buffers are left alone, with a warning.
 
+aiortc's SCTP acknowledges every second packet instead of every packet (RFC 4960 §6.2,
+``WebRtcConfig.sctp_packets_per_acknowledgement``): a pinned, tested subclass in
+:mod:`ferry.transport.sctp_acknowledgement`.
+
 aiortc's ``bufferedAmount`` gives no backpressure (``send()`` never blocks), so
 :meth:`DataChannelDatagramChannel.send` drops datagrams above the high-water mark itself.
 
@@ -80,6 +84,10 @@ from prometheus_client import CollectorRegistry, Counter
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
 from ferry.transport.datagram import CloseHandler, DatagramChannel, DatagramHandler
+from ferry.transport.sctp_acknowledgement import (
+    DelayedAcknowledgementSctpTransport,
+    SctpAcknowledgementPolicy,
+)
 
 __all__ = [
     "DATA_CHANNEL_LABEL",
@@ -148,6 +156,15 @@ class WebRtcConfig:
     0 keeps aiortc's limit. Measured in BENCHMARKS.md; checked against Chromium by the
     browser tests."""
 
+    sctp_packets_per_acknowledgement: int = 2
+    """Send one SCTP SACK per this many received packets carrying DATA (RFC 4960 §6.2),
+    or ``sctp_acknowledgement_delay`` after the first one, and at once on gaps or duplicates
+    (:mod:`ferry.transport.sctp_acknowledgement`). aiortc sends one per packet, which is
+    ``1``. Measured in BENCHMARKS.md (issue 8, delayed SACKs)."""
+
+    sctp_acknowledgement_delay: float = 0.05
+    """Seconds a SACK may wait for a second packet (RFC 4960: at most 0.5 s)."""
+
     socket_buffer_bytes: int = 4 * 1024 * 1024
     """``SO_RCVBUF`` and ``SO_SNDBUF`` set on every ICE socket. 4 MiB removed the up-to-14 %
     loss measured with aioice's 256 KiB at full speed on loopback."""
@@ -207,6 +224,14 @@ class WebRtcConfig:
             raise ConfigError(f"max_held_datagrams must be ≥ 1, got {self.max_held_datagrams}")
         if self.host_candidate_addresses is not None and not self.host_candidate_addresses:
             raise ConfigError("host_candidate_addresses must name at least one address or be None")
+        self.sctp_acknowledgement_policy()  # raises ConfigError for bad SACK settings
+
+    def sctp_acknowledgement_policy(self) -> SctpAcknowledgementPolicy:
+        """The SACK policy these settings describe."""
+        return SctpAcknowledgementPolicy(
+            packets_per_acknowledgement=self.sctp_packets_per_acknowledgement,
+            maximum_delay=self.sctp_acknowledgement_delay,
+        )
 
 
 class DataChannelMetrics:
@@ -780,6 +805,15 @@ def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
     return peer_connection
 
 
+def _delay_sctp_acknowledgements(peer_connection: RTCPeerConnection, config: WebRtcConfig) -> None:
+    """Apply ``config``'s SACK policy to the connection's SCTP transport, once it exists
+    (after ``createDataChannel`` for the offerer, the offer for the answerer) and before any
+    SCTP packet has arrived."""
+    sctp = peer_connection.sctp
+    if isinstance(sctp, DelayedAcknowledgementSctpTransport):
+        sctp.delay_acknowledgements(config.sctp_acknowledgement_policy())
+
+
 def check_data_channel_sdp(sdp: str, kind: str) -> None:
     """Refuse an SDP that cannot be a ferry offer or answer, naming what is wrong."""
     if not isinstance(sdp, str):
@@ -884,6 +918,7 @@ class OfferingPeer:
             maxRetransmits=self._config.max_retransmits,
             protocol=DATA_CHANNEL_PROTOCOL,
         )
+        _delay_sctp_acknowledgements(peer_connection, self._config)
         self._channel = DataChannelDatagramChannel(
             peer_connection, data_channel, self._config, self._metrics
         )
@@ -950,6 +985,7 @@ class AnsweringPeer:
         peer_connection.on("connectionstatechange", self._handle_connection_state)
         try:
             await _apply_remote_description(peer_connection, offer_sdp, "offer", self._config)
+            _delay_sctp_acknowledgements(peer_connection, self._config)
             answer = await peer_connection.createAnswer()
             with _candidate_policy(self._config):
                 await peer_connection.setLocalDescription(answer)

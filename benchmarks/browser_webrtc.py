@@ -41,6 +41,7 @@ from throughput import (
     download,
     ready_text,
     running_origin,
+    start_egress_and_broker,
     start_role,
     stop_roles,
     wait_ready,
@@ -80,24 +81,7 @@ def start_network(
     """Egress, broker, a volunteer and one client per stack; their proxies; Chromium's PID."""
     started: dict[str, FerryProcess] = {}
     try:
-        egress = start_role(
-            "egress",
-            [
-                "--listen",
-                f"{LOOPBACK}:0",
-                "--state-dir",
-                str(folder / "egress-state"),
-                "--unsafe-allow-private-destinations",
-            ],
-            folder,
-        )
-        started["egress"] = egress
-        egress_ready = wait_ready(egress, ready_timeout)
-        egress_url = ready_text(egress_ready, "egress", "egress")
-        bridge = ready_text(egress_ready, "bridge", "egress")
-        broker = start_role("broker", ["--listen", f"{LOOPBACK}:0", "--egress", egress_url], folder)
-        started["broker"] = broker
-        broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
+        bridge, broker_url = start_egress_and_broker(folder, ready_timeout, started)
         volunteer = start_role(
             "volunteer",
             [

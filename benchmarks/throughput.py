@@ -656,6 +656,33 @@ def chromium_runs(
 # Main
 
 
+def start_egress_and_broker(
+    folder: Path, ready_timeout: float, started: dict[str, FerryProcess]
+) -> tuple[str, str]:
+    """Start an egress (loopback destinations allowed) and a broker for it, each recorded in
+    ``started`` as soon as it runs (the caller stops them on failure); return the bridge line
+    and the broker's URL."""
+    egress = start_role(
+        "egress",
+        [
+            "--listen",
+            f"{LOOPBACK}:0",
+            "--state-dir",
+            str(folder / "egress-state"),
+            "--unsafe-allow-private-destinations",
+        ],
+        folder,
+    )
+    started["egress"] = egress
+    egress_ready = wait_ready(egress, ready_timeout)
+    egress_url = ready_text(egress_ready, "egress", "egress")
+    bridge = ready_text(egress_ready, "bridge", "egress")
+    broker = start_role("broker", ["--listen", f"{LOOPBACK}:0", "--egress", egress_url], folder)
+    started["broker"] = broker
+    broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
+    return bridge, broker_url
+
+
 def start_network(
     folder: Path, ready_timeout: float, role_arguments: tuple[str, ...] = ()
 ) -> tuple[dict[str, FerryProcess], str]:
@@ -663,25 +690,7 @@ def start_network(
     return them and the client's proxy."""
     started: dict[str, FerryProcess] = {}
     try:
-        egress = start_role(
-            "egress",
-            [
-                "--listen",
-                f"{LOOPBACK}:0",
-                "--state-dir",
-                str(folder / "egress-state"),
-                "--unsafe-allow-private-destinations",
-            ],
-            folder,
-        )
-        started["egress"] = egress
-        egress_ready = wait_ready(egress, ready_timeout)
-        egress_url = ready_text(egress_ready, "egress", "egress")
-        bridge = ready_text(egress_ready, "bridge", "egress")
-
-        broker = start_role("broker", ["--listen", f"{LOOPBACK}:0", "--egress", egress_url], folder)
-        started["broker"] = broker
-        broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
+        bridge, broker_url = start_egress_and_broker(folder, ready_timeout, started)
 
         volunteer = start_role(
             "volunteer",

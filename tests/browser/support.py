@@ -42,20 +42,15 @@ from ferry.core.bridge_line import BridgeLine
 from ferry.demo import LOOPBACK_WEBRTC
 from ferry.egress.policy import DestinationPolicy
 from ferry.egress.server import Egress, EgressConfig
+from ferry.transport.browser_webrtc import NO_NAME_LOOKUPS, QUIET_HEADLESS_CHROMIUM
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
 from ..integration.chain import Origin
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    *QUIET_HEADLESS_CHROMIUM,
+    NO_NAME_LOOKUPS,
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 CLIENT_WEBRTC = replace(LOOPBACK_WEBRTC, remote_candidate_addresses=("127.0.0.1",))

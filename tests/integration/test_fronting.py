@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,13 +31,19 @@ from ferry.egress.server import Egress, EgressConfig
 from ferry.errors import BrokerError, ConfigError
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
+from ..host_tools import require_host
 from ..support_front import NginxFront, make_test_ca
 from .chain import Origin, TableResolver, run_curl
 
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(shutil.which("nginx") is None, reason="needs Debian's nginx"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_has_what_the_test_needs() -> None:
+    require_host("nginx")
+
 
 BROKER_NAME = "broker.test"
 SDP = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"

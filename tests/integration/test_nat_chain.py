@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,16 +20,19 @@ from pathlib import Path
 
 import pytest
 
+from ..host_tools import require_host
 from ..support_nat import NatLab
 from .test_nat_namespaces import lab_environment
 
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables") is None,
-        reason="needs root, iproute2 and iptables (CI runs as root and installs them)",
-    ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_has_what_the_test_needs() -> None:
+    require_host("ip", "iptables", root=True)
+
 
 STUN = "stun:198.18.0.1:3478"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +19,18 @@ import pytest
 
 import ferry
 
+from ..host_tools import require_host
 from ..support_nat import NatLab
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables") is None,
-        reason="needs root, iproute2 and iptables (CI runs as root and installs them)",
-    ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_has_what_the_test_needs() -> None:
+    require_host("ip", "iptables", root=True)
+
 
 ROOT = Path(__file__).parents[2]
 

@@ -39,11 +39,12 @@ import aiohttp
 
 from ferry.client.messages import Catalogue
 from ferry.client.rendezvous import Rendezvous
+from ferry.client.session import read_stream_reply
 from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
 from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
-from ferry.core.stream_header import StreamReplyDecoder, encode_request
+from ferry.core.stream_header import encode_request
 from ferry.errors import (
     BrokerError,
     ConfigError,
@@ -432,20 +433,14 @@ class SelfCheck:
         stream = session.open_stream()
         try:
             await stream.send_all(encode_request(self._fetch.target) + self._fetch.http_request)
-            decoder = StreamReplyDecoder()
-            reply = None
-            while reply is None:
-                data = await stream.receive_some()
-                if not data:
-                    decoder.feed_eof()
-                reply = decoder.feed(data)
+            reply, after_reply = await read_stream_reply(stream)
             if reply.code != ReplyCode.SUCCEEDED:
                 raise _StepFailed(
                     "check.fetch.refused",
                     "check.fetch.advice",
                     reply.message or DEFAULT_MESSAGE[reply.code],
                 )
-            answer = bytearray(decoder.leftover)
+            answer = bytearray(after_reply)
             while len(answer) < _MAX_ANSWER_BYTES:
                 if self._fetch.http_request and b"\r\n" in answer:
                     break

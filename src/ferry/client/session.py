@@ -20,7 +20,7 @@ from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
 from ferry.core.path_policy import PathPolicy, PathPolicyConfig, PathStatus
-from ferry.core.stream_header import StreamReplyDecoder, encode_request
+from ferry.core.stream_header import StreamReply, StreamReplyDecoder, encode_request
 from ferry.errors import (
     EgressIdentityError,
     FerryError,
@@ -265,6 +265,20 @@ class PathPool:
         self.paths.clear()
 
 
+async def read_stream_reply(stream: QuicByteStream) -> tuple[StreamReply, bytes]:
+    """Read the egress's reply to a stream request (docs/protocol.md §5): the reply and the
+    bytes that arrived after it. :class:`ProtocolError` if the reply is malformed or the
+    stream ends first."""
+    decoder = StreamReplyDecoder()
+    while True:
+        data = await stream.receive_some()
+        if not data:
+            decoder.feed_eof()
+        reply = decoder.feed(data)
+        if reply is not None:
+            return reply, decoder.leftover
+
+
 class PrefixedStream:
     """A stream whose first bytes were already read (data that followed the stream reply)."""
 
@@ -462,14 +476,8 @@ class TunnelClient:
         stream = session.open_stream()
         try:
             await stream.send_all(encode_request(target))
-            decoder = StreamReplyDecoder()
             async with asyncio.timeout(self.config.stream_reply_timeout):
-                reply = None
-                while reply is None:
-                    data = await stream.receive_some()
-                    if not data:
-                        decoder.feed_eof()
-                    reply = decoder.feed(data)
+                reply, prefix = await read_stream_reply(stream)
         except TimeoutError:
             stream.abort()
             raise StreamRefusedError(
@@ -481,7 +489,7 @@ class TunnelClient:
         if reply.code != ReplyCode.SUCCEEDED:
             session.forget_stream(stream)
             raise StreamRefusedError(reply.message or DEFAULT_MESSAGE[reply.code], code=reply.code)
-        return PrefixedStream(stream, decoder.leftover)
+        return PrefixedStream(stream, prefix)
 
     async def close(self) -> None:
         """Close the session and every path."""

@@ -58,11 +58,14 @@ from ferry.transport.webrtc import (
     WebRtcConfig,
     WebRtcStackStatus,
     check_data_channel_sdp,
+    wait_for_channel_open,
     without_mdns_candidates,
 )
 
 __all__ = [
     "BROWSER_PATHS",
+    "NO_NAME_LOOKUPS",
+    "QUIET_HEADLESS_CHROMIUM",
     "BrowserDataChannel",
     "BrowserEngine",
     "BrowserEngineConfig",
@@ -144,6 +147,22 @@ class BrowserEngineConfig:
             raise ConfigError("high_water_bytes and batch_bytes must be ≥ 1")
 
 
+QUIET_HEADLESS_CHROMIUM = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""Headless Chromium that starts no background traffic of its own (measured in
+tests/browser/support.py, whose browsers use the same flags)."""
+
+NO_NAME_LOOKUPS = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+"""Every host name resolves to "not found" inside the browser (pages use IP literals)."""
+
+
 def browser_arguments(webrtc: WebRtcConfig) -> list[str]:
     """Chromium's command-line flags for the engine (without profile folder and URL).
 
@@ -156,19 +175,13 @@ def browser_arguments(webrtc: WebRtcConfig) -> list[str]:
     multicast leaves the machine; otherwise it behaves as a browser does by default.
     """
     arguments = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *QUIET_HEADLESS_CHROMIUM,
         "--disable-default-apps",
         "--disable-extensions",
         "--mute-audio",
     ]
     if not webrtc.ice_servers:
-        arguments.append("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+        arguments.append(NO_NAME_LOOKUPS)
     if webrtc.host_candidate_addresses is not None:
         arguments += [
             "--allow-loopback-in-peer-connection",
@@ -248,15 +261,7 @@ class BrowserDataChannel:
 
     async def wait_open(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the browser to report the channel open."""
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(self._opened)
-        except TimeoutError:
-            await self.close()
-            raise ChannelClosedError(
-                f"the WebRTC data channel did not open within {timeout:g} s: ICE or DTLS could "
-                "not connect to the peer (check that it is reachable and still waiting)"
-            ) from None
+        await wait_for_channel_open(self._opened, timeout, self.close)
 
     def mark_open(self) -> None:
         """The page reported the channel open (engine use only)."""

@@ -56,7 +56,7 @@ import hashlib
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -108,6 +108,7 @@ __all__ = [
     "browser_like_sdp",
     "browser_like_x509_certificate",
     "check_data_channel_sdp",
+    "wait_for_channel_open",
     "without_mdns_candidates",
 ]
 
@@ -118,6 +119,23 @@ DATA_CHANNEL_LABEL = "ferry"
 
 DATA_CHANNEL_PROTOCOL = "ferry-quic/1"
 """The sub-protocol of ferry's data channel (docs/protocol.md §3)."""
+
+
+async def wait_for_channel_open(
+    opened: asyncio.Future[None], timeout: float, close: Callable[[], Awaitable[None]]
+) -> None:
+    """Wait up to ``timeout`` seconds for ``opened``; on time-out ``close`` the channel and
+    raise :class:`ChannelClosedError` (aiortc's channels and the browser engine's alike)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(opened)
+    except TimeoutError:
+        await close()
+        raise ChannelClosedError(
+            f"the WebRTC data channel did not open within {timeout:g} s: ICE or DTLS could "
+            "not connect to the peer (check that it is reachable and still waiting)"
+        ) from None
+
 
 MAX_SDP_CHARACTERS = 32 * 1024
 """The longest SDP accepted from a peer (the broker's limit, docs/protocol.md §2)."""
@@ -700,15 +718,7 @@ class DataChannelDatagramChannel:
 
         Raises :class:`ChannelClosedError` if it closes or fails first, or the time runs out.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(self._opened)
-        except TimeoutError:
-            await self.close()
-            raise ChannelClosedError(
-                f"the WebRTC data channel did not open within {timeout:g} s: ICE or DTLS could "
-                "not connect to the peer (check that it is reachable and still waiting)"
-            ) from None
+        await wait_for_channel_open(self._opened, timeout, self.close)
 
     def _handle_open(self) -> None:
         if not self._opened.done():

@@ -19,13 +19,19 @@ Then, in the same run:
   measurement, each with nothing warmed: broker exchange, WebRTC, QUIC handshake included;
   they use a second broker and volunteer that share the egress);
 * the same bulk runs through **one Chromium volunteer** (the widget on a loopback page in
-  Debian's Chromium, through Playwright; its own broker and client process; its CPU is that of
-  every Chromium process). ``--no-browser`` skips it.
+  Debian's Chromium started as a visitor's browser runs, with no DevTools session attached;
+  its own broker and client process; its CPU is that of every Chromium process, and where it
+  went is printed by thread). ``--no-browser`` skips it.
+
+``--volunteer-cpu N`` runs the volunteer (the ``ferry volunteer`` process, or every Chromium
+process) on CPU N alone and everything else on the other CPUs, as if the volunteer had a
+machine of its own, and reports how busy its CPU was.
 
 Usage::
 
     python benchmarks/throughput.py [--megabytes 50] [--runs 3] [--latency-runs 5]
     python benchmarks/throughput.py --compare-sctp-packets-per-ack 1,2   # A/B, interleaved
+    python benchmarks/throughput.py --volunteer-cpu 1   # the volunteer alone on CPU 1
 
 Exits 1 if a download fails or its hash does not match, 2 if the network does not come up.
 Only 127.0.0.1 is ever contacted, and only the processes this script started are stopped.
@@ -48,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +174,19 @@ class FerryProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def on_cpu(code: str, cpu: int | None) -> str:
+    """``code`` (Python run with ``-c``) preceded by pinning the process to ``cpu``; threads
+    and processes it starts later inherit the pinning. ``None``: unchanged."""
+    return code if cpu is None else f"import os; os.sched_setaffinity(0, {{{cpu}}}); {code}"
+
+
+EXEC_ON_CPU = (
+    "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+"""Pins itself to CPU ``argv[1]``, then becomes the program ``argv[2:]`` (same PID)."""
 
 
 def ferry_environment() -> dict[str, str]:
@@ -523,8 +543,8 @@ offers its other interfaces' addresses, and this benchmark must not send to them
 tests use the same setting, ``tests/browser/support.py``)."""
 
 
-def chromium_cpu_seconds() -> float:
-    """CPU seconds of every Chromium process started (through Playwright) by this process."""
+def chromium_processes() -> list[int]:
+    """PIDs of every Chromium process started by this process (children, grandchildren, ...)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -532,7 +552,7 @@ def chromium_cpu_seconds() -> float:
                 parents[int(entry.name)] = int(
                     (entry / "stat").read_text().rpartition(")")[2].split()[1]
                 )
-    total = 0.0
+    found = []
     for pid in parents:
         ancestor = parents.get(pid)
         while ancestor is not None and ancestor != os.getpid():
@@ -541,8 +561,62 @@ def chromium_cpu_seconds() -> float:
             continue
         with contextlib.suppress(OSError):
             if Path(f"/proc/{pid}/comm").read_text().startswith("chrom"):
-                total += cpu_seconds(pid)
+                found.append(pid)
+    return found
+
+
+def chromium_cpu_seconds() -> float:
+    """CPU seconds of every Chromium process started by this process."""
+    total = 0.0
+    for pid in chromium_processes():
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
     return total
+
+
+def chromium_process_kind(pid: int) -> str:
+    """``browser``, ``renderer``, ``gpu-process``, ``network`` (the network service), ..."""
+    command = (
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    )
+    kind = "browser"
+    for word in command.split():
+        if word.startswith("--type="):
+            kind = word.removeprefix("--type=")
+        elif word.startswith("--utility-sub-type="):
+            return word.removeprefix("--utility-sub-type=").split(".")[0]
+    return kind
+
+
+def chromium_thread_seconds() -> dict[str, float]:
+    """CPU seconds of Chromium's threads, summed by "process kind / thread name (user|sys)"."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for pid in chromium_processes():
+        with contextlib.suppress(OSError):
+            kind = chromium_process_kind(pid)
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    name = (task / "comm").read_text().strip()
+                    fields = (task / "stat").read_text().rpartition(")")[2].split()
+                    for part, index in (("user", 11), ("sys", 12)):
+                        key = f"{kind} / {name} ({part})"
+                        totals[key] = totals.get(key, 0.0) + int(fields[index]) / ticks
+    return totals
+
+
+def print_chromium_threads(
+    before: dict[str, float], after: dict[str, float], megabytes: float
+) -> None:
+    """Where Chromium's CPU went during the runs: ms per MB by thread, largest first."""
+    spent = {key: (after[key] - before.get(key, 0.0)) * 1000 / megabytes for key in after}
+    print(
+        f"Chromium's CPU by thread over {megabytes:.0f} MB"
+        " (ms/MB; 'network' is its network service):"
+    )
+    for key, value in sorted(spent.items(), key=lambda item: -item[1]):
+        if value >= 0.5:
+            print(f"  {value:6.1f}  {key}")
 
 
 @contextlib.contextmanager
@@ -551,7 +625,9 @@ def host_page(broker_url: str) -> Iterator[str]:
     html = (
         "<!doctype html><html><head><meta charset='utf-8'><title>a website</title></head>"
         f"<body><ferry-widget data-broker='{broker_url}'></ferry-widget>"
-        f"<script src='{broker_url}/widget.js' async></script></body></html>"
+        f"<script src='{broker_url}/widget.js' async></script>"
+        "<script>if (location.hash === '#switch-on') customElements.whenDefined('ferry-widget')"
+        ".then(() => document.querySelector('ferry-widget').toggle());</script></body></html>"
     ).encode()
 
     class Page(socketserver.BaseRequestHandler):
@@ -575,6 +651,64 @@ def host_page(broker_url: str) -> Iterator[str]:
         thread.join(timeout=STOP_TIMEOUT)
 
 
+def broker_volunteers_available(broker_url: str) -> float:
+    """The broker's ``ferry_broker_volunteers_available`` gauge, summed (0 if unreadable)."""
+    try:
+        with urllib.request.urlopen(f"{broker_url}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("ferry_broker_volunteers_available{")
+    )
+
+
+@contextlib.contextmanager
+def visitor_chromium(
+    page_url: str, folder: Path, cpu: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Debian's Chromium showing ``page_url`` with its widget switched on, as a visitor's
+    browser runs it: no DevTools session attached.
+
+    Driven through Playwright, Chromium also serves a DevTools session (with its network
+    events on, WebSocket frames included); measured, that added 20-25 ms of CPU per MB to the
+    volunteer (75-81 against 55-60 ms/MB; 13 of it in the browser process's main, IO and
+    DevTools-pipe threads, which carry nothing otherwise) and cut its throughput by a
+    quarter. So the page switches the widget on
+    itself (``#switch-on``, the same ``toggle()`` a click calls) and the browser is an
+    ordinary child process, stopped by PID. With ``cpu``, every Chromium process runs on that
+    CPU only.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)  # for tests.browser.support (Chromium's path and flags)
+    from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
+
+    profile = folder / "chromium-profile"
+    command = [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={profile}", f"{page_url}#switch-on"]
+    if cpu is not None:
+        command = [sys.executable, "-c", EXEC_ON_CPU, str(cpu), *command]
+    with (folder / "chromium.log").open("wb") as log:
+        browser = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield browser
+    finally:
+        if browser.poll() is None:
+            browser.terminate()
+        try:
+            browser.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+            browser.wait(timeout=STOP_TIMEOUT)
+
+
 def chromium_runs(
     folder: Path,
     egress: FerryProcess,
@@ -584,15 +718,13 @@ def chromium_runs(
     runs: int,
     ready_timeout: float,
     client_arguments: tuple[str, ...] = (),
+    thread_report_megabytes: float | None = None,
+    volunteer_cpu: int | None = None,
 ) -> list[RunResult]:
     """Bulk runs through one Chromium volunteer (the widget), with its own broker and client
-    (``client_arguments`` added to the client's command line)."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)  # for tests.browser.support (Chromium's path and flags)
-    from playwright.sync_api import sync_playwright
-    from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
-
+    (``client_arguments`` added to the client's command line). With
+    ``thread_report_megabytes`` (the MB all runs download), also print Chromium's CPU by
+    thread; with ``volunteer_cpu``, Chromium runs on that CPU only."""
     started: list[FerryProcess] = []
     try:
         broker = start_role(
@@ -605,49 +737,53 @@ def chromium_runs(
         broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
         with (
             host_page(broker_url) as page_url,
-            sync_playwright() as playwright,
+            visitor_chromium(page_url, folder, volunteer_cpu) as browser,
         ):
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page()
-                page.goto(page_url)
-                page.get_by_role("switch").click()
-                page.wait_for_function(
-                    "(() => { const w = document.querySelector('ferry-widget');"
-                    " return !!(w && w.status && w.status.state === 'looking'); })()",
-                    timeout=ready_timeout * 1000,
+            for _ in range(int(ready_timeout / READY_POLL_INTERVAL) + 1):
+                if broker_volunteers_available(broker_url) > 0:
+                    break
+                if browser.poll() is not None:
+                    raise BenchmarkError(f"Chromium exited with status {browser.returncode}")
+                time.sleep(READY_POLL_INTERVAL)
+            else:
+                raise BenchmarkError(
+                    f"the widget in Chromium did not poll the broker within {ready_timeout:.0f} s"
                 )
-                client = start_role(
-                    "client",
-                    [
-                        "--broker",
-                        broker_url,
-                        "--bridge",
-                        bridge,
-                        "--listen",
-                        f"{LOOPBACK}:0",
-                        "--volunteers",
-                        "1",
-                        "--ice-address",
-                        LOOPBACK,
-                        *CLIENT_WEBRTC,
-                        *client_arguments,
-                    ],
-                    folder,
-                    name="chromium-client",
-                    code=CLIENT_CHECKING_LOOPBACK_PEERS,
+            client = start_role(
+                "client",
+                [
+                    "--broker",
+                    broker_url,
+                    "--bridge",
+                    bridge,
+                    "--listen",
+                    f"{LOOPBACK}:0",
+                    "--volunteers",
+                    "1",
+                    "--ice-address",
+                    LOOPBACK,
+                    *CLIENT_WEBRTC,
+                    *client_arguments,
+                ],
+                folder,
+                name="chromium-client",
+                code=CLIENT_CHECKING_LOOPBACK_PEERS,
+            )
+            started.append(client)
+            proxy = ready_text(wait_ready(client, ready_timeout), "proxy", "client")
+            readers = {
+                "client": process_cpu(client),
+                "volunteer": chromium_cpu_seconds,
+                "egress": process_cpu(egress),
+                "broker": process_cpu(broker),
+            }
+            threads_before = chromium_thread_seconds()
+            results = [measure(readers, proxy) for _ in range(runs)]
+            if thread_report_megabytes:
+                print_chromium_threads(
+                    threads_before, chromium_thread_seconds(), thread_report_megabytes
                 )
-                started.append(client)
-                proxy = ready_text(wait_ready(client, ready_timeout), "proxy", "client")
-                readers = {
-                    "client": process_cpu(client),
-                    "volunteer": chromium_cpu_seconds,
-                    "egress": process_cpu(egress),
-                    "broker": process_cpu(broker),
-                }
-                return [measure(readers, proxy) for _ in range(runs)]
-            finally:
-                browser.close()
+            return results
     finally:
         stop_roles(list(reversed(started)))
 
@@ -684,10 +820,14 @@ def start_egress_and_broker(
 
 
 def start_network(
-    folder: Path, ready_timeout: float, role_arguments: tuple[str, ...] = ()
+    folder: Path,
+    ready_timeout: float,
+    role_arguments: tuple[str, ...] = (),
+    volunteer_cpu: int | None = None,
 ) -> tuple[dict[str, FerryProcess], str]:
-    """Start egress, broker, volunteer and client (``role_arguments`` added to the last two);
-    return them and the client's proxy."""
+    """Start egress, broker, volunteer and client (``role_arguments`` added to the last two;
+    the volunteer on CPU ``volunteer_cpu`` only, if given); return them and the client's
+    proxy."""
     started: dict[str, FerryProcess] = {}
     try:
         bridge, broker_url = start_egress_and_broker(folder, ready_timeout, started)
@@ -696,6 +836,7 @@ def start_network(
             "volunteer",
             ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK, *role_arguments],
             folder,
+            code=on_cpu(RUN_FERRY, volunteer_cpu),
         )
         started["volunteer"] = volunteer
         wait_ready(volunteer, ready_timeout)
@@ -758,7 +899,25 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--sctp-packets-per-ack, downloads interleaved (N, M, N, M, ...), Chromium runs "
         "alternating too; no latency measurements",
     )
+    parser.add_argument(
+        "--volunteer-cpu",
+        type=int,
+        metavar="N",
+        default=None,
+        help="run the volunteer (the ferry volunteer process, or every Chromium process) on "
+        "CPU N only and everything else of the benchmark on the other CPUs, as if the "
+        "volunteer had a machine of its own with one core; reports how busy that CPU was",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.volunteer_cpu is not None:
+        allowed = os.sched_getaffinity(0)
+        if arguments.volunteer_cpu not in allowed or len(allowed) < 2:
+            parser.error(
+                f"--volunteer-cpu must be one of the CPUs this may use ({sorted(allowed)}), "
+                "and at least one other must remain"
+            )
+        if arguments.compare_sctp_packets_per_ack is not None:
+            parser.error("--volunteer-cpu does not combine with --compare-sctp-packets-per-ack")
     if arguments.compare_sctp_packets_per_ack is not None:
         try:
             values = [int(v) for v in arguments.compare_sctp_packets_per_ack.split(",")]
@@ -784,6 +943,15 @@ def print_results(
     print()
     print(f"{label} ({arguments.megabytes} MB per run; 'volunteer' CPU is {volunteer}):")
     print(format_table(rows))
+    if arguments.volunteer_cpu is not None:
+        busy = [
+            result.ferry_rate * result.cpu_ms_per_megabyte["volunteer"] / 10 for result in results
+        ]
+        print(
+            f"the volunteer's CPU {arguments.volunteer_cpu} was busy "
+            f"{', '.join(f'{value:.0f}' for value in busy)} % of the download time "
+            f"(median {statistics.median(busy):.0f} %; MB/s × volunteer ms/MB ÷ 10)"
+        )
 
 
 def report_run(label: str, run: int, result: RunResult) -> None:
@@ -872,6 +1040,10 @@ def main(argv: list[str] | None = None) -> int:
     if browser and not Path("/usr/bin/chromium").exists():
         print("throughput: /usr/bin/chromium is missing (or pass --no-browser)", file=sys.stderr)
         return 2
+    if arguments.volunteer_cpu is not None:
+        # this thread, and so every thread and process started from here on, keeps off the
+        # volunteer's CPU; the volunteer alone is moved onto it
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {arguments.volunteer_cpu})
     size = arguments.megabytes * MEGABYTE
     download_timeout = arguments.download_timeout or max(60.0, 10.0 * arguments.megabytes)
     payload = os.urandom(size)
@@ -894,7 +1066,9 @@ def main(argv: list[str] | None = None) -> int:
             return compare_packets_per_ack(arguments, folder, measure_variant, browser)
         print("starting egress, broker, one volunteer and a client (separate processes)…")
         try:
-            roles, proxy = start_network(folder, arguments.ready_timeout)
+            roles, proxy = start_network(
+                folder, arguments.ready_timeout, volunteer_cpu=arguments.volunteer_cpu
+            )
         except BenchmarkError as exc:
             print(f"throughput: the network did not come up: {exc}", file=sys.stderr)
             return 2
@@ -957,6 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
                     measure,
                     arguments.runs,
                     arguments.ready_timeout,
+                    thread_report_megabytes=arguments.runs * arguments.megabytes,
+                    volunteer_cpu=arguments.volunteer_cpu,
                 )
                 for run, result in enumerate(chromium_results, 1):
                     report_run("Chromium volunteer", run, result)

@@ -6,6 +6,11 @@ a peer or a destination through :func:`redact`, which returns ``"[redacted]"`` u
 logging is on. As a second line of defence, :class:`ScrubbingFilter` (installed on the root
 ferry handler by :func:`configure`) rewrites anything that looks like an IPv4 or IPv6 address
 in every record, including messages from the libraries below us (aiortc, aioice, aiohttp).
+
+Embedded (without :func:`configure`: ``ferry.demo``, tests, someone's own program with its
+own handlers), each role calls :func:`scrub_library_loggers` when it starts: the filter then
+sits on the loggers of :data:`LIBRARY_LOGGERS` themselves, so their records are scrubbed
+before any handler of the embedding program sees them.
 """
 
 from __future__ import annotations
@@ -46,8 +51,47 @@ def scrub(text: str) -> str:
     return _ADDRESS.sub(REDACTED, text)
 
 
+_STANDARD_RECORD_FIELDS = frozenset(
+    logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__
+) | {"message", "asctime"}
+
+LIBRARY_LOGGERS = (
+    # aiohttp/log.py: "Error handling request from <peer>" (server), the access log (whose
+    # ``extra`` fields carry the remote address too), client and websocket errors
+    "aiohttp.access",
+    "aiohttp.client",
+    "aiohttp.internal",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.websocket",
+    # aioice: candidate pairs, STUN/TURN servers, mDNS names and the addresses they resolve to
+    "aioice.ice",
+    "aioice.mdns",
+    "aioice.turn",
+    # aiortc: every module logger that emits (ICE, DTLS and SCTP lines name the transports)
+    "aiortc.contrib.media",
+    "aiortc.contrib.signaling",
+    "aiortc.rtcdatachannel",
+    "aiortc.rtcdtlstransport",
+    "aiortc.rtcicetransport",
+    "aiortc.rtcpeerconnection",
+    "aiortc.rtcrtpreceiver",
+    "aiortc.rtcrtpsender",
+    "aiortc.rtcrtptransceiver",
+    "aiortc.rtcsctptransport",
+    # aioquic: "Network path <address> validated/discovered/promoted" (quic/connection.py)
+    "quic",
+    "http3",
+    # the event loop's exception handler prints transports and peers on fatal errors
+    "asyncio",
+)
+"""The third-party loggers that emit records which can carry a peer's address, by exact name
+(a logger's filters do not apply to records of its child loggers, so parents are no use)."""
+
+
 class ScrubbingFilter(logging.Filter):
-    """Rewrites each record's message with :func:`scrub` before any handler formats it."""
+    """Rewrites each record's message (and its traceback, and the string fields a library
+    passed in ``extra=``) with :func:`scrub` before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not _unsafe_logging:
@@ -55,7 +99,29 @@ class ScrubbingFilter(logging.Filter):
             record.msg, record.args = message, None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            for name, value in list(record.__dict__.items()):
+                if name in _STANDARD_RECORD_FIELDS:
+                    continue
+                if isinstance(value, str):
+                    setattr(record, name, scrub(value))
+                elif isinstance(value, dict):
+                    setattr(record, name, {key: _scrub_field(item) for key, item in value.items()})
         return True
+
+
+def _scrub_field(value: object) -> object:
+    return scrub(value) if isinstance(value, str) else value
+
+
+def scrub_library_loggers() -> None:
+    """Put one :class:`ScrubbingFilter` on each logger of :data:`LIBRARY_LOGGERS` (never two:
+    calling it again, as every role does when it starts, changes nothing). The filter reads
+    the unsafe-logging switch for each record, so with ``--unsafe-logging`` on (set before or
+    after this call) records pass unchanged."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, ScrubbingFilter) for existing in logger.filters):
+            logger.addFilter(ScrubbingFilter())
 
 
 def get_logger(name: str) -> logging.Logger:

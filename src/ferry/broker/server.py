@@ -78,7 +78,7 @@ from ferry.core.minute_series import MinuteSeries
 from ferry.core.network_stats import NetworkActivity, round_up_for_privacy
 from ferry.core.rate_limit import RateLimit
 from ferry.errors import BrokerError, ConfigError, LocalError
-from ferry.logs import get_logger
+from ferry.logs import get_logger, scrub_library_loggers
 
 logger = get_logger(__name__)
 
@@ -364,6 +364,7 @@ class Broker:
         """Listen; return the base URL (``http://HOST:PORT``, with the real port if 0)."""
         if self._runner is not None:
             raise LocalError("the broker is already started")
+        scrub_library_loggers()
         self._loop = asyncio.get_running_loop()
         await self.store.start()
         runner = web.AppRunner(

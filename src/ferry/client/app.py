@@ -31,7 +31,7 @@ from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.nat_behaviour import NatClass, NatDiscoveryConfig, StunServer
 from ferry.errors import BrokerError, ConfigError, FerryError, LocalError, RemoteError
-from ferry.logs import get_logger
+from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 from ferry.transport.broker_http import request_broker
 from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcMode, WebRtcStack
@@ -233,6 +233,7 @@ class ClientApp:
         """Start the WebRTC stack, open the proxy port (and the page) and start looking for
         volunteers; returns the proxy address. Raises :class:`~ferry.errors.LocalError` if
         ``webrtc_mode`` is ``browser`` and no browser starts."""
+        scrub_library_loggers()
         await self.webrtc.start()
         try:
             self.nat.start()

@@ -50,7 +50,7 @@ from ferry.errors import (
     LocalError,
     NoVolunteerError,
 )
-from ferry.logs import get_logger
+from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 
 __all__ = [
@@ -321,6 +321,7 @@ class LocalPage:
         """Listen; returns the page's URL (``http://127.0.0.1:PORT/``)."""
         if self._runner is not None:
             raise LocalError("LocalPage.start() may be called once")
+        scrub_library_loggers()
         app = web.Application(middlewares=[self._guard], client_max_size=self.config.max_body_bytes)
         app.router.add_get("/", self._index)
         app.router.add_get("/page.js", self._script)

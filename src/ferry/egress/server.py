@@ -64,7 +64,7 @@ from ferry.egress.upstream import (
     connect_upstream,
 )
 from ferry.errors import ConfigError, ProtocolError, RemoteError, StreamRefusedError
-from ferry.logs import get_logger
+from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
 from ferry.transport.quic import (
@@ -648,6 +648,7 @@ class Egress:
 
     async def start(self) -> BridgeLine:
         """Listen for volunteers; returns the bridge line (also written to the state folder)."""
+        scrub_library_loggers()
         app = web.Application(client_max_size=1024)
         app.router.add_get(RELAY_PATH, self._relay)
         app.router.add_get("/healthz", self._healthz)

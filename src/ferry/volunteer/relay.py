@@ -30,7 +30,7 @@ from ferry.core.broker_messages import MatchOffer, MessageError, check_pairing
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
 from ferry.errors import ConfigError, FerryError, ProtocolError
-from ferry.logs import get_logger
+from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
 from ferry.transport.stun import NatBehaviourMonitor
@@ -191,6 +191,7 @@ class Volunteer:
 
     def start(self) -> None:
         """Start polling the broker."""
+        scrub_library_loggers()
         self._http = aiohttp.ClientSession()
         self.nat.start()
         self._tasks.spawn(self._poll_loop(), name="poll")

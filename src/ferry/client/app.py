@@ -35,7 +35,7 @@ from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 from ferry.transport.broker_http import request_broker
 from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcMode, WebRtcStack
-from ferry.transport.stun import NatBehaviourMonitor, discover_with_servers
+from ferry.transport.stun import NatBehaviourMonitor, RefusedStunReplies, discover_with_servers
 
 log = get_logger(__name__)
 
@@ -126,14 +126,21 @@ class FrontProbe:
 class NatProbe:
     """The self-check's STUN step: one NAT discovery against the configured servers."""
 
-    def __init__(self, servers: tuple[StunServer, ...], config: NatDiscoveryConfig) -> None:
+    def __init__(
+        self,
+        servers: tuple[StunServer, ...],
+        config: NatDiscoveryConfig,
+        refused: RefusedStunReplies | None = None,
+    ) -> None:
+        """``refused`` counts the replies it cannot use (the client's monitor's counter)."""
         self._servers = servers
         self._config = config
+        self._refused = refused
 
     async def probe(self) -> str:
         """The NAT class and behaviour; :class:`RemoteError` if no server could run the
         tests."""
-        behaviour = await discover_with_servers(self._servers, self._config)
+        behaviour = await discover_with_servers(self._servers, self._config, self._refused)
         if behaviour.nat_class is NatClass.UNKNOWN:
             raise RemoteError("no STUN server answered the NAT tests")
         return (
@@ -187,7 +194,9 @@ class ClientApp:
         self._earlier_received = 0
         self._session_failure: FerryError | None = None
         self._keep_task: asyncio.Task[None] | None = None
-        self.nat = NatBehaviourMonitor(config.stun_servers, config.nat_discovery, role="client")
+        self.nat = NatBehaviourMonitor(
+            config.stun_servers, config.nat_discovery, role="client", registry=self.registry
+        )
         """The client's NAT behaviour, rediscovered periodically; sent with every offer."""
         self._ssl_context = broker_ssl_context(config.broker_ca)
         self.webrtc = WebRtcStack(
@@ -338,7 +347,7 @@ class ClientApp:
     def _configured_nat_probe(self) -> ReachabilityProbe | None:
         if not self.config.stun_servers:
             return None
-        return NatProbe(self.config.stun_servers, self.config.nat_discovery)
+        return NatProbe(self.config.stun_servers, self.config.nat_discovery, self.nat.refused)
 
     async def close(self) -> None:
         """Close the page, the proxy port, the tunnel, the browser engine, NAT discovery and

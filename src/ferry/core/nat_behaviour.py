@@ -34,6 +34,13 @@ An answer to tests II/III of filtering that does not come from the address the c
 for means the server ignores CHANGE-REQUEST: filtering is then unknown rather than wrongly
 "open".
 
+A reply the sequence cannot use is refused with a :class:`RefusedReply` reason (the driver
+counts them): :meth:`~NatBehaviourDiscovery.receive_response` returns it for a transaction ID
+no request is waiting for, or an answer without the attribute its test needs; the driver's
+decoder gives the other two (not STUN at all; STUN but not a Binding success response). A
+late duplicate of an answer already used (a retransmitted request answered twice) is not
+refused: it is ordinary UDP.
+
 The class reported to the broker follows Snowflake (``common/nat/nat.go``: a client's NAT
 type "is determined only by their mapping type"): the NAT is **restricted** when its
 mapping depends on the destination (address- or address-and-port-dependent: the classic
@@ -110,6 +117,37 @@ class ProbeSocket(enum.Enum):
     """The socket of the mapping tests."""
     FILTERING = "filtering"
     """The socket of the filtering tests (fresh, so the mapping tests leave no holes)."""
+
+
+class RefusedReply(enum.StrEnum):
+    """Why a STUN reply was not used (the ``reason`` label of the refused-replies counter)."""
+
+    UNPARSEABLE = "unparseable"
+    """Not a STUN message (too short, wrong length, a truncated or invalid attribute)."""
+    NOT_BINDING_SUCCESS = "not_binding_success"
+    """A STUN message, but not a Binding success response (an error response, a request)."""
+    WRONG_TRANSACTION_ID = "wrong_transaction_id"
+    """Its transaction ID is not that of the request waiting on the socket it arrived on."""
+    NO_MAPPED_ADDRESS = "no_mapped_address"
+    """A mapping test's answer without XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS)."""
+    NO_OTHER_ADDRESS = "no_other_address"
+    """A first answer without OTHER-ADDRESS: the server cannot run the RFC 5780 tests."""
+
+    @property
+    def description(self) -> str:
+        """One sentence for the log, naming what was wrong (never an address)."""
+        return _REFUSAL_DESCRIPTIONS[self]
+
+
+_REFUSAL_DESCRIPTIONS = {
+    RefusedReply.UNPARSEABLE: "the reply is not a STUN message",
+    RefusedReply.NOT_BINDING_SUCCESS: "the reply is not a STUN Binding success response",
+    RefusedReply.WRONG_TRANSACTION_ID: "the reply's transaction ID matches no request sent",
+    RefusedReply.NO_MAPPED_ADDRESS: "the reply has no XOR-MAPPED-ADDRESS attribute",
+    RefusedReply.NO_OTHER_ADDRESS: (
+        "the reply has no OTHER-ADDRESS attribute (the server does not support RFC 5780)"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +311,7 @@ class _Progress:
     first_mapped: Address | None = None
     second_mapped: Address | None = None
     pending: dict[ProbeSocket, _Transaction] = field(default_factory=dict)
+    finished_ids: set[bytes] = field(default_factory=set)
 
 
 class NatBehaviourDiscovery:
@@ -333,17 +372,24 @@ class NatBehaviourDiscovery:
         for socket, transaction in list(self._progress.pending.items()):
             if now >= transaction.expires_at:
                 del self._progress.pending[socket]
+                self._progress.finished_ids.add(transaction.request.transaction_id)
                 self._on_timeout(transaction.step, now)
             elif now >= transaction.resend_at:
                 transaction.due = True
 
-    def receive_response(self, response: BindingResponse, now: float) -> None:
-        """Feed a decoded Binding success response; unknown or stale IDs are ignored."""
-        transaction = self._progress.pending.get(response.socket)
+    def receive_response(self, response: BindingResponse, now: float) -> RefusedReply | None:
+        """Feed a decoded Binding success response. Returns why it was refused (an ID no
+        request waits for; a missing attribute the test needs), or ``None`` if it was used or
+        is a late duplicate of an answer already used (it is then ignored)."""
+        progress = self._progress
+        transaction = progress.pending.get(response.socket)
         if transaction is None or transaction.request.transaction_id != response.transaction_id:
-            return
-        del self._progress.pending[response.socket]
-        self._on_response(transaction, response, now)
+            if response.transaction_id in progress.finished_ids:
+                return None
+            return RefusedReply.WRONG_TRANSACTION_ID
+        del progress.pending[response.socket]
+        progress.finished_ids.add(response.transaction_id)
+        return self._on_response(transaction, response, now)
 
     # --- the sequences ----------------------------------------------------------------------
 
@@ -387,41 +433,46 @@ class NatBehaviourDiscovery:
 
     def _on_response(
         self, transaction: _Transaction, response: BindingResponse, now: float
-    ) -> None:
+    ) -> RefusedReply | None:
         progress = self._progress
         step = transaction.step
         mapped = response.mapped_address
-        if step is _Step.MAPPING_I:
-            if mapped is None or response.other_address is None:
+        other_address = response.other_address
+        if step in (_Step.MAPPING_I, _Step.MAPPING_II, _Step.MAPPING_III) and mapped is None:
+            progress.mapping = MappingBehaviour.UNKNOWN
+            return RefusedReply.NO_MAPPED_ADDRESS
+        if step is _Step.MAPPING_I and mapped is not None:
+            if other_address is None:
                 progress.mapping = MappingBehaviour.UNKNOWN
-                return
+                return RefusedReply.NO_OTHER_ADDRESS
             progress.first_mapped = mapped
-            progress.other_address = response.other_address
+            progress.other_address = other_address
             if _same_address(mapped, self._local_address):
                 progress.mapping = MappingBehaviour.NO_NAT
-                return
-            other_ip = response.other_address[0]
-            self._start(_Step.MAPPING_II, ProbeSocket.MAPPING, (other_ip, self._server[1]), now)
-        elif step is _Step.MAPPING_II:
-            if mapped is None or progress.first_mapped is None or progress.other_address is None:
+            else:
+                self._start(
+                    _Step.MAPPING_II, ProbeSocket.MAPPING, (other_address[0], self._server[1]), now
+                )
+        elif step is _Step.MAPPING_II and mapped is not None:
+            if progress.first_mapped is None or progress.other_address is None:
                 progress.mapping = MappingBehaviour.UNKNOWN
             elif _same_address(mapped, progress.first_mapped):
                 progress.mapping = MappingBehaviour.ENDPOINT_INDEPENDENT
             else:
                 progress.second_mapped = mapped
                 self._start(_Step.MAPPING_III, ProbeSocket.MAPPING, progress.other_address, now)
-        elif step is _Step.MAPPING_III:
-            if mapped is None or progress.second_mapped is None:
+        elif step is _Step.MAPPING_III and mapped is not None:
+            if progress.second_mapped is None:
                 progress.mapping = MappingBehaviour.UNKNOWN
             elif _same_address(mapped, progress.second_mapped):
                 progress.mapping = MappingBehaviour.ADDRESS_DEPENDENT
             else:
                 progress.mapping = MappingBehaviour.ADDRESS_AND_PORT_DEPENDENT
         elif step is _Step.FILTERING_I:
-            if response.other_address is None:
+            if other_address is None:
                 progress.filtering = FilteringBehaviour.UNKNOWN
-                return
-            progress.other_address = progress.other_address or response.other_address
+                return RefusedReply.NO_OTHER_ADDRESS
+            progress.other_address = progress.other_address or other_address
             self._start(
                 _Step.FILTERING_II,
                 ProbeSocket.FILTERING,
@@ -432,6 +483,7 @@ class NatBehaviourDiscovery:
             )
         else:
             self._on_filtering_answer(step, response)
+        return None
 
     def _on_filtering_answer(self, step: _Step, response: BindingResponse) -> None:
         progress = self._progress

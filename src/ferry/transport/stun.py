@@ -9,6 +9,11 @@ STUN messages are encoded and decoded with aioice's codec (``aioice.stun``, whic
 aiortc and knows CHANGE-REQUEST, OTHER-ADDRESS, RESPONSE-ORIGIN and XOR-MAPPED-ADDRESS), so
 ferry carries no STUN parser of its own. aioice's ``Transaction`` class is not used: the
 retransmission schedule belongs to the sans-IO core, where it is tested without a clock.
+
+Replies that cannot be used (not STUN, not a Binding success response, a transaction ID no
+request waits for, a missing XOR-MAPPED-ADDRESS or OTHER-ADDRESS) are counted by reason in
+:class:`RefusedStunReplies` (``ferry_ROLE_stun_replies_refused_total{reason}``, on the role's
+registry) and each reason is logged once per run, without the address it came from.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import asyncio
 import contextlib
 import functools
 import socket
+import struct
 
 from aioice import stun
+from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.nat_behaviour import (
     UNKNOWN_BEHAVIOUR,
@@ -31,6 +38,7 @@ from ferry.core.nat_behaviour import (
     NatClass,
     NatDiscoveryConfig,
     ProbeSocket,
+    RefusedReply,
     StunServer,
 )
 from ferry.logs import get_logger
@@ -68,16 +76,17 @@ def _address_attribute(message: stun.Message, *names: str) -> Address | None:
 
 def decode_binding_response(
     data: bytes, received_from: Address, probe_socket: ProbeSocket
-) -> BindingResponse | None:
-    """``data`` as a Binding success response, or ``None`` if it is anything else."""
+) -> BindingResponse | RefusedReply:
+    """``data`` as a Binding success response, or why it is not one."""
     try:
         message = stun.parse_message(data)
-    except (ValueError, KeyError, IndexError):
-        return None
+    except (ValueError, KeyError, IndexError, struct.error):
+        # aioice raises ValueError for most defects, struct.error for a truncated number
+        return RefusedReply.UNPARSEABLE
     if message.message_method != stun.Method.BINDING or (
         message.message_class != stun.Class.RESPONSE
     ):
-        return None
+        return RefusedReply.NOT_BINDING_SUCCESS
     return BindingResponse(
         transaction_id=message.transaction_id,
         socket=probe_socket,
@@ -85,6 +94,38 @@ def decode_binding_response(
         mapped_address=_address_attribute(message, "XOR-MAPPED-ADDRESS", "MAPPED-ADDRESS"),
         other_address=_address_attribute(message, "OTHER-ADDRESS", "CHANGED-ADDRESS"),
     )
+
+
+class RefusedStunReplies:
+    """Counts the STUN replies NAT discovery could not use, by :class:`RefusedReply` reason,
+    in ``ferry_ROLE_stun_replies_refused_total{reason}`` on ``registry``, and logs the first
+    of each reason (one INFO line naming the reason, never an address)."""
+
+    def __init__(self, registry: CollectorRegistry, *, role: str) -> None:
+        self.role = role
+        """The role in the metric's name and the log line (``client``, ``volunteer``, ``nat``)."""
+        self.refused = Counter(
+            f"ferry_{role}_stun_replies_refused",
+            "STUN replies NAT discovery could not use, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        """The counter (every reason is exported, from 0)."""
+        for reason in RefusedReply:
+            self.refused.labels(reason=reason.value)
+        self._logged: set[RefusedReply] = set()
+
+    def count(self, reason: RefusedReply) -> None:
+        """Count one refused reply; log it if it is the first with this reason."""
+        self.refused.labels(reason=reason.value).inc()
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.info(
+                "%s NAT discovery refused a STUN reply (%s): %s; further ones are only counted",
+                self.role,
+                reason.value,
+                reason.description,
+            )
 
 
 class _ProbeProtocol(asyncio.DatagramProtocol):
@@ -114,14 +155,20 @@ def _local_address_towards(family: int, server: Address) -> str:
 
 
 async def discover_nat_behaviour(
-    server: StunServer, config: NatDiscoveryConfig | None = None
+    server: StunServer,
+    config: NatDiscoveryConfig | None = None,
+    refused: RefusedStunReplies | None = None,
 ) -> NatBehaviour:
     """Run the RFC 5780 mapping and filtering tests against ``server``.
 
     Takes at most ``config.longest_discovery`` seconds (plus name resolution). A server that
     cannot be resolved or reached gives :data:`~ferry.core.nat_behaviour.UNKNOWN_BEHAVIOUR`.
+    Replies that cannot be used are counted in ``refused`` (a private one if ``None``).
     """
     config = config if config is not None else NatDiscoveryConfig()
+    refused = (
+        refused if refused is not None else RefusedStunReplies(CollectorRegistry(), role="nat")
+    )
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
@@ -150,6 +197,7 @@ async def discover_nat_behaviour(
             transports,
             queue,
             loop.time() + config.longest_discovery,
+            refused,
         )
     except OSError:
         return UNKNOWN_BEHAVIOUR
@@ -163,6 +211,7 @@ async def _run_discovery(
     transports: dict[ProbeSocket, asyncio.DatagramTransport],
     queue: asyncio.Queue[tuple[ProbeSocket, bytes, Address]],
     deadline: float,
+    refused: RefusedStunReplies,
 ) -> NatBehaviour:
     loop = asyncio.get_running_loop()
     while (result := discovery.result) is None:
@@ -179,20 +228,31 @@ async def _run_discovery(
             discovery.handle_timer(loop.time())
             continue
         response = decode_binding_response(data, sender, probe_socket)
-        if response is not None:
-            discovery.receive_response(response, loop.time())
+        refusal = (
+            response
+            if isinstance(response, RefusedReply)
+            else discovery.receive_response(response, loop.time())
+        )
+        if refusal is not None:
+            refused.count(refusal)
         discovery.handle_timer(loop.time())
     return result
 
 
 async def discover_with_servers(
-    servers: tuple[StunServer, ...], config: NatDiscoveryConfig | None = None
+    servers: tuple[StunServer, ...],
+    config: NatDiscoveryConfig | None = None,
+    refused: RefusedStunReplies | None = None,
 ) -> NatBehaviour:
     """The first behaviour with a known mapping among ``servers``, tried in order (as
-    Snowflake does); unknown if none could run the tests or ``servers`` is empty."""
+    Snowflake does); unknown if none could run the tests or ``servers`` is empty. Replies
+    that cannot be used are counted in ``refused`` (a private one if ``None``)."""
+    refused = (
+        refused if refused is not None else RefusedStunReplies(CollectorRegistry(), role="nat")
+    )
     fallback = UNKNOWN_BEHAVIOUR
     for server in servers:
-        behaviour = await discover_nat_behaviour(server, config)
+        behaviour = await discover_nat_behaviour(server, config, refused)
         if behaviour.mapping is not MappingBehaviour.UNKNOWN:
             return behaviour
         if behaviour.filtering is not fallback.filtering:
@@ -206,7 +266,8 @@ class NatBehaviourMonitor:
 
     Without servers it does nothing and the class stays ``unknown``. Each discovery whose
     result differs from the last logs one INFO line naming the class and behaviours (never an
-    address).
+    address). Replies it cannot use are counted in :attr:`refused`, on ``registry`` (the
+    role's; a private one if ``None``).
     """
 
     def __init__(
@@ -215,6 +276,7 @@ class NatBehaviourMonitor:
         config: NatDiscoveryConfig | None = None,
         *,
         role: str,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.servers = servers
         self.config = config if config is not None else NatDiscoveryConfig()
@@ -224,6 +286,10 @@ class NatBehaviourMonitor:
         """Discoveries finished so far."""
         self.discovered = asyncio.Event()
         """Set once the first discovery has finished."""
+        self.refused = RefusedStunReplies(
+            registry if registry is not None else CollectorRegistry(), role=role
+        )
+        """STUN replies refused in every discovery of this run, by reason."""
         self._role = role
         self._tasks = TaskOwner(f"{role}-nat-discovery")
 
@@ -239,7 +305,7 @@ class NatBehaviourMonitor:
 
     async def _run(self) -> None:
         while True:
-            behaviour = await discover_with_servers(self.servers, self.config)
+            behaviour = await discover_with_servers(self.servers, self.config, self.refused)
             if behaviour != self.behaviour or self.discoveries == 0:
                 log.info(
                     "%s NAT: %s (mapping %s, filtering %s)",

@@ -180,7 +180,12 @@ class Volunteer:
         self._relays_started = 0
         self.metrics.quota_used.set_function(lambda: self.limits.quota_used(self._clock()))
         self._tasks = TaskOwner("volunteer")
-        self.nat = NatBehaviourMonitor(config.stun_servers, config.nat_discovery, role="volunteer")
+        self.nat = NatBehaviourMonitor(
+            config.stun_servers,
+            config.nat_discovery,
+            role="volunteer",
+            registry=self.metrics.registry,
+        )
         """The volunteer's NAT behaviour, rediscovered periodically; sent in every poll."""
         self._http: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.capacity)

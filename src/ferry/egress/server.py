@@ -123,7 +123,9 @@ class EgressConfig:
     and not yet written to destinations (the session's QUIC credit, granted as they are
     written), and read from destinations and not yet acknowledged by the client (destination
     sockets are not read while it is reached). Each stream is also bounded on its own by
-    ``quic.max_stream_data`` and ``quic.stream_send_buffer``."""
+    ``quic.max_stream_data`` and ``quic.stream_send_buffer``. Reaching it is counted per
+    direction: ``session_receive_window`` (client to destinations) and
+    ``session_send_buffer`` (destinations to client)."""
     session_idle_timeout: float = 30.0
     """Seconds without any packet from the client after which a session ends (QUIC idle
     timeout; the smaller of the client's and this one applies)."""

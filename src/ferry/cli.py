@@ -274,6 +274,15 @@ def demo(
     volunteers: Annotated[
         int, typer.Option(envvar="FERRY_DEMO_VOLUNTEERS", min=1, max=50, help="Volunteers to run.")
     ] = 2,
+    ui_listen: Annotated[
+        str,
+        typer.Option(
+            envvar="FERRY_DEMO_UI_LISTEN",
+            help="Address of the client's local status page, HOST:PORT on loopback (0 = any "
+            "free port); 'auto' = the proxy's port + 1 (any free port if the proxy's is 0; "
+            "if it is taken, the demo runs without the page); 'off'.",
+        ),
+    ] = "auto",
     ready_file: Annotated[Path | None, _ready_file_option("DEMO")] = None,
     unsafe_allow_private_destinations: Annotated[
         bool,
@@ -286,9 +295,24 @@ def demo(
     verbose: Annotated[bool, _verbose_option("DEMO")] = False,
 ) -> None:
     """Run a whole ferry network on this machine: broker, egress, volunteers and a client."""
+    from ferry.client.local_page import LocalPageConfig
+    from ferry.client.messages import choose_language
     from ferry.demo import LoopbackNetwork, LoopbackNetworkConfig
 
     _logging(verbose, unsafe_logging)
+    page_config: LocalPageConfig | None = None
+    ui_choice = ui_listen.strip().lower()
+    try:
+        if ui_choice != "off":
+            if ui_choice == "auto":
+                ui_host, ui_port = "127.0.0.1", (port + 1 if 0 < port < 65535 else 0)
+            else:
+                ui_host, ui_port = parse_listen(ui_listen)
+            language = choose_language(None, os.environ)
+            page_config = LocalPageConfig(host=ui_host, port=ui_port, language=language)
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry demo:[/] {exc}")
+        raise typer.Exit(2) from None
 
     async def main(stop: asyncio.Event) -> None:
         network = LoopbackNetwork(
@@ -297,6 +321,8 @@ def demo(
                 volunteers=volunteers,
                 client_paths=min(2, volunteers),
                 allow_private_destinations=unsafe_allow_private_destinations,
+                page=page_config,
+                page_optional=ui_choice == "auto",
             )
         )
         try:
@@ -307,6 +333,13 @@ def demo(
             console.print(f"  egress     {network.egress_url}  (exit to the internet)")
             console.print(f"  volunteers {volunteers} Python volunteers relaying over WebRTC")
             console.print(f"  client     SOCKS5 and HTTP proxy on {host}:{proxy_port}")
+            if network.page_url:
+                console.print(f"  page       {network.page_url}  (the client's status page)")
+            elif page_config is not None:
+                console.print(
+                    f"  [yellow]page       not started: port {page_config.port} is taken "
+                    "(choose another with --ui-listen)[/]"
+                )
             console.print("Waiting for the client's encrypted session to the egress...")
             ready = asyncio.create_task(network.wait_ready())
             stopper = asyncio.create_task(stop.wait())
@@ -325,6 +358,7 @@ def demo(
                     "proxy": f"{host}:{proxy_port}",
                     "broker": network.broker_url,
                     "egress": network.egress_url,
+                    **({"ui": network.page_url} if network.page_url else {}),
                 },
             )
             console.print("[green]Ready.[/] Try it:")

@@ -1,4 +1,5 @@
-"""The whole ferry network in one process on loopback: broker, egress, volunteers, client.
+"""The whole ferry network in one process on loopback: broker, egress, volunteers, client
+(and, when asked, the client's local status page).
 
 ``ferry demo`` runs it for a newcomer; the integration tests and benchmarks run the same
 :class:`LoopbackNetwork`, so what the demo shows is what the tests check.
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ferry.broker.server import Broker, BrokerConfig
 from ferry.client.app import ClientApp, ClientConfig
+from ferry.client.local_page import LocalPageConfig
 from ferry.client.local_proxy import LocalProxyConfig
 from ferry.client.session import TunnelConfig
 from ferry.egress.policy import DestinationPolicy
@@ -59,6 +61,12 @@ class LoopbackNetworkConfig:
     egress: EgressConfig | None = None
     """Settings of the egress (tests: limits, admin address); its state folder, listen
     address and policy are replaced by the network's own."""
+    page: LocalPageConfig | None = None
+    """The client's local status page (``ferry demo``: the proxy port + 1); ``None``: no
+    page. See ``page_optional``."""
+    page_optional: bool = True
+    """When the page's port is taken, log a warning and run without the page (the demo's
+    default address); ``False``: starting the network fails instead."""
 
 
 class LoopbackNetwork:
@@ -125,10 +133,18 @@ class LoopbackNetwork:
                 broker_url=self.broker_url,
                 tunnel=tunnel,
                 proxy=LocalProxyConfig(host="127.0.0.1", port=config.proxy_port),
+                page=config.page,
+                page_optional=config.page_optional,
             ),
             registry=CollectorRegistry(),
         )
         self.proxy = await self.client.start()
+
+    @property
+    def page_url(self) -> str:
+        """The client's status page's URL, or ``""`` when it has none (not asked for, or
+        its port was taken)."""
+        return self.client.page_url if self.client is not None else ""
 
     async def wait_ready(self) -> None:
         """Wait until the client's first session to the egress is up."""

@@ -419,7 +419,7 @@ def test_demo_serves_curl_through_the_whole_chain_and_stops_on_sigint(tmp_path: 
             ],
         )
         ready = demo.wait_for_ready_file(ready_file)
-        assert set(ready) == {"proxy", "broker", "egress"}, ready
+        assert set(ready) == {"proxy", "broker", "egress", "ui"}, ready
         proxy = proxy_address(ready)
         assert ready_string(ready, "broker").startswith("http://127.0.0.1:")
         assert ready_string(ready, "egress").startswith("ws://127.0.0.1:")

@@ -55,6 +55,9 @@ class ClientConfig:
     (``ferry volunteer --pairing`` or the widget's private link). ``None``: any volunteer."""
     page: LocalPageConfig | None = None
     """The local status page; ``None``: no page."""
+    page_optional: bool = False
+    """When the page's port cannot be bound, log a warning and run without the page instead
+    of failing (``ferry demo``'s default page address uses this)."""
     check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
     """Time limits of the self-check (``--check`` and the page's button)."""
     check_fetch: FetchTarget = SELF_CHECK_FETCH
@@ -257,11 +260,18 @@ class ClientApp:
             self.page = LocalPage(self, self.config.page, self.registry)
             try:
                 await self.page.start()
+            except ConfigError as exc:
+                self.page = None  # it closed itself
+                if not self.config.page_optional:
+                    await self.close()
+                    raise
+                log.warning("%s; running without the status page", exc)
             except BaseException:
                 self.page = None  # it closed itself
                 await self.close()
                 raise
-            self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
+            if self.page is not None:
+                self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
         return self.proxy_address
 
     async def _keep_session(self) -> None:

@@ -123,7 +123,9 @@ class EgressConfig:
     and not yet written to destinations (the session's QUIC credit, granted as they are
     written), and read from destinations and not yet acknowledged by the client (destination
     sockets are not read while it is reached). Each stream is also bounded on its own by
-    ``quic.max_stream_data`` and ``quic.stream_send_buffer``."""
+    ``quic.max_stream_data`` and ``quic.stream_send_buffer``. Reaching it is counted per
+    direction: ``session_receive_window`` (client to destinations) and
+    ``session_send_buffer`` (destinations to client)."""
     session_idle_timeout: float = 30.0
     """Seconds without any packet from the client after which a session ends (QUIC idle
     timeout; the smaller of the client's and this one applies)."""
@@ -210,7 +212,8 @@ class EgressMetrics:
         self.limits_hit = Counter(
             "ferry_egress_limits_hit",
             "Times a limit stopped or slowed a client, by kind (sessions, "
-            "streams_per_session, session_send_buffer, session_idle, stream_idle)",
+            "streams_per_session, session_send_buffer, session_receive_window, session_idle, "
+            "stream_idle)",
             ["kind"],
             registry=registry,
         )
@@ -290,6 +293,9 @@ class RoutedSession:
         self.relays: dict[int, DatagramChannel] = {}
         self.shares = RelayShares(router.config.relay_shares)
         self.connection_ids: set[bytes] = set()
+        self.receive_window_full = False
+        """Whether the client's data waiting in the egress had reached ``session_buffer_bytes``
+        after the last packet (so reaching it is counted once, not once per packet)."""
         self.quic = QuicSession(
             connection,
             settings=router.quic_settings,
@@ -308,6 +314,15 @@ class RoutedSession:
         """Note that ``relay`` just delivered an authenticated packet of this session."""
         self.relays[relay_id] = relay
         self.shares.heard(relay_id, self._loop.time())
+
+    def receive_window_newly_full(self) -> bool:
+        """After a packet of this session: whether it made the client's data waiting in the
+        egress reach the session's receive bound (the client gets no more credit until the
+        egress writes some of it to destinations); True once per time it is reached."""
+        full = self.quic.receive_window_full
+        newly = full and not self.receive_window_full
+        self.receive_window_full = full
+        return newly
 
     def _send(self, datagram: bytes) -> None:
         now = self._loop.time()
@@ -403,6 +418,8 @@ class SessionRouter:
             if not known_relay and session.relays:
                 self.metrics.path_changes.labels("validated").inc()
             session.heard_from(relay_id, relay)
+            if session.receive_window_newly_full():
+                self.metrics.limits_hit.labels("session_receive_window").inc()
         elif not known_relay:
             # A packet naming this session came on a new relay and did not authenticate:
             # an injection or corruption. The relay does not become a path of the session.

@@ -237,6 +237,14 @@ class FlowControlledConnection(QuicConnection):
                 total += max(0, stream.receiver.highest_offset - consumed)
         return total
 
+    @property
+    def session_credit_used_up(self) -> bool:
+        """Whether the peer has sent all the session-wide credit (MAX_DATA) granted so far:
+        with ``session_window`` set, that much data waits unread and the peer can send no
+        more until the application reads. Always False without ``session_window``."""
+        limit = self._local_max_data
+        return self.session_window is not None and limit.used >= limit.value
+
     def _session_credit_update(self) -> int | None:
         """The new MAX_DATA the session window asks for now, if an update is due."""
         window = self.session_window
@@ -679,6 +687,15 @@ class QuicSession:
         """Whether the session-wide send bound (``session_send_buffer``) is reached."""
         limit = self.settings.session_send_buffer
         return limit is not None and self.send_backlog() >= limit
+
+    @property
+    def receive_window_full(self) -> bool:
+        """Whether the session-wide receive bound (``session_receive_window``) is reached: the
+        peer used all its credit and waits for the application to read."""
+        connection = self.connection
+        return (
+            isinstance(connection, FlowControlledConnection) and connection.session_credit_used_up
+        )
 
     def _send_blocked(self, stream_id: int, session_backlog: int) -> bool:
         settings = self.settings

@@ -965,7 +965,8 @@ def client(
         typer.Option(
             envvar="FERRY_CLIENT_UI_LISTEN",
             help="Address of the local status page, HOST:PORT on loopback (0 = any free "
-            "port); 'auto' = the proxy's port + 1 (any free port if the proxy's is 0); 'off'.",
+            "port); 'auto' = the proxy's port + 1 (any free port if the proxy's is 0; if that "
+            "port is taken, the client warns and runs without the page); 'off'.",
         ),
     ] = "auto",
     lang: Annotated[
@@ -1072,6 +1073,7 @@ def client(
         front=front,
         broker_ca=broker_ca,
         page=page_config,
+        page_optional=ui_choice == "auto",
         check_fetch=check_fetch,
         webrtc_mode=client_webrtc,
         browser=engine_config,

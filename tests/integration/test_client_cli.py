@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -190,3 +191,62 @@ def test_a_damaged_bridge_line_on_the_command_line_is_refused_in_the_users_langu
     )
     assert status == 2, output
     assert "این خط پل آسیب دیده است" in output, output
+
+
+def test_a_taken_default_status_page_port_leaves_the_proxy_running(tmp_path: Path) -> None:
+    """``--ui-listen auto`` (the default) on a taken port: a warning, no page, the proxy up."""
+    bridge = str(BridgeLine("ws://127.0.0.1:9/v1/relay", bytes(32)))
+    occupied, proxy_port = _taken_port_after_a_free_one()
+    page_port = proxy_port + 1
+    with occupied:
+        client = Role(
+            "client",
+            [
+                "client",
+                "--broker",
+                "http://127.0.0.1:9",
+                "--bridge",
+                bridge,
+                "--ice-address",
+                "127.0.0.1",
+                "--webrtc",
+                "python",
+                "--listen",
+                f"127.0.0.1:{proxy_port}",
+            ],
+            tmp_path,
+        )
+        try:
+            for _ in range(600):  # the proxy listens before any volunteer is found: ≤ 60 s
+                if f"proxy on 127.0.0.1:{proxy_port}" in client.log():
+                    break
+                assert client.process.poll() is None, client.log()
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"the proxy did not start:\n{client.log()}")
+            with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as proxy:
+                proxy.sendall(b"\x05\x01\x00")  # SOCKS5 greeting, no authentication
+                assert proxy.recv(2) == b"\x05\x00"
+        finally:
+            client.stop()
+    output = client.log()
+    assert f"cannot listen on port {page_port}" in output, output
+    assert "running without the status page" in output, output
+    assert "Traceback" not in output, output
+
+
+def _taken_port_after_a_free_one() -> tuple[socket.socket, int]:
+    """A listening socket on port P + 1 of 127.0.0.1, and P, which was free just now."""
+    for _ in range(50):
+        occupied = socket.socket()
+        occupied.bind(("127.0.0.1", 0))
+        occupied.listen()
+        below = occupied.getsockname()[1] - 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", below))
+            except OSError:
+                occupied.close()
+                continue
+        return occupied, below
+    raise AssertionError("no free port found below 50 ephemeral ones")

@@ -57,7 +57,8 @@ class ClientConfig:
     """The local status page; ``None``: no page."""
     page_optional: bool = False
     """When the page's port cannot be bound, log a warning and run without the page instead
-    of failing (``ferry demo``'s default page address uses this)."""
+    of failing (the default page address of ``ferry client`` and ``ferry demo``, ``auto``, uses
+    this: the proxy is the client's job, the page a convenience)."""
     check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
     """Time limits of the self-check (``--check`` and the page's button)."""
     check_fetch: FetchTarget = SELF_CHECK_FETCH

@@ -53,25 +53,28 @@ DEFAULT_EGRESS_ADMIN_PORT = 9464
 """The egress's admin port on 127.0.0.1 unless ``--admin-listen`` says otherwise."""
 
 
-def parse_listen(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` → (host, port); :class:`ConfigError` if bad."""
+def parse_listen(
+    value: str, *, default_host: str = "127.0.0.1", flag: str = "--listen"
+) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` → (host, port); :class:`ConfigError` naming
+    ``flag`` if bad."""
     text = value.strip()
     host, port_text = default_host, text
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or text[end + 1 : end + 2] != ":":
-            raise ConfigError(f"--listen {value!r}: write an IPv6 address as [ADDRESS]:PORT")
+            raise ConfigError(f"{flag} {value!r}: write an IPv6 address as [ADDRESS]:PORT")
         host, port_text = text[1:end], text[end + 2 :]
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"--listen {value!r}: the port must be a number") from None
+        raise ConfigError(f"{flag} {value!r}: the port must be a number") from None
     if not 0 <= port <= 65535:
-        raise ConfigError(f"--listen {value!r}: the port must be between 0 and 65535")
+        raise ConfigError(f"{flag} {value!r}: the port must be between 0 and 65535")
     if not host:
-        raise ConfigError(f"--listen {value!r}: the host is empty")
+        raise ConfigError(f"{flag} {value!r}: the host is empty")
     return host, port
 
 
@@ -307,7 +310,7 @@ def demo(
             if ui_choice == "auto":
                 ui_host, ui_port = "127.0.0.1", (port + 1 if 0 < port < 65535 else 0)
             else:
-                ui_host, ui_port = parse_listen(ui_listen)
+                ui_host, ui_port = parse_listen(ui_listen, flag="--ui-listen")
             language = choose_language(None, os.environ)
             page_config = LocalPageConfig(host=ui_host, port=ui_port, language=language)
     except ConfigError as exc:
@@ -663,10 +666,7 @@ def egress_command(
             if admin_listen.strip() == "0":
                 admin_port = None
             else:
-                try:
-                    admin_host, admin_port = parse_listen(admin_listen)
-                except ConfigError as exc:
-                    raise ConfigError(str(exc).replace("--listen", "--admin-listen", 1)) from None
+                admin_host, admin_port = parse_listen(admin_listen, flag="--admin-listen")
         config = EgressConfig(
             state_dir=state_dir,
             host=host,
@@ -1043,7 +1043,7 @@ def client(
             if ui_choice == "auto":
                 ui_host, ui_port = "127.0.0.1", (port + 1 if 0 < port < 65535 else 0)
             else:
-                ui_host, ui_port = parse_listen(ui_listen)
+                ui_host, ui_port = parse_listen(ui_listen, flag="--ui-listen")
             page_config = LocalPageConfig(host=ui_host, port=ui_port, language=words.language)
         check_fetch = parse_check_url(check_url)
         client_webrtc = _webrtc_mode(webrtc)

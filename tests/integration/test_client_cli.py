@@ -250,3 +250,13 @@ def _taken_port_after_a_free_one() -> tuple[socket.socket, int]:
                 continue
         return occupied, below
     raise AssertionError("no free port found below 50 ephemeral ones")
+
+
+def test_a_bad_status_page_address_names_its_own_flag() -> None:
+    bridge = str(BridgeLine("ws://127.0.0.1:9/v1/relay", bytes(32)))
+    status, output = run_client(
+        ["--broker", "http://127.0.0.1:9", "--bridge", bridge, "--ui-listen", "127.0.0.1:port"]
+    )
+    assert status == 2, output
+    assert "--ui-listen '127.0.0.1:port': the port must be a number" in output, output
+    assert "Traceback" not in output, output

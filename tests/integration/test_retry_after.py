@@ -1,0 +1,250 @@
+"""The Python client and volunteer honour the broker's Retry-After, on a live broker.
+
+A real in-memory broker on 127.0.0.1 with its rate limits set very low, and a test middleware
+that records the loop time at which each request arrives (and, for some tests, rewrites the
+broker's Retry-After). The assertions compare the gap between a refused request and the next
+one with the Retry-After the broker sent: a lower bound, never a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from ferry.broker.server import Broker, BrokerConfig
+from ferry.client.rendezvous import HttpRendezvous
+from ferry.client.session import PathPool, TunnelConfig
+from ferry.core.bridge_line import BridgeLine
+from ferry.demo import LOOPBACK_WEBRTC
+from ferry.transport.webrtc import PythonPeers
+from ferry.volunteer.relay import Volunteer, VolunteerConfig
+
+pytestmark = pytest.mark.integration
+
+EGRESS = "ws://127.0.0.1:8443/v1/relay"
+CLOCK_SLACK = time.get_clock_info("monotonic").resolution
+"""asyncio may run a timer up to one clock tick early."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    """One request as the broker answered it."""
+
+    at: float
+    """Loop time at which it arrived."""
+    path: str
+    """The request's path."""
+    status: int
+    """The status the client received."""
+    retry_after: str | None
+    """The Retry-After header the client received."""
+
+
+Rewrite = Callable[[web.StreamResponse], None]
+
+
+def record_requests(broker: Broker, rewrite: Rewrite | None = None) -> list[SeenRequest]:
+    """Record every request the broker answers (and let ``rewrite`` change the response).
+
+    Called before the broker starts: its middlewares are frozen then."""
+    seen: list[SeenRequest] = []
+
+    @web.middleware
+    async def recorder(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        arrived = asyncio.get_running_loop().time()
+        response = await handler(request)
+        if rewrite is not None:
+            rewrite(response)
+        seen.append(
+            SeenRequest(arrived, request.path, response.status, response.headers.get("Retry-After"))
+        )
+        return response
+
+    broker.app.middlewares.append(recorder)
+    return seen
+
+
+def set_retry_after(status: int, value: str) -> Rewrite:
+    def rewrite(response: web.StreamResponse) -> None:
+        if response.status == status:
+            response.headers["Retry-After"] = value
+
+    return rewrite
+
+
+def broker_config(**changes: float) -> BrokerConfig:
+    config = BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=(EGRESS,))
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Check ``condition()`` every 50 ms until true, at most ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        for _ in range(int(timeout / 0.05) + 1):
+            if condition():
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"not true within {timeout} s")
+
+
+def refused_then_next(
+    seen: list[SeenRequest], path: str, status: int
+) -> list[tuple[SeenRequest, SeenRequest]]:
+    """Each refusal with ``status`` on ``path`` and the request to ``path`` that followed."""
+    on_path = [request for request in seen if request.path == path]
+    return [
+        (request, following)
+        for request, following in itertools.pairwise(on_path)
+        if request.status == status
+    ]
+
+
+def assert_waited(pairs: list[tuple[SeenRequest, SeenRequest]]) -> None:
+    assert pairs, "no refusal was followed by another request"
+    for refused, following in pairs:
+        assert refused.retry_after is not None
+        asked = int(refused.retry_after)
+        assert asked >= 1
+        assert following.at - refused.at >= asked - CLOCK_SLACK, (refused, following)
+
+
+def path_pool(url: str, registry: CollectorRegistry) -> tuple[PathPool, HttpRendezvous]:
+    bridge = BridgeLine(EGRESS, bytes(32))
+    config = TunnelConfig(
+        bridge=bridge,
+        volunteers=1,
+        spare_volunteers=0,
+        rendezvous_backoff_initial=0.3,
+        webrtc=LOOPBACK_WEBRTC,
+    )
+    rendezvous = HttpRendezvous(url, registry=registry)
+    pool = PathPool(config, rendezvous, lambda datagram: None, PythonPeers(LOOPBACK_WEBRTC))
+    return pool, rendezvous
+
+
+def malformed_count(registry: CollectorRegistry, role: str) -> float:
+    value = registry.get_sample_value(f"ferry_{role}_broker_retry_after_malformed_total")
+    return value or 0.0
+
+
+async def test_client_sends_no_offer_before_the_429s_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ferry")
+    # One offer, then a token every 2 s; offers end in 0.1 s (503: no volunteer), and the
+    # client's own backoff (0.3 s) would send the next one long before a token is back.
+    config = broker_config(offer_rate=0.5, offer_burst=1, client_timeout=0.1)
+    registry = CollectorRegistry()
+    broker = Broker(config, CollectorRegistry())
+    seen = record_requests(broker)
+    async with broker:
+        pool, rendezvous = path_pool(broker.base_url, registry)
+        pool.start()
+        try:
+            await wait_until(lambda: len(refused_then_next(seen, "/v1/client/offer", 429)) >= 2)
+        finally:
+            await pool.close()
+            await rendezvous.close()
+    assert_waited(refused_then_next(seen, "/v1/client/offer", 429))
+    assert any("too many requests (HTTP 429)" in r.getMessage() for r in caplog.records)
+    assert malformed_count(registry, "client") == 0
+
+
+async def test_client_honours_a_retry_after_on_503() -> None:
+    config = broker_config(client_timeout=0.1)  # no rate limit met: every offer ends in 503
+    broker = Broker(config, CollectorRegistry())
+    seen = record_requests(broker, set_retry_after(503, "2"))
+    async with broker:
+        pool, rendezvous = path_pool(broker.base_url, CollectorRegistry())
+        pool.start()
+        try:
+            await wait_until(lambda: len(refused_then_next(seen, "/v1/client/offer", 503)) >= 2)
+        finally:
+            await pool.close()
+            await rendezvous.close()
+    assert_waited(refused_then_next(seen, "/v1/client/offer", 503))
+
+
+async def test_client_falls_back_to_its_backoff_and_counts_a_malformed_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ferry")
+    config = broker_config(client_timeout=0.1)
+    registry = CollectorRegistry()
+    broker = Broker(config, CollectorRegistry())
+    seen = record_requests(broker, set_retry_after(503, "in a little while"))
+    async with broker:
+        pool, rendezvous = path_pool(broker.base_url, registry)
+        pool.start()
+        try:
+            await wait_until(lambda: malformed_count(registry, "client") >= 2)
+        finally:
+            await pool.close()
+            await rendezvous.close()
+    assert all(request.status == 503 for request in seen)
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries[0].endswith("retrying in 0.3 s")  # the client's own backoff, unchanged
+    said = [r for r in caplog.records if "Retry-After header is neither" in r.getMessage()]
+    assert len(said) == 1  # logged once, however often it comes
+    assert "127.0.0.1" not in said[0].getMessage()
+
+
+async def test_volunteer_sends_no_poll_before_the_429s_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ferry")
+    # One poll, then a token every 2 s; polls end in 0.1 s, and the volunteer's own backoff
+    # (0.3 s) would send the next one long before a token is back.
+    config = broker_config(poll_rate=0.5, poll_burst=1, poll_timeout=0.1)
+    registry = CollectorRegistry()
+    broker = Broker(config, CollectorRegistry())
+    seen = record_requests(broker)
+    async with broker:
+        volunteer = Volunteer(
+            VolunteerConfig(broker.base_url, poll_backoff_initial=0.3, webrtc=LOOPBACK_WEBRTC),
+            registry=registry,
+        )
+        volunteer.start()
+        try:
+            await wait_until(lambda: len(refused_then_next(seen, "/v1/volunteer/poll", 429)) >= 2)
+        finally:
+            await volunteer.close()
+    assert_waited(refused_then_next(seen, "/v1/volunteer/poll", 429))
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries and all("too many requests" in message for message in retries)
+    assert malformed_count(registry, "volunteer") == 0
+
+
+async def test_volunteer_falls_back_to_its_backoff_and_counts_a_malformed_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ferry")
+    config = broker_config(poll_rate=0.5, poll_burst=1, poll_timeout=0.1)
+    registry = CollectorRegistry()
+    broker = Broker(config, CollectorRegistry())
+    record_requests(broker, set_retry_after(429, "-5"))
+    async with broker:
+        volunteer = Volunteer(
+            VolunteerConfig(broker.base_url, poll_backoff_initial=0.3, webrtc=LOOPBACK_WEBRTC),
+            registry=registry,
+        )
+        volunteer.start()
+        try:
+            await wait_until(lambda: malformed_count(registry, "volunteer") >= 2)
+        finally:
+            await volunteer.close()
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries[0].endswith("retrying in 0.3 s")  # the volunteer's own backoff, unchanged
+    said = [r for r in caplog.records if "Retry-After header is neither" in r.getMessage()]
+    assert len(said) == 1
+    assert "127.0.0.1" not in said[0].getMessage()

@@ -15,21 +15,30 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ferry.broker.server import Broker, BrokerConfig
+from ferry.client.messages import catalogue
 from ferry.client.rendezvous import HttpRendezvous
+from ferry.client.self_check import CheckStep, SelfCheck, SelfCheckConfig, StepOutcome
 from ferry.client.session import PathPool, TunnelConfig
 from ferry.core.bridge_line import BridgeLine
 from ferry.demo import LOOPBACK_WEBRTC
+from ferry.errors import NoVolunteerError
+from ferry.transport.quic import QuicSettings
 from ferry.transport.webrtc import PythonPeers
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
 pytestmark = pytest.mark.integration
 
 EGRESS = "ws://127.0.0.1:8443/v1/relay"
+OFFER = (
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+)
 CLOCK_SLACK = time.get_clock_info("monotonic").resolution
 """asyncio may run a timer up to one clock tick early."""
 
@@ -248,3 +257,27 @@ async def test_volunteer_falls_back_to_its_backoff_and_counts_a_malformed_retry_
     said = [r for r in caplog.records if "Retry-After header is neither" in r.getMessage()]
     assert len(said) == 1
     assert "127.0.0.1" not in said[0].getMessage()
+
+
+async def test_the_self_check_says_the_broker_said_too_many_requests() -> None:
+    config = broker_config(offer_rate=0.01, offer_burst=1, client_timeout=0.1)
+    async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as http:
+        rendezvous = HttpRendezvous(broker.base_url, http)
+        with pytest.raises(NoVolunteerError):  # the one offer the limit lets through
+            await rendezvous.exchange(OFFER, EGRESS)
+        check = SelfCheck(
+            broker_url=broker.base_url,
+            bridge=BridgeLine(EGRESS, bytes(32)),
+            rendezvous=rendezvous,
+            http=http,
+            webrtc=LOOPBACK_WEBRTC,
+            quic=QuicSettings(),
+            config=SelfCheckConfig(volunteer_timeout=5.0),
+        )
+        results = {result.step: result for result in await check.run()}
+    volunteer = results[CheckStep.VOLUNTEER]
+    assert volunteer.outcome is StepOutcome.FAILED
+    assert volunteer.explanation == "check.volunteer.rate_limited"
+    assert volunteer.advice == "check.volunteer.advice_rate_limited"
+    assert "HTTP 429" in volunteer.detail
+    assert "too many requests" in catalogue("en").text(volunteer.explanation)

@@ -8,19 +8,13 @@ one with the Retry-After the broker sent: a lower bound, never a wall-clock budg
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ferry.broker.server import Broker, BrokerConfig
+from ferry.broker.server import Broker
 from ferry.client.messages import catalogue
 from ferry.client.rendezvous import HttpRendezvous
 from ferry.client.self_check import CheckStep, SelfCheck, SelfCheckConfig, StepOutcome
@@ -32,99 +26,22 @@ from ferry.transport.quic import QuicSettings
 from ferry.transport.webrtc import PythonPeers
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
+from .broker_recorder import (
+    EGRESS,
+    assert_waited,
+    broker_config,
+    record_requests,
+    refused_then_next,
+    set_retry_after,
+    wait_until,
+)
+
 pytestmark = pytest.mark.integration
 
-EGRESS = "ws://127.0.0.1:8443/v1/relay"
 OFFER = (
     "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
     "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
 )
-CLOCK_SLACK = time.get_clock_info("monotonic").resolution
-"""asyncio may run a timer up to one clock tick early."""
-
-
-@dataclass(frozen=True, slots=True)
-class SeenRequest:
-    """One request as the broker answered it."""
-
-    at: float
-    """Loop time at which it arrived."""
-    path: str
-    """The request's path."""
-    status: int
-    """The status the client received."""
-    retry_after: str | None
-    """The Retry-After header the client received."""
-
-
-Rewrite = Callable[[web.StreamResponse], None]
-
-
-def record_requests(broker: Broker, rewrite: Rewrite | None = None) -> list[SeenRequest]:
-    """Record every request the broker answers (and let ``rewrite`` change the response).
-
-    Called before the broker starts: its middlewares are frozen then."""
-    seen: list[SeenRequest] = []
-
-    @web.middleware
-    async def recorder(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        arrived = asyncio.get_running_loop().time()
-        response = await handler(request)
-        if rewrite is not None:
-            rewrite(response)
-        seen.append(
-            SeenRequest(arrived, request.path, response.status, response.headers.get("Retry-After"))
-        )
-        return response
-
-    broker.app.middlewares.append(recorder)
-    return seen
-
-
-def set_retry_after(status: int, value: str) -> Rewrite:
-    def rewrite(response: web.StreamResponse) -> None:
-        if response.status == status:
-            response.headers["Retry-After"] = value
-
-    return rewrite
-
-
-def broker_config(**changes: float) -> BrokerConfig:
-    config = BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=(EGRESS,))
-    return replace(config, **changes)  # type: ignore[arg-type]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Check ``condition()`` every 50 ms until true, at most ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        for _ in range(int(timeout / 0.05) + 1):
-            if condition():
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s")
-
-
-def refused_then_next(
-    seen: list[SeenRequest], path: str, status: int
-) -> list[tuple[SeenRequest, SeenRequest]]:
-    """Each refusal with ``status`` on ``path`` and the request to ``path`` that followed."""
-    on_path = [request for request in seen if request.path == path]
-    return [
-        (request, following)
-        for request, following in itertools.pairwise(on_path)
-        if request.status == status
-    ]
-
-
-def assert_waited(pairs: list[tuple[SeenRequest, SeenRequest]]) -> None:
-    assert pairs, "no refusal was followed by another request"
-    for refused, following in pairs:
-        assert refused.retry_after is not None
-        asked = int(refused.retry_after)
-        assert asked >= 1
-        assert following.at - refused.at >= asked - CLOCK_SLACK, (refused, following)
 
 
 def path_pool(url: str, registry: CollectorRegistry) -> tuple[PathPool, HttpRendezvous]:
@@ -281,3 +198,22 @@ async def test_the_self_check_says_the_broker_said_too_many_requests() -> None:
     assert volunteer.advice == "check.volunteer.advice_rate_limited"
     assert "HTTP 429" in volunteer.detail
     assert "too many requests" in catalogue("en").text(volunteer.explanation)
+
+
+async def test_a_widgets_429_exposes_retry_after_to_cross_origin_scripts() -> None:
+    config = broker_config(poll_rate=0.01, poll_burst=1, poll_timeout=0.1)
+    poll = b'{"version":1,"volunteer_id":"volunteer-0000000001","capacity":1}'
+    headers = {"Content-Type": "application/json", "Origin": "http://127.0.0.1:9"}
+    async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as http:
+        url = broker.base_url + "/v1/volunteer/poll"
+        async with http.options(url, headers=headers) as preflight:
+            assert preflight.headers["Access-Control-Expose-Headers"] == "Retry-After"
+        statuses = []
+        for _ in range(2):
+            async with http.post(url, data=poll, headers=headers) as response:
+                statuses.append(response.status)
+                exposed = response.headers.get("Access-Control-Expose-Headers")
+                retry_after = response.headers.get("Retry-After")
+    assert statuses == [200, 429]
+    assert exposed == "Retry-After"
+    assert retry_after is not None and int(retry_after) >= 1

@@ -8,6 +8,7 @@ one with the Retry-After the broker sent: a lower bound, never a wall-clock budg
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -21,12 +22,13 @@ from ferry.client.self_check import CheckStep, SelfCheck, SelfCheckConfig, StepO
 from ferry.client.session import PathPool, TunnelConfig
 from ferry.core.bridge_line import BridgeLine
 from ferry.demo import LOOPBACK_WEBRTC
-from ferry.errors import NoVolunteerError
+from ferry.errors import BrokerRateLimitedError, NoVolunteerError
 from ferry.transport.quic import QuicSettings
 from ferry.transport.webrtc import PythonPeers
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
 from .broker_recorder import (
+    CLOCK_SLACK,
     EGRESS,
     assert_waited,
     broker_config,
@@ -217,3 +219,48 @@ async def test_a_widgets_429_exposes_retry_after_to_cross_origin_scripts() -> No
     assert statuses == [200, 429]
     assert exposed == "Retry-After"
     assert retry_after is not None and int(retry_after) >= 1
+
+
+class OneRefusalRendezvous:
+    """A :class:`~ferry.client.rendezvous.Rendezvous` double: the first exchange fails without
+    a wait once the second has been told "too many requests, retry after 1.5 s"; every later
+    exchange is recorded and then waits until the pool closes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.refused_at = 0.0
+        self.later_calls: list[float] = []
+        self._second_refused = asyncio.Event()
+        self._never = asyncio.Event()
+
+    async def exchange(self, offer_sdp: str, egress_url: str) -> str:
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        if self.calls == 1:
+            await self._second_refused.wait()
+            raise NoVolunteerError("no volunteer answered in time")
+        if self.calls == 2:
+            self.refused_at = loop.time()
+            self._second_refused.set()
+            raise BrokerRateLimitedError("too many requests", retry_after=1.5)
+        self.later_calls.append(loop.time())
+        await self._never.wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_retry_after_told_to_one_path_holds_back_every_path() -> None:
+    rendezvous = OneRefusalRendezvous()
+    config = TunnelConfig(
+        bridge=BridgeLine(EGRESS, bytes(32)),
+        volunteers=2,
+        spare_volunteers=0,
+        rendezvous_backoff_initial=0.3,  # the unrefused path alone would come back after 0.3 s
+        webrtc=LOOPBACK_WEBRTC,
+    )
+    pool = PathPool(config, rendezvous, lambda datagram: None, PythonPeers(LOOPBACK_WEBRTC))
+    pool.start()
+    try:
+        await wait_until(lambda: len(rendezvous.later_calls) >= 2)
+    finally:
+        await pool.close()
+    assert all(at - rendezvous.refused_at >= 1.5 - CLOCK_SLACK for at in rendezvous.later_calls)

@@ -10,7 +10,8 @@ does, by whose fault the error is::
         ├── ProtocolError     bytes from a peer broke a wire format (SOCKS, HTTP, broker JSON,
         │                     stream header, WebSocket relay framing)
         ├── BrokerError       the broker refused or could not serve a rendezvous
-        │   └── NoVolunteerError   no volunteer answered within the bounded wait
+        │   ├── NoVolunteerError   no volunteer answered within the bounded wait
+        │   └── BrokerRateLimitedError  the broker said "too many requests" (HTTP 429)
         ├── ChannelClosedError     a datagram channel (data channel, WebSocket) is gone
         ├── SessionError      the QUIC session to the egress failed or was lost
         │   └── EgressIdentityError  the egress's certificate does not match the bridge line
@@ -53,11 +54,23 @@ class ProtocolError(RemoteError):
 
 
 class BrokerError(RemoteError):
-    """The broker refused a request or could not be reached."""
+    """The broker refused a request or could not be reached.
+
+    ``retry_after`` is how many seconds the broker asked us to wait before the next request
+    (its ``Retry-After`` header with a 429 or 503), or ``None`` when it did not say.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NoVolunteerError(BrokerError):
     """No volunteer was matched within the bounded wait."""
+
+
+class BrokerRateLimitedError(BrokerError):
+    """The broker refused the request as one too many from our address (HTTP 429)."""
 
 
 class ChannelClosedError(RemoteError):

@@ -105,8 +105,11 @@ _CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type",
     "Access-Control-Max-Age": "600",
+    "Access-Control-Expose-Headers": "Retry-After",
 }
-"""Sent with every response on :data:`_CROSS_ORIGIN_PATHS` and to their preflights."""
+"""Sent with every response on :data:`_CROSS_ORIGIN_PATHS` and to their preflights
+(``Retry-After`` is not a CORS-safelisted response header: without the expose the widget
+could not read the wait a 429 asks for)."""
 
 
 def _web_file(name: str) -> bytes:

@@ -49,10 +49,13 @@ class StoreUnavailableError(BrokerError):
 class RateLimitedError(BrokerError):
     """The request's source is over its rate limit; nothing was held or changed."""
 
+    retry_after: float
+    """Seconds until the source's bucket holds a token again."""
+
     def __init__(self, retry_after: float) -> None:
-        super().__init__(f"over the rate limit; a token comes in {retry_after:.1f} s")
-        self.retry_after = retry_after
-        """Seconds until the source's bucket holds a token again."""
+        super().__init__(
+            f"over the rate limit; a token comes in {retry_after:.1f} s", retry_after=retry_after
+        )
 
 
 RateLimitName = Literal["client_offer", "volunteer_poll"]

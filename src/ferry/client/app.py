@@ -232,6 +232,7 @@ class ClientApp:
                 nat_class=lambda: self.nat.nat_class,
                 front=self.config.front,
                 ssl_context=self._ssl_context,
+                registry=self.registry,
             )
         return self._rendezvous
 

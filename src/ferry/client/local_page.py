@@ -44,6 +44,7 @@ from ferry.core.bridge_line import BridgeLine, BridgeLineDamagedError, parse_bri
 from ferry.core.path_policy import PathRole
 from ferry.errors import (
     BrokerError,
+    BrokerRateLimitedError,
     ConfigError,
     EgressIdentityError,
     FerryError,
@@ -171,8 +172,9 @@ class PageStatus:
     connected: bool
     """A session to the egress is up."""
     state: str
-    """Why: ``connected``, ``looking``, ``broker``, ``no_volunteer``, ``identity`` or
-    ``egress``; the page shows message ``state.<state>``."""
+    """Why: ``connected``, ``looking``, ``broker``, ``rate_limited`` (the broker said "too
+    many requests"), ``no_volunteer``, ``identity`` or ``egress``; the page shows message
+    ``state.<state>``."""
     detail: str
     """The last problem in English (technical), or empty."""
     volunteers: int
@@ -212,6 +214,8 @@ def problem_state(problem: FerryError | None) -> str:
         return "looking"
     if isinstance(problem, EgressIdentityError):
         return "identity"
+    if isinstance(problem, BrokerRateLimitedError):
+        return "rate_limited"
     if isinstance(problem, NoVolunteerError):
         return "no_volunteer"
     if isinstance(problem, BrokerError):

@@ -7,6 +7,10 @@ else in the client changes. :class:`HttpRendezvous` talks HTTP(S) with the messa
 ``docs/protocol.md`` §2.1, either directly or through a front (``front=``): the TCP and TLS
 connection, and so the SNI a censor sees, go to the front, while the HTTP ``Host`` header,
 inside TLS, names the broker, and the front (a CDN or reverse proxy) routes by it.
+
+A refusal carries the wait the broker asked for (``Retry-After`` with a 429 or 503) in the
+error's ``retry_after``; a 429 is a :class:`~ferry.errors.BrokerRateLimitedError`. Honouring
+it (and capping it) is the caller's business: :class:`~ferry.client.session.PathPool`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 
 from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
@@ -29,8 +34,8 @@ from ferry.core.broker_messages import (
     nat_type,
 )
 from ferry.core.nat_behaviour import NatClass
-from ferry.errors import BrokerError, ConfigError, NoVolunteerError
-from ferry.transport.broker_http import request_broker
+from ferry.errors import BrokerError, BrokerRateLimitedError, ConfigError, NoVolunteerError
+from ferry.transport.broker_http import RetryAfterReader, exchange_with_broker
 
 
 class Rendezvous(Protocol):
@@ -41,7 +46,9 @@ class Rendezvous(Protocol):
 
         Raises :class:`~ferry.errors.NoVolunteerError` when no volunteer answered within the
         broker's wait, and :class:`~ferry.errors.BrokerError` when the broker refused the
-        offer (its message says why) or could not be reached.
+        offer (its message says why) or could not be reached; its ``retry_after`` is the wait
+        the broker asked for, if it did (:class:`~ferry.errors.BrokerRateLimitedError` for
+        "too many requests").
         """
         ...
 
@@ -110,7 +117,9 @@ class HttpRendezvous:
     volunteers holding the same code answer (docs/protocol.md §2.1). ``nat_class`` is asked
     for the client's current NAT class at each exchange (unknown if not given). With
     ``front`` the request goes through that front (see the module docstring);
-    ``ssl_context`` replaces the system's trust (e.g. ``--broker-ca``).
+    ``ssl_context`` replaces the system's trust (e.g. ``--broker-ca``). Malformed
+    ``Retry-After`` headers are counted on ``registry``
+    (``ferry_client_broker_retry_after_malformed_total``).
     """
 
     def __init__(
@@ -123,6 +132,7 @@ class HttpRendezvous:
         nat_class: Callable[[], NatClass] | None = None,
         front: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if not broker_url.startswith(("http://", "https://")):
             raise ConfigError(f"the broker URL must start with http:// or https://: {broker_url}")
@@ -143,12 +153,15 @@ class HttpRendezvous:
             except MessageError as exc:
                 raise ConfigError(f"the pairing code is not valid: {exc}") from exc
         self._pairing = pairing
+        self._retry_after = RetryAfterReader(
+            "ferry_client", registry if registry is not None else CollectorRegistry()
+        )
 
     async def exchange(self, offer_sdp: str, egress_url: str) -> str:
         """See :meth:`Rendezvous.exchange`."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        status, payload = await request_broker(
+        response = await exchange_with_broker(
             self._session,
             "POST",
             self._offer_url,
@@ -163,6 +176,7 @@ class HttpRendezvous:
             host_header=self._host_header,
             ssl_context=self._ssl_context,
         )
+        status, payload = response.status, response.body
         if status == 200:
             try:
                 return decode_client_answer(payload).answer
@@ -172,8 +186,13 @@ class HttpRendezvous:
             reason = decode_error_body(payload).error
         except MessageError:
             reason = f"HTTP status {status}"
+        retry_after = self._retry_after.seconds(response)
+        if status == 429:
+            raise BrokerRateLimitedError(
+                f"the broker says too many requests (HTTP 429): {reason}", retry_after=retry_after
+            )
         if status == 503:
-            raise NoVolunteerError(f"no volunteer is available: {reason}")
+            raise NoVolunteerError(f"no volunteer is available: {reason}", retry_after=retry_after)
         raise BrokerError(f"the broker refused the offer (HTTP {status}): {reason}")
 
     async def close(self) -> None:

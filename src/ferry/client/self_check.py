@@ -47,6 +47,7 @@ from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
 from ferry.core.stream_header import encode_request
 from ferry.errors import (
     BrokerError,
+    BrokerRateLimitedError,
     ConfigError,
     FerryError,
     NoVolunteerError,
@@ -380,6 +381,10 @@ class SelfCheck:
         except NoVolunteerError as exc:
             raise _StepFailed(
                 "check.volunteer.failed", "check.volunteer.advice", str(exc)
+            ) from None
+        except BrokerRateLimitedError as exc:
+            raise _StepFailed(
+                "check.volunteer.rate_limited", "check.volunteer.advice_rate_limited", str(exc)
             ) from None
         except BrokerError as exc:
             raise _StepFailed(

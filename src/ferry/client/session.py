@@ -20,8 +20,10 @@ from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
 from ferry.core.path_policy import PathPolicy, PathPolicyConfig, PathStatus
+from ferry.core.retry_after import retry_delay
 from ferry.core.stream_header import StreamReply, StreamReplyDecoder, encode_request
 from ferry.errors import (
+    BrokerError,
     EgressIdentityError,
     FerryError,
     NoVolunteerError,
@@ -65,6 +67,9 @@ class TunnelConfig:
     """Seconds before retrying a failed rendezvous; doubles on each failure."""
     rendezvous_backoff_max: float = 10.0
     """Cap on the rendezvous retry delay."""
+    retry_after_max: float = 300.0
+    """Longest wait, in seconds, taken from a broker's ``Retry-After`` (429 or 503): no
+    rendezvous goes to the broker before what it asked for has passed, up to this."""
     stream_reply_timeout: float = 30.0
     """Seconds to wait for the egress's answer to a stream request."""
     monitor_interval: float = 0.05
@@ -107,7 +112,8 @@ class PathPool:
 
     The decisions (which path, which are dead, how many to open) are made by the sans-IO
     :class:`~ferry.core.path_policy.PathPolicy`; this class does the I/O: rendezvous, data
-    channels, probes.
+    channels, probes. When the broker asks for a wait (``Retry-After``), no path's rendezvous
+    goes before it has passed (up to ``retry_after_max``).
     """
 
     def __init__(
@@ -138,6 +144,8 @@ class PathPool:
         self.datagrams_dropped = 0
         self.on_path_added: Callable[[int], None] | None = None
         self.newest_path_opened_at: float | None = None
+        self._broker_quiet_until = 0.0
+        """Loop time before which no rendezvous goes to the broker (its Retry-After)."""
 
     def start(self) -> None:
         """Begin opening paths in the background."""
@@ -152,6 +160,7 @@ class PathPool:
         delay = self._config.rendezvous_backoff_initial
         try:
             while True:
+                await self._wait_for_broker()
                 peer = self.peers.offering_peer()
                 try:
                     offer = await peer.create_offer()
@@ -161,8 +170,9 @@ class PathPool:
                     await peer.close()
                     self.last_error = str(exc)
                     self.last_failure = exc
-                    log.info("could not reach a volunteer (%s); retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
+                    wait = self._retry_wait(delay, exc)
+                    log.info("could not reach a volunteer (%s); retrying in %.1f s", exc, wait)
+                    await asyncio.sleep(wait)
                     delay = min(delay * 2, self._config.rendezvous_backoff_max)
                     continue
                 except BaseException:
@@ -172,6 +182,24 @@ class PathPool:
                 return
         finally:
             self.policy.opening(-1)
+
+    def _retry_wait(self, backoff: float, failure: FerryError) -> float:
+        """The wait before this path's next rendezvous; holds every path back as long as the
+        broker asked (capped), if it did."""
+        asked = failure.retry_after if isinstance(failure, BrokerError) else None
+        if asked is None:
+            return backoff
+        held = retry_delay(0.0, asked, self._config.retry_after_max)
+        self._broker_quiet_until = max(self._broker_quiet_until, self._loop.time() + held)
+        return retry_delay(backoff, asked, self._config.retry_after_max)
+
+    async def _wait_for_broker(self) -> None:
+        """Wait out the broker's last Retry-After (another path may have been told)."""
+        for _ in range(100):  # each round is a new Retry-After another path was told
+            remaining = self._broker_quiet_until - self._loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(remaining)
 
     def _add(self, channel: DatagramChannel, peer: OfferingEndpoint) -> None:
         self._next_number += 1

@@ -4,16 +4,78 @@ Sends an optional JSON message, reads at most ``max_response_bytes`` of the answ
 every transport failure into a :class:`~ferry.errors.BrokerError` with a plain sentence
 (never the broker's address). Interpreting the status and body is the caller's business.
 A ``host_header`` different from the URL's host is how a request is domain-fronted.
+:class:`RetryAfterReader` reads how long a refusing broker asked us to wait
+(``docs/protocol.md`` §2.8).
 """
 
 from __future__ import annotations
 
 import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.broker_messages import BrokerMessage, encode
+from ferry.core.retry_after import RetryAfterError, parse_retry_after
 from ferry.errors import BrokerError
+from ferry.logs import get_logger
+
+log = get_logger(__name__)
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+"""Refusals whose ``Retry-After`` header is honoured."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerResponse:
+    """What the broker answered to one request."""
+
+    status: int
+    """The HTTP status."""
+    body: bytes
+    """The body (at most the request's ``max_response_bytes``)."""
+    retry_after: str | None = None
+    """The ``Retry-After`` header as sent, or ``None`` without one."""
+
+
+class RetryAfterReader:
+    """Reads the wait a broker asks for with a 429 or 503; counts and logs malformed ones.
+
+    A malformed header counts in ``{role}_broker_retry_after_malformed_total`` on
+    ``registry`` and is logged once per reader (never with an address): the caller then keeps
+    its own backoff. ``clock`` gives Unix time, for headers that are dates.
+    """
+
+    def __init__(
+        self,
+        role: str,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._logged = False
+        self.malformed = Counter(
+            f"{role}_broker_retry_after_malformed",
+            "Broker refusals (429/503) whose Retry-After header was neither seconds nor a date",
+            registry=registry,
+        )
+
+    def seconds(self, response: BrokerResponse) -> float | None:
+        """Seconds the broker asked to wait, or ``None`` (not a 429/503, no or bad header)."""
+        if response.status not in RETRY_AFTER_STATUSES or response.retry_after is None:
+            return None
+        try:
+            return parse_retry_after(response.retry_after, self._clock())
+        except RetryAfterError as exc:
+            self.malformed.inc()
+            if not self._logged:
+                self._logged = True
+                log.warning("%s; keeping the usual backoff (said once)", exc)
+            return None
 
 
 async def request_broker(
@@ -32,6 +94,31 @@ async def request_broker(
     ``host_header`` replaces the HTTP ``Host`` (the connection still goes to ``url``'s host);
     ``ssl_context`` replaces the default certificate checks (e.g. a private CA).
     """
+    response = await exchange_with_broker(
+        session,
+        method,
+        url,
+        message,
+        timeout=timeout,
+        max_response_bytes=max_response_bytes,
+        host_header=host_header,
+        ssl_context=ssl_context,
+    )
+    return response.status, response.body
+
+
+async def exchange_with_broker(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    message: BrokerMessage | None,
+    *,
+    timeout: float,
+    max_response_bytes: int,
+    host_header: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> BrokerResponse:
+    """:func:`request_broker`, with the ``Retry-After`` header of the response."""
     headers: dict[str, str] = {}
     if message is not None:
         headers["Content-Type"] = "application/json"
@@ -54,7 +141,7 @@ async def request_broker(
                     raise BrokerError(
                         f"the broker's response is larger than {max_response_bytes} bytes"
                     )
-            return response.status, bytes(body)
+            return BrokerResponse(response.status, bytes(body), response.headers.get("Retry-After"))
     except TimeoutError as exc:
         raise BrokerError(f"the broker did not answer within {timeout:g} seconds") from exc
     except (aiohttp.ClientError, OSError) as exc:

@@ -2,7 +2,10 @@
 
 A volunteer long-polls ``POST /v1/volunteer/poll`` for a client, answers the client's offer
 with ``POST /v1/volunteer/answer``, and learns where it may relay from ``GET /v1/egresses``.
-Every failure is translated into :class:`~ferry.errors.BrokerError`.
+Every failure is translated into :class:`~ferry.errors.BrokerError`; a refusal carries the
+wait the broker asked for (``Retry-After`` with a 429 or 503) in its ``retry_after``, and a
+429 is a :class:`~ferry.errors.BrokerRateLimitedError`. The poll loop
+(:class:`~ferry.volunteer.relay.Volunteer`) honours it, capped.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 
 from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
@@ -26,8 +30,8 @@ from ferry.core.broker_messages import (
     nat_type,
 )
 from ferry.core.nat_behaviour import NatClass
-from ferry.errors import BrokerError, ConfigError
-from ferry.transport.broker_http import request_broker
+from ferry.errors import BrokerError, BrokerRateLimitedError, ConfigError
+from ferry.transport.broker_http import BrokerResponse, RetryAfterReader, exchange_with_broker
 
 
 def new_volunteer_id() -> str:
@@ -53,7 +57,11 @@ class BrokerClientConfig:
 
 
 class BrokerClient:
-    """Talks to the broker at ``broker_url`` through ``session`` (which the caller owns)."""
+    """Talks to the broker at ``broker_url`` through ``session`` (which the caller owns).
+
+    Malformed ``Retry-After`` headers are counted on ``registry``
+    (``ferry_volunteer_broker_retry_after_malformed_total``).
+    """
 
     def __init__(
         self,
@@ -61,12 +69,16 @@ class BrokerClient:
         session: aiohttp.ClientSession,
         *,
         config: BrokerClientConfig | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if not broker_url.startswith(("http://", "https://")):
             raise ConfigError(f"the broker URL must start with http:// or https://: {broker_url}")
         self._base_url = broker_url.rstrip("/")
         self._session = session
         self.config = config if config is not None else BrokerClientConfig()
+        self._retry_after = RetryAfterReader(
+            "ferry_volunteer", registry if registry is not None else CollectorRegistry()
+        )
 
     async def poll(
         self,
@@ -81,47 +93,47 @@ class BrokerClient:
         With a ``pairing`` code only clients offering with the same code are matched. ``nat``
         is the volunteer's NAT class, for the broker's matching.
         """
-        status, payload = await self._request(
+        response = await self._request(
             "POST",
             "/v1/volunteer/poll",
             VolunteerPoll(volunteer_id, capacity, pairing, nat=nat_type(nat), kind="python"),
         )
-        if status != 200:
-            raise self._refusal("poll", status, payload)
+        if response.status != 200:
+            raise self._refusal("poll", response)
         try:
-            return decode_poll_response(payload).match
+            return decode_poll_response(response.body).match
         except MessageError as exc:
             raise BrokerError(f"the broker sent a malformed poll response: {exc}") from exc
 
     async def answer(self, match_id: str, answer_sdp: str) -> bool:
         """Send the answer to a match; ``False`` if the client is no longer waiting (404)."""
-        status, payload = await self._request(
+        response = await self._request(
             "POST", "/v1/volunteer/answer", VolunteerAnswer(match_id, answer_sdp)
         )
-        if status == 404:
+        if response.status == 404:
             return False
-        if status != 200:
-            raise self._refusal("answer", status, payload)
+        if response.status != 200:
+            raise self._refusal("answer", response)
         try:
-            decode_answer_accepted(payload)
+            decode_answer_accepted(response.body)
         except MessageError as exc:
             raise BrokerError(f"the broker sent a malformed answer response: {exc}") from exc
         return True
 
     async def egresses(self) -> tuple[str, ...]:
         """The egress URLs this broker sends volunteers to."""
-        status, payload = await self._request("GET", "/v1/egresses", None)
-        if status != 200:
-            raise self._refusal("egress list request", status, payload)
+        response = await self._request("GET", "/v1/egresses", None)
+        if response.status != 200:
+            raise self._refusal("egress list request", response)
         try:
-            return decode_egress_list(payload).egresses
+            return decode_egress_list(response.body).egresses
         except MessageError as exc:
             raise BrokerError(f"the broker sent a malformed egress list: {exc}") from exc
 
     async def _request(
         self, method: str, path: str, message: BrokerMessage | None
-    ) -> tuple[int, bytes]:
-        return await request_broker(
+    ) -> BrokerResponse:
+        return await exchange_with_broker(
             self._session,
             method,
             self._base_url + path,
@@ -130,10 +142,18 @@ class BrokerClient:
             max_response_bytes=self.config.max_response_bytes,
         )
 
-    @staticmethod
-    def _refusal(what: str, status: int, payload: bytes) -> BrokerError:
+    def _refusal(self, what: str, response: BrokerResponse) -> BrokerError:
+        status = response.status
         try:
-            reason = decode_error_body(payload).error
+            reason = decode_error_body(response.body).error
         except MessageError:
             reason = f"HTTP status {status}"
-        return BrokerError(f"the broker refused the {what} (HTTP {status}): {reason}")
+        retry_after = self._retry_after.seconds(response)
+        if status == 429:
+            return BrokerRateLimitedError(
+                f"the broker says too many requests for the {what} (HTTP 429): {reason}",
+                retry_after=retry_after,
+            )
+        return BrokerError(
+            f"the broker refused the {what} (HTTP {status}): {reason}", retry_after=retry_after
+        )

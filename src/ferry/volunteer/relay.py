@@ -28,8 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ferry.core.broker_messages import MatchOffer, MessageError, check_pairing
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
+from ferry.core.retry_after import retry_delay
 from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
-from ferry.errors import ConfigError, FerryError, ProtocolError
+from ferry.errors import BrokerError, ConfigError, FerryError, ProtocolError
 from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
@@ -77,6 +78,9 @@ class VolunteerConfig:
     """Seconds before polling again after the broker failed; doubles on each failure."""
     poll_backoff_max: float = 30.0
     """Cap on the poll retry delay."""
+    retry_after_max: float = 300.0
+    """Longest wait, in seconds, taken from a broker's ``Retry-After`` (429 or 503): the next
+    poll waits for what the broker asked (and at least the backoff), up to this."""
     pairing: str | None = None
     """A private pairing code (16..64 of ``[A-Za-z0-9_-]``): serve only clients started with
     the same code, and no one else. ``None``: serve any client without a code."""
@@ -92,6 +96,8 @@ class VolunteerConfig:
         _ = self.limits  # building the limits' config validates them: fail here, not later
         if not self.quota_recheck_interval > 0:
             raise ConfigError("quota_recheck_interval must be a positive number of seconds")
+        if not self.retry_after_max >= 0:
+            raise ConfigError("retry_after_max must not be negative")
         if self.pairing is not None:
             try:
                 check_pairing(self.pairing, "pairing")
@@ -203,7 +209,7 @@ class Volunteer:
 
     async def _poll_loop(self) -> None:
         assert self._http is not None
-        broker = BrokerClient(self.config.broker_url, self._http)
+        broker = BrokerClient(self.config.broker_url, self._http, registry=self.metrics.registry)
         delay = self.config.poll_backoff_initial
         while True:
             quota_wait = self.limits.next_poll_delay(self._clock())
@@ -218,8 +224,10 @@ class Volunteer:
             except FerryError as exc:
                 self._slots.release()
                 self.last_error = str(exc)
-                log.warning("broker poll failed (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
+                asked = exc.retry_after if isinstance(exc, BrokerError) else None
+                wait = retry_delay(delay, asked, self.config.retry_after_max)
+                log.warning("broker poll failed (%s); retrying in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
                 delay = min(delay * 2, self.config.poll_backoff_max)
                 continue
             except BaseException:

@@ -20,6 +20,8 @@
     pollBackoffInitialMs: 1000,
     /** Cap on that wait. */
     pollBackoffMaxMs: 30000,
+    /** Longest wait taken from the broker's Retry-After (429/503); never below the backoff. */
+    retryAfterMaxMs: 300000,
     /** Longest one broker request may take (the broker holds a poll up to 10 s). */
     requestTimeoutMs: 20000,
     /** Longest ICE candidate gathering may take before the answer is sent as it is. */
@@ -663,6 +665,15 @@
     });
   }
 
+  /** Milliseconds a Retry-After value asks for (RFC 9110 §10.2.3: seconds or an HTTP date),
+   * -1 if there is none or it is malformed (the backoff alone applies then). */
+  function retryAfterMs(value) {
+    value = (value || "").trim();
+    if (/^\d+$/.test(value)) return Number(value) * 1000;
+    const date = Date.parse(value);
+    return /\d\d:\d\d:\d\d/.test(value) && date === date ? Math.max(0, date - Date.now()) : -1;
+  }
+
   function isMetered() {
     const connection = navigator.connection;
     return Boolean(connection && (connection.saveData || connection.type === "cellular"));
@@ -939,7 +950,7 @@
         referrerPolicy: "no-referrer",
       });
       const bytes = new Uint8Array(await response.arrayBuffer());
-      return { status: response.status, bytes };
+      return { status: response.status, bytes, retryAfter: response.headers.get("Retry-After") };
     }
 
     async pollLoop(signal) {
@@ -968,15 +979,20 @@
           const fields = { volunteer_id: this.volunteerId, capacity: free, kind: "browser" };
           if (this.pairing) fields.pairing = this.pairing;
           const body = encodeRequest(fields);
-          const { status, bytes } = await this.request("/v1/volunteer/poll", body, AbortSignal.any([signal, pollAbort.signal]));
-          if (status !== 200) throw new Error(`the broker refused the poll (HTTP ${status})`);
+          const { status, bytes, retryAfter } = await this.request("/v1/volunteer/poll", body, AbortSignal.any([signal, pollAbort.signal]));
+          if (status !== 200) {
+            const error = new Error(`the broker refused the poll (HTTP ${status}${status === 429 ? ": too many requests" : ""})`);
+            if (status === 429 || status === 503) error.waitMs = retryAfterMs(retryAfter);
+            throw error;
+          }
           match = decode("poll_response", bytes).match;
         } catch (error) {
           if (signal.aborted) return;
           if (pollAbort.signal.aborted) continue; // abandoned: the quota ran out meanwhile
           this.lastError = String(error && error.message);
           this.setState("error");
-          await sleep(delay, signal);
+          // The broker's Retry-After raises the backoff, up to a cap; never lowers it.
+          await sleep(Math.max(delay, Math.min((error && error.waitMs) ?? -1, LIMITS.retryAfterMaxMs)), signal);
           delay = Math.min(delay * 2, LIMITS.pollBackoffMaxMs);
           continue;
         }

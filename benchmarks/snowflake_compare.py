@@ -685,20 +685,7 @@ def start_ferry(
         throughput.wait_ready(volunteer, timeout)
         client = throughput.start_role(
             "client",
-            [
-                "--broker",
-                broker_url,
-                "--bridge",
-                bridge,
-                "--listen",
-                f"{LOOPBACK}:0",
-                "--volunteers",
-                "1",
-                "--ice-address",
-                LOOPBACK,
-                "--webrtc",
-                client_webrtc,
-            ],
+            throughput.one_volunteer_client(broker_url, bridge, webrtc=("--webrtc", client_webrtc)),
             folder,
         )
         started["client"] = client

@@ -198,6 +198,20 @@ def ferry_environment() -> dict[str, str]:
     }
 
 
+def one_volunteer_client(
+    broker_url: str,
+    bridge: str,
+    extra: tuple[str, ...] = (),
+    webrtc: tuple[str, ...] = CLIENT_WEBRTC,
+) -> list[str]:
+    """``ferry client``'s arguments in every benchmark: one volunteer, any free loopback port,
+    loopback ICE, ``webrtc`` (the Python stack by default), then ``extra``."""
+    return [
+        *("--broker", broker_url, "--bridge", bridge, "--listen", f"{LOOPBACK}:0"),
+        *("--volunteers", "1", "--ice-address", LOOPBACK, *webrtc, *extra),
+    ]
+
+
 def start_role(
     role: str, arguments: list[str], folder: Path, *, name: str | None = None, code: str = RUN_FERRY
 ) -> FerryProcess:
@@ -751,20 +765,7 @@ def chromium_runs(
                 )
             client = start_role(
                 "client",
-                [
-                    "--broker",
-                    broker_url,
-                    "--bridge",
-                    bridge,
-                    "--listen",
-                    f"{LOOPBACK}:0",
-                    "--volunteers",
-                    "1",
-                    "--ice-address",
-                    LOOPBACK,
-                    *CLIENT_WEBRTC,
-                    *client_arguments,
-                ],
+                one_volunteer_client(broker_url, bridge, client_arguments),
                 folder,
                 name="chromium-client",
                 code=CLIENT_CHECKING_LOOPBACK_PEERS,
@@ -843,20 +844,7 @@ def start_network(
 
         client = start_role(
             "client",
-            [
-                "--broker",
-                broker_url,
-                "--bridge",
-                bridge,
-                "--listen",
-                f"{LOOPBACK}:0",
-                "--volunteers",
-                "1",
-                "--ice-address",
-                LOOPBACK,
-                *CLIENT_WEBRTC,
-                *role_arguments,
-            ],
+            one_volunteer_client(broker_url, bridge, role_arguments),
             folder,
         )
         started["client"] = client

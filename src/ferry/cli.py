@@ -478,6 +478,14 @@ def broker(
             help="Most client offers this instance holds open at once.",
         ),
     ] = 2000,
+    busy_retry_after: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_BUSY_RETRY_AFTER",
+            help="Seconds a 503 from a full, closing or store-less broker asks callers to "
+            "wait (Retry-After).",
+        ),
+    ] = 5.0,
     ready_file: Annotated[Path | None, _ready_file_option("BROKER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("BROKER")] = False,
     verbose: Annotated[bool, _verbose_option("BROKER")] = False,
@@ -509,6 +517,7 @@ def broker(
             max_waiting_clients=max_waiting_clients,
             max_held_polls=max_held_polls,
             max_held_offers=max_held_offers,
+            busy_retry_after=busy_retry_after,
         )
     except ConfigError as exc:
         console.print(f"[bold red]ferry broker:[/] {exc}")

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from ferry.broker.server import Broker, BrokerConfig
 from ferry.core.rate_limit import TokenBuckets
+from ferry.errors import ConfigError
 from ferry.volunteer.relay import VolunteerConfig
 
 pytestmark = pytest.mark.integration
@@ -124,8 +125,9 @@ async def test_held_polls_and_offers_are_bounded_per_instance() -> None:
             if sum(a.count for a in broker.store.available_volunteers()) == 2:
                 break
             await asyncio.sleep(0.01)
-        status, body, _ = await _post(session, poll_url, _poll(3))
+        status, body, retry_after = await _post(session, poll_url, _poll(3))
         assert status == 503 and "too many polls" in str(body["error"])
+        assert retry_after == "5", retry_after  # BrokerConfig.busy_retry_after
         assert await _rejected(session, broker.base_url, "volunteer_poll", "busy") == 1
         for task in held:
             task.cancel()
@@ -139,8 +141,9 @@ async def test_held_polls_and_offers_are_bounded_per_instance() -> None:
             if broker.store.waiting_clients() == 1:
                 break
             await asyncio.sleep(0.01)
-        status, body, _ = await _post(session, offer_url, _offer())
+        status, body, retry_after = await _post(session, offer_url, _offer())
         assert status == 503 and "too many clients" in str(body["error"])
+        assert retry_after == "5", retry_after
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
 
@@ -206,3 +209,19 @@ async def test_a_bad_nat_or_kind_is_a_400_naming_the_field(
     ):
         status, body, _ = await _post(session, broker.base_url + path, fields)
         assert (status, body["field"]) == (400, field)
+
+
+async def test_no_volunteer_in_time_is_a_503_without_retry_after() -> None:
+    """Not a busy broker: the client may offer again at once, so no Retry-After."""
+    config = _config(client_timeout=0.2, busy_retry_after=7.0)
+    async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as session:
+        status, body, retry_after = await _post(
+            session, broker.base_url + "/v1/client/offer", _offer()
+        )
+        assert status == 503 and "no volunteer answered" in str(body["error"])
+        assert retry_after is None
+
+
+def test_busy_retry_after_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="busy_retry_after"):
+        _config(busy_retry_after=0.0)

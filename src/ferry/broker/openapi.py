@@ -53,6 +53,15 @@ def _error(description: str) -> JsonValue:
     return {"description": description, **_dict(_json_body(_ref("ErrorBody")))}
 
 
+def _unavailable(description: str) -> JsonValue:
+    """A 503: when the broker is full, closing or without its store, ``Retry-After`` says
+    when to come back (docs/protocol.md §2.9)."""
+    return {
+        **_dict(_error(description)),
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    }
+
+
 def _dict(value: JsonValue) -> dict[str, JsonValue]:
     assert isinstance(value, dict)
     return value
@@ -191,14 +200,20 @@ def openapi_document() -> dict[str, JsonValue]:
             "ClientAnswer",
             {
                 "429": _RATE_LIMITED,
-                "503": _error("No volunteer answered in time, or the broker is full."),
+                "503": _unavailable(
+                    "No volunteer answered in time (no Retry-After: try again soon), or the "
+                    "broker is full, closing or without its store (Retry-After says when)."
+                ),
             },
         ),
         "/v1/volunteer/poll": _post(
             "A volunteer's long poll, held until a client comes (docs/protocol.md §2.2).",
             "VolunteerPoll",
             "PollResponse",
-            {"429": _RATE_LIMITED, "503": _error("The broker holds too many polls.")},
+            {
+                "429": _RATE_LIMITED,
+                "503": _unavailable("The broker holds too many polls (Retry-After says when)."),
+            },
         ),
         "/v1/volunteer/answer": _post(
             "A volunteer's answer to a match (docs/protocol.md §2.3).",

@@ -172,6 +172,11 @@ class BrokerConfig:
     front sets to the client's address (``X-Forwarded-For``: its last entry is used, the one
     the front added). ``None``: the source is the peer address. Only set it when every
     request comes through the front, or clients can choose their source."""
+    busy_retry_after: float = 5.0
+    """Seconds a ``503`` for a full, closing or store-less broker asks the caller to wait
+    (``Retry-After``, rounded up to whole seconds); ferry's clients and volunteers wait at
+    least that long. The ``503`` for "no volunteer answered in time" carries none: trying
+    again soon is right there."""
     redis_url: str | None = None
     """``redis://HOST:PORT/DB``: keep the state in Redis, shared with other instances;
     ``None`` keeps it in this process."""
@@ -191,6 +196,8 @@ class BrokerConfig:
             raise ConfigError(f"max_body_bytes must be within 1..{MAX_BODY_BYTES}")
         if not self.shutdown_timeout >= 0:
             raise ConfigError("shutdown_timeout must not be negative")
+        if not 0 < self.busy_retry_after <= 3600:
+            raise ConfigError("busy_retry_after must be > 0 and ≤ 3600 seconds")
         for name in ("max_held_polls", "max_held_offers", "listen_backlog"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -438,7 +445,10 @@ class Broker:
         self._rejected.labels(endpoint=endpoint, reason=reason).inc()
         if self._loop is not None:
             self._last_hour.count(self._now(), refusals=1)
-        return _json_response(ErrorBody(error=message, field=field), status)
+        response = _json_response(ErrorBody(error=message, field=field), status)
+        if status == 503:  # busy, closing, store unavailable: come back later, not at once
+            response.headers["Retry-After"] = str(math.ceil(self.config.busy_retry_after))
+        return response
 
     def _refuse_message(self, endpoint: str, error: MessageError) -> web.Response:
         status = 413 if error.reason == "too_large" else 400

@@ -49,7 +49,12 @@ from prometheus_client import CollectorRegistry, Counter
 from ferry.errors import ChannelClosedError, ConfigError, LocalError, ProtocolError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
-from ferry.transport.datagram import CloseHandler, DatagramChannel, DatagramHandler
+from ferry.transport.datagram import (
+    CloseHandler,
+    DatagramChannel,
+    DatagramHandler,
+    DatagramInbox,
+)
 from ferry.transport.webrtc import (
     PYTHON_STACK_WARNING,
     AnsweringEndpoint,
@@ -58,6 +63,7 @@ from ferry.transport.webrtc import (
     WebRtcConfig,
     WebRtcStackStatus,
     check_data_channel_sdp,
+    fail_channel_opening,
     wait_for_channel_open,
     without_mdns_candidates,
 )
@@ -218,11 +224,8 @@ class BrowserDataChannel:
     def __init__(self, engine: BrowserEngine, peer_id: int, max_held: int) -> None:
         self._engine = engine
         self.peer_id = peer_id
-        self._held: deque[bytes] = deque(maxlen=max_held)
-        self._on_datagram: DatagramHandler | None = None
-        self._on_close: CloseHandler | None = None
+        self._inbox = DatagramInbox(max_held)
         self._open = True
-        self._close_reported = False
         self.close_reason = ""
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sent_datagrams = 0
@@ -236,11 +239,7 @@ class BrowserDataChannel:
 
     def start(self, on_datagram: DatagramHandler, on_close: CloseHandler) -> None:
         """Begin delivering datagrams to ``on_datagram``; ``on_close`` runs once at close."""
-        self._on_datagram, self._on_close = on_datagram, on_close
-        while self._held:
-            on_datagram(self._held.popleft())
-        if not self._open:
-            self._report_close()
+        self._inbox.start(on_datagram, on_close, closed=not self._open)
 
     def send(self, datagram: bytes) -> bool:
         """Queue one datagram towards the browser; ``False`` if it was dropped."""
@@ -273,11 +272,8 @@ class BrowserDataChannel:
         if not self._open:
             return
         self.received_datagrams += 1
-        if self._on_datagram is None:
-            self._held.append(datagram)
-            return
         try:
-            self._on_datagram(datagram)
+            self._inbox.deliver(datagram)
         except Exception:
             log.exception("a data-channel datagram handler failed; closing the channel")
             self._engine.forget_peer(self.peer_id, tell_page=True)
@@ -289,20 +285,11 @@ class BrowserDataChannel:
             return
         self._open = False
         self.close_reason = reason
-        self._held.clear()
-        if not self._opened.done():
-            self._opened.set_exception(
-                ChannelClosedError(
-                    f"the WebRTC connection closed before its data channel opened ({reason})"
-                )
-            )
-            self._opened.exception()
-        self._report_close()
-
-    def _report_close(self) -> None:
-        if not self._close_reported and self._on_close is not None:
-            self._close_reported = True
-            self._on_close()
+        self._inbox.drop_held()
+        fail_channel_opening(
+            self._opened, f"the WebRTC connection closed before its data channel opened ({reason})"
+        )
+        self._inbox.report_close()
 
 
 # --- the two peers ----------------------------------------------------------------------------

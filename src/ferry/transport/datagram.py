@@ -47,6 +47,51 @@ class DatagramChannel(Protocol):
         ...
 
 
+class DatagramInbox:
+    """The receiving half of a channel, as the semantics above ask: datagrams that arrive
+    before :meth:`start` are held (bounded, the oldest dropped), then handed over in arrival
+    order; ``on_close`` is reported exactly once, and never before :meth:`start`.
+
+    Shared by the channels that can receive before they are started (aiortc's data channel,
+    the browser engine's, the in-memory pair); each keeps its own ``is_open``.
+    """
+
+    __slots__ = ("_close_reported", "_held", "_on_close", "_on_datagram")
+
+    def __init__(self, max_held: int) -> None:
+        self._held: deque[bytes] = deque(maxlen=max_held)
+        self._on_datagram: DatagramHandler | None = None
+        self._on_close: CloseHandler | None = None
+        self._close_reported = False
+
+    def start(self, on_datagram: DatagramHandler, on_close: CloseHandler, *, closed: bool) -> None:
+        """Hand over what was held, then deliver as it comes; report the close at once if the
+        channel is ``closed`` already."""
+        self._on_datagram, self._on_close = on_datagram, on_close
+        while self._held:
+            on_datagram(self._held.popleft())
+        if closed:
+            self.report_close()
+
+    def deliver(self, datagram: bytes) -> None:
+        """Hold ``datagram`` until :meth:`start`, or pass it on (the handler's exceptions
+        propagate to the caller)."""
+        if self._on_datagram is None:
+            self._held.append(datagram)
+        else:
+            self._on_datagram(datagram)
+
+    def drop_held(self) -> None:
+        """Forget what is held (the channel closed before it was started)."""
+        self._held.clear()
+
+    def report_close(self) -> None:
+        """Call ``on_close`` if started and not called yet."""
+        if not self._close_reported and self._on_close is not None:
+            self._close_reported = True
+            self._on_close()
+
+
 class MemoryDatagramChannel:
     """One end of an in-memory channel pair, for unit tests of code above the transports.
 
@@ -57,11 +102,8 @@ class MemoryDatagramChannel:
 
     def __init__(self, *, max_held: int = 1024) -> None:
         self._peer: MemoryDatagramChannel | None = None
-        self._on_datagram: DatagramHandler | None = None
-        self._on_close: CloseHandler | None = None
-        self._held: deque[bytes] = deque(maxlen=max_held)
+        self._inbox = DatagramInbox(max_held)
         self._open = True
-        self._close_reported = False
         self.loss: Callable[[bytes], bool] | None = None
         self.sent_datagrams = 0
         self.dropped_datagrams = 0
@@ -78,11 +120,7 @@ class MemoryDatagramChannel:
         return self._open
 
     def start(self, on_datagram: DatagramHandler, on_close: CloseHandler) -> None:
-        self._on_datagram, self._on_close = on_datagram, on_close
-        while self._held:
-            on_datagram(self._held.popleft())
-        if not self._open:
-            self._report_close()
+        self._inbox.start(on_datagram, on_close, closed=not self._open)
 
     def send(self, datagram: bytes) -> bool:
         if not self._open or self._peer is None:
@@ -95,12 +133,8 @@ class MemoryDatagramChannel:
         return True
 
     def _deliver(self, datagram: bytes) -> None:
-        if not self._open:
-            return
-        if self._on_datagram is None:
-            self._held.append(datagram)
-        else:
-            self._on_datagram(datagram)
+        if self._open:
+            self._inbox.deliver(datagram)
 
     async def close(self) -> None:
         self._close_local()
@@ -110,10 +144,4 @@ class MemoryDatagramChannel:
     def _close_local(self) -> None:
         if self._open:
             self._open = False
-            if self._on_close is not None:
-                self._report_close()
-
-    def _report_close(self) -> None:
-        if not self._close_reported and self._on_close is not None:
-            self._close_reported = True
-            self._on_close()
+            self._inbox.report_close()

@@ -55,7 +55,6 @@ import datetime
 import hashlib
 import secrets
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -83,7 +82,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
-from ferry.transport.datagram import CloseHandler, DatagramChannel, DatagramHandler
+from ferry.transport.datagram import (
+    CloseHandler,
+    DatagramChannel,
+    DatagramHandler,
+    DatagramInbox,
+)
 from ferry.transport.sctp_acknowledgement import (
     DelayedAcknowledgementSctpTransport,
     SctpAcknowledgementPolicy,
@@ -108,6 +112,7 @@ __all__ = [
     "browser_like_sdp",
     "browser_like_x509_certificate",
     "check_data_channel_sdp",
+    "fail_channel_opening",
     "wait_for_channel_open",
     "without_mdns_candidates",
 ]
@@ -135,6 +140,14 @@ async def wait_for_channel_open(
             f"the WebRTC data channel did not open within {timeout:g} s: ICE or DTLS could "
             "not connect to the peer (check that it is reachable and still waiting)"
         ) from None
+
+
+def fail_channel_opening(opened: asyncio.Future[None], message: str) -> None:
+    """The channel closed before it opened: whoever waits in :func:`wait_for_channel_open`
+    gets :class:`ChannelClosedError` with ``message`` (nobody waiting is fine too)."""
+    if not opened.done():
+        opened.set_exception(ChannelClosedError(message))
+        opened.exception()  # retrieved by wait_for_channel_open() if anyone waits; seen anyway
 
 
 MAX_SDP_CHARACTERS = 32 * 1024
@@ -646,11 +659,8 @@ class DataChannelDatagramChannel:
         self._data_channel = data_channel
         self._high_water_bytes = config.high_water_bytes
         self._metrics = metrics
-        self._held: deque[bytes] = deque(maxlen=config.max_held_datagrams)
-        self._on_datagram: DatagramHandler | None = None
-        self._on_close: CloseHandler | None = None
+        self._inbox = DatagramInbox(config.max_held_datagrams)
         self._open = True
-        self._close_reported = False
         self._peer_connection_close: asyncio.Task[None] | None = None
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sent_datagrams = 0
@@ -679,11 +689,7 @@ class DataChannelDatagramChannel:
 
     def start(self, on_datagram: DatagramHandler, on_close: CloseHandler) -> None:
         """Begin delivering datagrams to ``on_datagram``; ``on_close`` runs once at close."""
-        self._on_datagram, self._on_close = on_datagram, on_close
-        while self._held:
-            on_datagram(self._held.popleft())
-        if not self._open:
-            self._report_close()
+        self._inbox.start(on_datagram, on_close, closed=not self._open)
 
     def send(self, datagram: bytes) -> bool:
         """Queue one datagram; ``False`` if it was dropped (above high water, or closed)."""
@@ -738,11 +744,8 @@ class DataChannelDatagramChannel:
         if self._metrics is not None:
             self._metrics.received_datagrams.inc()
             self._metrics.received_bytes.inc(len(message))
-        if self._on_datagram is None:
-            self._held.append(message)
-            return
         try:
-            self._on_datagram(message)
+            self._inbox.deliver(message)
         except Exception:
             # a bug above us must not break aiortc's receive path: close this channel only
             logger.exception("a data-channel datagram handler failed; closing the channel")
@@ -762,34 +765,24 @@ class DataChannelDatagramChannel:
         if not self._open:
             return
         self._open = False
-        self._held.clear()
-        if not self._opened.done():
-            self._opened.set_exception(
-                ChannelClosedError(
-                    "the WebRTC connection to the peer failed or closed before the data "
-                    "channel opened"
-                )
-            )
-            # retrieved by wait_open() if anyone waits; mark it seen otherwise
-            self._opened.exception()
+        self._inbox.drop_held()
+        fail_channel_opening(
+            self._opened,
+            "the WebRTC connection to the peer failed or closed before the data channel opened",
+        )
         self._peer_connection.remove_listener(
             "connectionstatechange", self._handle_connection_state
         )
         self._peer_connection_close = asyncio.get_running_loop().create_task(
             self._close_peer_connection()
         )
-        self._report_close()
+        self._inbox.report_close()
 
     async def _close_peer_connection(self) -> None:
         try:
             await self._peer_connection.close()
         except (OSError, ConnectionError, InvalidStateError) as error:
             logger.debug("closing the peer connection failed: %s", error)
-
-    def _report_close(self) -> None:
-        if not self._close_reported and self._on_close is not None:
-            self._close_reported = True
-            self._on_close()
 
     def _count_drop(self, datagram: bytes) -> None:
         self.dropped_datagrams += 1

@@ -33,7 +33,7 @@ from ferry.core.nat_behaviour import NatClass, NatDiscoveryConfig, StunServer
 from ferry.errors import BrokerError, ConfigError, FerryError, LocalError, RemoteError
 from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
-from ferry.transport.broker_http import request_broker
+from ferry.transport.broker_http import exchange_with_broker
 from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcMode, WebRtcStack
 from ferry.transport.stun import NatBehaviourMonitor, RefusedStunReplies, discover_with_servers
 
@@ -112,16 +112,18 @@ class FrontProbe:
 
     async def probe(self) -> str:
         """``"through FRONT"``; :class:`BrokerError` if the broker did not answer 200."""
-        status, _ = await request_broker(
-            self._http,
-            "GET",
-            self._fronted.connect_url,
-            None,
-            timeout=self._timeout,
-            max_response_bytes=4096,
-            host_header=self._fronted.host_header,
-            ssl_context=self._ssl_context,
-        )
+        status = (
+            await exchange_with_broker(
+                self._http,
+                "GET",
+                self._fronted.connect_url,
+                None,
+                timeout=self._timeout,
+                max_response_bytes=4096,
+                host_header=self._fronted.host_header,
+                ssl_context=self._ssl_context,
+            )
+        ).status
         if status != 200:
             raise BrokerError(f"the front answered HTTP status {status} for the broker")
         return f"through {self._front}"

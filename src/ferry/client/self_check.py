@@ -53,7 +53,7 @@ from ferry.errors import (
     NoVolunteerError,
     RemoteError,
 )
-from ferry.transport.broker_http import request_broker
+from ferry.transport.broker_http import exchange_with_broker
 from ferry.transport.quic import QuicSession, QuicSettings, peer_certificate_fingerprint
 from ferry.transport.webrtc import DataChannelDatagramChannel, OfferingPeer, WebRtcConfig
 
@@ -347,14 +347,16 @@ class SelfCheck:
         )
 
     async def _broker(self, chain: _Chain) -> StepResult:
-        status, _ = await request_broker(
-            self._http,
-            "GET",
-            self._health_url,
-            None,
-            timeout=self.config.broker_timeout,
-            max_response_bytes=_MAX_ANSWER_BYTES,
-        )
+        status = (
+            await exchange_with_broker(
+                self._http,
+                "GET",
+                self._health_url,
+                None,
+                timeout=self.config.broker_timeout,
+                max_response_bytes=_MAX_ANSWER_BYTES,
+            )
+        ).status
         if status != 200:
             raise _StepFailed("check.broker.failed", "check.broker.advice", f"HTTP status {status}")
         return StepResult(CheckStep.BROKER, StepOutcome.OK, "check.broker.ok")

@@ -78,35 +78,6 @@ class RetryAfterReader:
             return None
 
 
-async def request_broker(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    message: BrokerMessage | None,
-    *,
-    timeout: float,
-    max_response_bytes: int,
-    host_header: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-) -> tuple[int, bytes]:
-    """``(status, body)`` of one request; :class:`BrokerError` if it could not be made.
-
-    ``host_header`` replaces the HTTP ``Host`` (the connection still goes to ``url``'s host);
-    ``ssl_context`` replaces the default certificate checks (e.g. a private CA).
-    """
-    response = await exchange_with_broker(
-        session,
-        method,
-        url,
-        message,
-        timeout=timeout,
-        max_response_bytes=max_response_bytes,
-        host_header=host_header,
-        ssl_context=ssl_context,
-    )
-    return response.status, response.body
-
-
 async def exchange_with_broker(
     session: aiohttp.ClientSession,
     method: str,
@@ -118,7 +89,12 @@ async def exchange_with_broker(
     host_header: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> BrokerResponse:
-    """:func:`request_broker`, with the ``Retry-After`` header of the response."""
+    """The status, body and ``Retry-After`` header of one request; :class:`BrokerError` if it
+    could not be made.
+
+    ``host_header`` replaces the HTTP ``Host`` (the connection still goes to ``url``'s host);
+    ``ssl_context`` replaces the default certificate checks (e.g. a private CA).
+    """
     headers: dict[str, str] = {}
     if message is not None:
         headers["Content-Type"] = "application/json"

@@ -273,3 +273,25 @@ def start_curl(
         arguments += ["--limit-rate", limit_rate]
     arguments += ["--socks5-hostname", proxy, "-o", str(output), url]
     return subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def download_while_killing_volunteers(
+    net: Network, url: str, body: bytes, output: Path, *, limit_rate: str | None = None
+) -> None:
+    """Download ``url`` (serving ``body``) with curl through ``net``'s client while the
+    oldest volunteer is SIGKILLed every 2 s, five times, a new one started each time; assert
+    every kill landed mid-download, the download is intact (SHA-256) and the client noticed."""
+    curl = start_curl(net.proxy, url, output, limit_rate=limit_rate)
+    killed = 0
+    for _ in range(5):
+        time.sleep(2.0)
+        assert curl.poll() is None, "the download ended before the kills were done"
+        victim = net.volunteers.pop(0)
+        victim.kill()
+        killed += 1
+        net.add_volunteer()
+    _, error = curl.communicate(timeout=150)
+    assert curl.returncode == 0, f"{error.decode()}\n{net.logs()}"
+    assert killed == 5
+    assert hashlib.sha256(output.read_bytes()).digest() == hashlib.sha256(body).digest()
+    assert "went silent" in net.client.log() or "closed" in net.client.log()

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from .processes import origin_server, payload, process_network, start_curl
+from .processes import (
+    download_while_killing_volunteers,
+    origin_server,
+    payload,
+    process_network,
+    start_curl,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -83,19 +89,11 @@ def test_download_survives_volunteers_killed_under_the_browser_client(tmp_path: 
         origin_server(body) as port,
         process_network(tmp_path, volunteers=3, client_webrtc="browser") as net,
     ):
-        output = tmp_path / "download.bin"
-        curl = start_curl(net.proxy, f"http://127.0.0.1:{port}/big", output, limit_rate="3000K")
-        killed = 0
-        for _ in range(5):
-            time.sleep(2.0)
-            assert curl.poll() is None, "the download ended before the kills were done"
-            victim = net.volunteers.pop(0)
-            victim.kill()
-            killed += 1
-            net.add_volunteer()
-        _, error = curl.communicate(timeout=150)
-        assert curl.returncode == 0, f"{error.decode()}\n{net.logs()}"
-        assert killed == 5
-        assert _sha(output.read_bytes()) == _sha(body)
-        assert "went silent" in net.client.log() or "closed" in net.client.log()
+        download_while_killing_volunteers(
+            net,
+            f"http://127.0.0.1:{port}/big",
+            body,
+            tmp_path / "download.bin",
+            limit_rate="3000K",
+        )
         assert "WebRTC: browser engine" in net.client.log()

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from .processes import origin_server, payload, process_network, start_curl
+from .processes import (
+    download_while_killing_volunteers,
+    origin_server,
+    payload,
+    process_network,
+    start_curl,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -30,21 +36,9 @@ def test_download_survives_a_volunteer_killed_every_two_seconds(tmp_path: Path) 
         origin_server(body, rate=1.6e6) as port,
         process_network(tmp_path, volunteers=3) as net,
     ):
-        output = tmp_path / "download.bin"
-        curl = start_curl(net.proxy, f"http://127.0.0.1:{port}/big", output)
-        killed = 0
-        for _ in range(5):
-            time.sleep(2.0)
-            assert curl.poll() is None, "the download ended before the kills were done"
-            victim = net.volunteers.pop(0)
-            victim.kill()
-            killed += 1
-            net.add_volunteer()
-        _, error = curl.communicate(timeout=150)
-        assert curl.returncode == 0, f"{error.decode()}\n{net.logs()}"
-        assert killed == 5
-        assert _sha(output.read_bytes()) == _sha(body)
-        assert "went silent" in net.client.log() or "closed" in net.client.log()
+        download_while_killing_volunteers(
+            net, f"http://127.0.0.1:{port}/big", body, tmp_path / "download.bin"
+        )
 
 
 def test_download_resumes_after_every_volunteer_dies_at_once(tmp_path: Path) -> None:

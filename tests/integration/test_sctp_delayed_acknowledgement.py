@@ -3,21 +3,15 @@ lost, and loss still recovered (SACKs for gaps go out at once)."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from ferry.transport.quic import LARGEST_DATAGRAM_SIZE
 from ferry.transport.sctp_acknowledgement import DelayedAcknowledgementSctpTransport
-from ferry.transport.webrtc import (
-    AnsweringPeer,
-    DataChannelDatagramChannel,
-    OfferingPeer,
-    WebRtcConfig,
-)
+from ferry.transport.webrtc import DataChannelDatagramChannel, WebRtcConfig
+
+from .webrtc_pair import connected_pair, send_intact
 
 pytestmark = pytest.mark.integration
 
@@ -48,36 +42,12 @@ async def transfer(
 ) -> DelayedAcknowledgementSctpTransport:
     """Send DATAGRAMS 16 KiB datagrams client → volunteer; check every one arrived intact;
     return the volunteer's (receiving) association."""
-    offering, answering = OfferingPeer(config), AnsweringPeer(config)
-    try:
-        answer = await answering.accept_offer(await offering.create_offer())
-        client, volunteer = await asyncio.gather(
-            offering.accept_answer(answer), answering.wait_channel()
-        )
+    async with connected_pair(config) as (client, volunteer):
         receiver = receiving_association(volunteer)
         if before_sending is not None:
             before_sending(receiver)
-        received: list[bytes] = []
-        done = asyncio.Event()
-
-        def on_datagram(datagram: bytes) -> None:
-            received.append(datagram)
-            if len(received) == DATAGRAMS:
-                done.set()
-
-        volunteer.start(on_datagram, lambda: None)
-        client.start(lambda datagram: None, lambda: None)
-        sent = [os.urandom(LARGEST_DATAGRAM_SIZE) for _ in range(DATAGRAMS)]
-        for datagram in sent:
-            assert client.send(datagram)
-        await asyncio.wait_for(done.wait(), 30)
-        assert sorted(hashlib.sha256(d).digest() for d in received) == sorted(
-            hashlib.sha256(d).digest() for d in sent
-        )
+        await send_intact(client, volunteer, DATAGRAMS, timeout=30)
         return receiver
-    finally:
-        await offering.close()
-        await answering.close()
 
 
 async def test_every_second_packet_is_acknowledged() -> None:

@@ -3,15 +3,12 @@ intact (issue 8); ``WebRtcConfig.max_retransmits`` still gives a partially relia
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-
 import pytest
 
 from ferry.errors import ConfigError
-from ferry.transport.quic import LARGEST_DATAGRAM_SIZE
-from ferry.transport.webrtc import AnsweringPeer, OfferingPeer, WebRtcConfig
+from ferry.transport.webrtc import WebRtcConfig
+
+from .webrtc_pair import connected_pair, send_intact
 
 LOOPBACK = WebRtcConfig(host_candidate_addresses=("127.0.0.1",), open_timeout=10.0)
 DATAGRAMS = 64
@@ -19,54 +16,22 @@ DATAGRAMS = 64
 
 
 async def test_default_channel_is_reliable_unordered_and_carries_16_kib_datagrams() -> None:
-    offering, answering = OfferingPeer(LOOPBACK), AnsweringPeer(LOOPBACK)
-    try:
-        answer = await answering.accept_offer(await offering.create_offer())
-        client, volunteer = await asyncio.gather(
-            offering.accept_answer(answer), answering.wait_channel()
-        )
+    async with connected_pair(LOOPBACK) as (client, volunteer):
         # what the volunteer sees is what the client asked for
         remote = volunteer._data_channel
         assert remote.ordered is False
         assert remote.maxRetransmits is None
         assert remote.maxPacketLifeTime is None
-        received: list[bytes] = []
-        done = asyncio.Event()
-
-        def on_datagram(datagram: bytes) -> None:
-            received.append(datagram)
-            if len(received) == DATAGRAMS:
-                done.set()
-
-        volunteer.start(on_datagram, lambda: None)
-        client.start(lambda datagram: None, lambda: None)
-        sent = [os.urandom(LARGEST_DATAGRAM_SIZE) for _ in range(DATAGRAMS)]
-        for datagram in sent:
-            assert client.send(datagram)
-        await asyncio.wait_for(done.wait(), 20)
-        assert sorted(hashlib.sha256(d).digest() for d in received) == sorted(
-            hashlib.sha256(d).digest() for d in sent
-        )
-    finally:
-        await offering.close()
-        await answering.close()
+        await send_intact(client, volunteer, DATAGRAMS, timeout=20)
 
 
 async def test_max_retransmits_setting_reaches_the_volunteer() -> None:
     config = WebRtcConfig(
         host_candidate_addresses=("127.0.0.1",), open_timeout=10.0, max_retransmits=0
     )
-    offering, answering = OfferingPeer(config), AnsweringPeer(config)
-    try:
-        answer = await answering.accept_offer(await offering.create_offer())
-        _, volunteer = await asyncio.gather(
-            offering.accept_answer(answer), answering.wait_channel()
-        )
+    async with connected_pair(config) as (_, volunteer):
         assert volunteer._data_channel.maxRetransmits == 0
         assert volunteer._data_channel.ordered is False
-    finally:
-        await offering.close()
-        await answering.close()
 
 
 def test_negative_max_retransmits_is_refused() -> None:

@@ -722,47 +722,19 @@ def curl(
     namespace: str | None,
 ) -> Transfer:
     """Fetch ``url`` with curl through ``proxy_url`` (inside ``namespace`` if given)."""
-    command = [
-        "curl",
-        "--silent",
-        "--show-error",
-        "--fail",
-        "--max-time",
-        f"{timeout:.0f}",
-        "--output",
-        str(output),
-        "--write-out",
-        "%{time_total} %{time_starttransfer} %{size_download}",
-    ]
-    if proxy_url is None:
-        command += ["--noproxy", "*"]
-    else:
-        command += ["--proxy", proxy_url]
-    command.append(url)
-    if namespace is not None:
-        command = ["ip", "netns", "exec", namespace, *command]
-    try:
-        result = subprocess.run(
-            command, capture_output=True, timeout=timeout + 10, env=clean_environment(), check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"curl {url} did not finish in {timeout + 10:.0f} s") from None
-    if result.returncode != 0:
-        raise BenchmarkError(
-            f"curl {url} failed (exit {result.returncode}): {result.stderr.decode().strip()}"
-        )
-    total_text, start_text, size_text = result.stdout.decode().split()
-    digest = hashlib.sha256()
-    with output.open("rb") as received:
-        while chunk := received.read(1 << 20):
-            digest.update(chunk)
-    output.unlink()
-    total = float(total_text)
+    fetched = throughput.curl_download(
+        url,
+        output,
+        timeout,
+        ["--proxy", proxy_url] if proxy_url is not None else [],
+        wrapper=["ip", "netns", "exec", namespace] if namespace is not None else None,
+        environment=clean_environment(),
+    )
     return Transfer(
-        total_seconds=total,
-        body_seconds=max(total - float(start_text), 1e-6),
-        size=int(size_text),
-        sha256=digest.hexdigest(),
+        total_seconds=fetched.seconds,
+        body_seconds=max(fetched.seconds - fetched.first_byte_seconds, 1e-6),
+        size=fetched.size,
+        sha256=fetched.sha256,
     )
 
 

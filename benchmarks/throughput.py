@@ -294,6 +294,8 @@ class Download:
 
     seconds: float
     """curl's total time, from start to the last byte."""
+    first_byte_seconds: float
+    """curl's time from start to the first byte of the reply."""
     size: int
     """Bytes received."""
     sha256: str
@@ -304,8 +306,18 @@ class Download:
         return self.size / MEGABYTE / self.seconds
 
 
-def download(url: str, output: Path, timeout: float, socks_proxy: str | None) -> Download:
-    """Fetch ``url`` with curl (through ``socks_proxy`` if given) into ``output``."""
+def curl_download(
+    url: str,
+    output: Path,
+    timeout: float,
+    proxy_arguments: list[str],
+    *,
+    wrapper: list[str] | None = None,
+    environment: dict[str, str] | None = None,
+) -> Download:
+    """Fetch ``url`` with curl and its ``proxy_arguments`` (``--noproxy *`` when empty),
+    run inside ``wrapper`` (e.g. ``ip netns exec NS``) if given, into ``output``; hash what
+    arrived and remove the file."""
     command = [
         "curl",
         "--silent",
@@ -316,19 +328,16 @@ def download(url: str, output: Path, timeout: float, socks_proxy: str | None) ->
         "--output",
         str(output),
         "--write-out",
-        "%{time_total} %{size_download}",
+        "%{time_total} %{time_starttransfer} %{size_download}",
+        *(proxy_arguments or ["--noproxy", "*"]),
+        url,
     ]
-    if socks_proxy is None:
-        command += ["--noproxy", "*"]
-    else:
-        command += ["--socks5-hostname", socks_proxy]
-    command.append(url)
     try:
         result = subprocess.run(
-            command,
+            [*(wrapper or []), *command],
             capture_output=True,
             timeout=timeout + 10,
-            env=ferry_environment(),
+            env=environment if environment is not None else ferry_environment(),
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -337,13 +346,24 @@ def download(url: str, output: Path, timeout: float, socks_proxy: str | None) ->
         raise BenchmarkError(
             f"curl {url} failed (exit {result.returncode}): {result.stderr.decode().strip()}"
         )
-    seconds_text, size_text = result.stdout.decode().split()
+    seconds_text, first_byte_text, size_text = result.stdout.decode().split()
     digest = hashlib.sha256()
     with output.open("rb") as received:
         while chunk := received.read(1 << 20):
             digest.update(chunk)
     output.unlink()
-    return Download(seconds=float(seconds_text), size=int(size_text), sha256=digest.hexdigest())
+    return Download(
+        seconds=float(seconds_text),
+        first_byte_seconds=float(first_byte_text),
+        size=int(size_text),
+        sha256=digest.hexdigest(),
+    )
+
+
+def download(url: str, output: Path, timeout: float, socks_proxy: str | None) -> Download:
+    """Fetch ``url`` with curl (through ``socks_proxy`` if given) into ``output``."""
+    proxy = ["--socks5-hostname", socks_proxy] if socks_proxy is not None else []
+    return curl_download(url, output, timeout, proxy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,17 +176,17 @@ class FerryProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def on_cpu(code: str, cpu: int | None) -> str:
-    """``code`` (Python run with ``-c``) preceded by pinning the process to ``cpu``; threads
-    and processes it starts later inherit the pinning. ``None``: unchanged."""
-    return code if cpu is None else f"import os; os.sched_setaffinity(0, {{{cpu}}}); {code}"
-
-
 EXEC_ON_CPU = (
     "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
     "os.execv(sys.argv[2], sys.argv[2:])"
 )
-"""Pins itself to CPU ``argv[1]``, then becomes the program ``argv[2:]`` (same PID)."""
+"""Pins itself to CPU ``argv[1]``, then becomes the program ``argv[2:]`` (same PID); what
+the program starts later inherits the pinning."""
+
+
+def on_cpu(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` (its first word an absolute path) pinned to ``cpu``; ``None``: as it is."""
+    return command if cpu is None else [sys.executable, "-c", EXEC_ON_CPU, str(cpu), *command]
 
 
 def ferry_environment() -> dict[str, str]:
@@ -213,19 +213,28 @@ def one_volunteer_client(
 
 
 def start_role(
-    role: str, arguments: list[str], folder: Path, *, name: str | None = None, code: str = RUN_FERRY
+    role: str,
+    arguments: list[str],
+    folder: Path,
+    *,
+    name: str | None = None,
+    code: str = RUN_FERRY,
+    cpu: int | None = None,
 ) -> FerryProcess:
     """Start ``ferry ROLE ARGUMENTS --ready-file ...`` with output to a log file.
 
     ``name`` (default: the role) names its log and ready files; ``code`` is the Python that
-    runs the command line.
+    runs the command line; ``cpu``, if given, the only CPU it runs on.
     """
     name = name or role
     ready_path = folder / f"{name}.ready.json"
     log_path = folder / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, role, *arguments, "--ready-file", str(ready_path)],
+            on_cpu(
+                [sys.executable, "-c", code, role, *arguments, "--ready-file", str(ready_path)],
+                cpu,
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -710,9 +719,8 @@ def visitor_chromium(
     events on, WebSocket frames included); measured, that added 20-25 ms of CPU per MB to the
     volunteer (75-81 against 55-60 ms/MB; 13 of it in the browser process's main, IO and
     DevTools-pipe threads, which carry nothing otherwise) and cut its throughput by a
-    quarter. So the page switches the widget on
-    itself (``#switch-on``, the same ``toggle()`` a click calls) and the browser is an
-    ordinary child process, stopped by PID. With ``cpu``, every Chromium process runs on that
+    quarter. So the page switches the widget on itself (``#switch-on``, the same ``toggle()``
+    a click calls) and the browser is an ordinary child process, stopped by PID. With ``cpu``, every Chromium process runs on that
     CPU only.
     """
     root = str(Path(__file__).resolve().parents[1])
@@ -721,9 +729,9 @@ def visitor_chromium(
     from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
 
     profile = folder / "chromium-profile"
-    command = [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={profile}", f"{page_url}#switch-on"]
-    if cpu is not None:
-        command = [sys.executable, "-c", EXEC_ON_CPU, str(cpu), *command]
+    command = on_cpu(
+        [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={profile}", f"{page_url}#switch-on"], cpu
+    )
     with (folder / "chromium.log").open("wb") as log:
         browser = subprocess.Popen(
             command,
@@ -857,7 +865,7 @@ def start_network(
             "volunteer",
             ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK, *role_arguments],
             folder,
-            code=on_cpu(RUN_FERRY, volunteer_cpu),
+            cpu=volunteer_cpu,
         )
         started["volunteer"] = volunteer
         wait_ready(volunteer, ready_timeout)

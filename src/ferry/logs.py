@@ -142,6 +142,6 @@ def configure(*, verbose: bool = False, unsafe_logging: bool = False) -> None:
     handler._ferry = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # aioquic logs through "quic" and "http3", not "aioquic"
-    for noisy in ("aioice", "aiortc", "aioquic", "quic", "http3", "aiohttp.access"):
+    # aioquic logs through "quic" and "http3" (its only loggers), not "aioquic"
+    for noisy in ("aioice", "aiortc", "quic", "http3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from ferry.core.matchmaking import (
@@ -11,33 +9,14 @@ from ferry.core.matchmaking import (
     ClientTimedOut,
     Matchmaker,
     MatchmakerConfig,
-    MatchmakerEvent,
     PollEnded,
     PollMatched,
 )
 from ferry.errors import BrokerError, ConfigError
 
-OFFER = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
-ANSWER = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=setup:active\r\n"
-EGRESS = "ws://127.0.0.1:8443/v1/relay"
-
-
-def _matchmaker(**config: float) -> Matchmaker:
-    counter = itertools.count(1)
-    return Matchmaker(
-        MatchmakerConfig(**config),  # type: ignore[arg-type]
-        new_match_id=lambda: f"match-{next(counter):016d}",
-    )
-
-
-def _drain(matchmaker: Matchmaker) -> list[MatchmakerEvent]:
-    events: list[MatchmakerEvent] = []
-    for _ in range(10_000):
-        event = matchmaker.next_event()
-        if event is None:
-            return events
-        events.append(event)
-    raise AssertionError("the matchmaker produced too many events")
+from .matchmaking_support import ANSWER, EGRESS, OFFER
+from .matchmaking_support import drain as _drain
+from .matchmaking_support import matchmaker as _matchmaker
 
 
 def _volunteer(number: int) -> str:

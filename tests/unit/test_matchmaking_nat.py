@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
-
 from ferry.core.broker_messages import NatType
 from ferry.core.matchmaking import (
     AvailableVolunteers,
     Matchmaker,
-    MatchmakerEvent,
     PollMatched,
     PollTicket,
 )
 
-OFFER = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
-EGRESS = "ws://127.0.0.1:8443/v1/relay"
-
-
-def _matchmaker() -> Matchmaker:
-    counter = itertools.count(1)
-    return Matchmaker(new_match_id=lambda: f"match-{next(counter):016d}")
-
-
-def _drain(matchmaker: Matchmaker) -> list[MatchmakerEvent]:
-    events: list[MatchmakerEvent] = []
-    for _ in range(10_000):
-        event = matchmaker.next_event()
-        if event is None:
-            return events
-        events.append(event)
-    raise AssertionError("the matchmaker produced too many events")
+from .matchmaking_support import EGRESS, OFFER
+from .matchmaking_support import drain as _drain
+from .matchmaking_support import matchmaker as _matchmaker
 
 
 def _matched_poll(matchmaker: Matchmaker) -> PollTicket:

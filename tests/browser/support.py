@@ -24,7 +24,6 @@ Chromium is confined to loopback:
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -34,18 +33,17 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 from prometheus_client import CollectorRegistry
 
-from ferry.broker.server import Broker, BrokerConfig
+from ferry.broker.server import Broker
 from ferry.client.app import ClientApp, ClientConfig
 from ferry.client.local_proxy import LocalProxyConfig
 from ferry.client.session import TunnelConfig
 from ferry.core.bridge_line import BridgeLine
 from ferry.demo import LOOPBACK_WEBRTC
-from ferry.egress.policy import DestinationPolicy
-from ferry.egress.server import Egress, EgressConfig
+from ferry.egress.server import Egress
 from ferry.transport.browser_webrtc import NO_NAME_LOOKUPS, QUIET_HEADLESS_CHROMIUM
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
-from ..integration.chain import Origin
+from ..integration.chain import Origin, egress_and_broker
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -114,42 +112,27 @@ class WidgetNetwork:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[WidgetNetwork]:
-        with tempfile.TemporaryDirectory(prefix="ferry-widget-") as state:
-            async with self.origin.running():
-                self.egress = Egress(
-                    EgressConfig(
-                        state_dir=Path(state),
-                        host="127.0.0.1",
-                        port=0,
-                        policy=DestinationPolicy(allow_private=True),
-                    ),
-                    registry=CollectorRegistry(),
-                )
-                self.bridge = await self.egress.start()
-                self.broker = Broker(
-                    BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=(self.bridge.url,)),
-                    registry=CollectorRegistry(),
-                )
-                await self.broker.start()
-                app = web.Application()
-                app.router.add_get("/page", self._page)
-                app.router.add_get("/self-hosted", self._page)
-                app.router.add_get("/widget.js", self._widget)
-                runner = web.AppRunner(app, access_log=None)
-                await runner.setup()
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                await site.start()
-                self.host_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-                try:
-                    yield self
-                finally:
-                    for client in self.clients:
-                        await client.close()
-                    for volunteer in self.volunteers:
-                        await volunteer.close()
-                    await runner.cleanup()
-                    await self.broker.close()
-                    await self.egress.close()
+        async with (
+            self.origin.running(),
+            egress_and_broker() as (self.egress, self.bridge, self.broker),
+        ):
+            app = web.Application()
+            app.router.add_get("/page", self._page)
+            app.router.add_get("/self-hosted", self._page)
+            app.router.add_get("/widget.js", self._widget)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.host_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            try:
+                yield self
+            finally:
+                for client in self.clients:
+                    await client.close()
+                for volunteer in self.volunteers:
+                    await volunteer.close()
+                await runner.cleanup()
 
     async def start_client(self, *, volunteers: int = 1, pairing: str | None = None) -> ClientApp:
         """A Python client (loopback WebRTC) using this broker; closed with the network."""

@@ -7,10 +7,19 @@ import hashlib
 import ipaddress
 import socket
 import struct
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from ferry.broker.server import Broker, BrokerConfig
+from ferry.core.bridge_line import BridgeLine
+from ferry.egress.policy import DestinationPolicy
+from ferry.egress.server import Egress, EgressConfig
+from ferry.egress.upstream import Resolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -163,3 +172,40 @@ async def run_curl(*args: str, timeout: float = 120.0) -> tuple[int, bytes, byte
         raise
     assert process.returncode is not None
     return process.returncode, out, err
+
+
+@asynccontextmanager
+async def egress_and_broker(
+    *, resolver: Resolver | None = None, broker_client_timeout: float = 10.0
+) -> AsyncIterator[tuple[Egress, BridgeLine, Broker]]:
+    """An egress on 127.0.0.1 that may reach private addresses (the tests' origins are on
+    loopback), its bridge line, and a broker for it; both closed afterwards, broker first."""
+    with tempfile.TemporaryDirectory(prefix="ferry-egress-") as state:
+        egress = Egress(
+            EgressConfig(
+                state_dir=Path(state),
+                host="127.0.0.1",
+                port=0,
+                policy=DestinationPolicy(allow_private=True),
+            ),
+            registry=CollectorRegistry(),
+            resolver=resolver,
+        )
+        bridge = await egress.start()
+        try:
+            broker = Broker(
+                BrokerConfig(
+                    host="127.0.0.1",
+                    port=0,
+                    allowed_egresses=(bridge.url,),
+                    client_timeout=broker_client_timeout,
+                ),
+                registry=CollectorRegistry(),
+            )
+            await broker.start()
+            try:
+                yield egress, bridge, broker
+            finally:
+                await broker.close()
+        finally:
+            await egress.close()

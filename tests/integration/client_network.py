@@ -9,15 +9,13 @@ status page on a free loopback port.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from ferry.broker.server import Broker, BrokerConfig
+from ferry.broker.server import Broker
 from ferry.client.app import ClientApp, ClientConfig
 from ferry.client.local_page import LocalPageConfig
 from ferry.client.local_proxy import LocalProxyConfig
@@ -25,11 +23,10 @@ from ferry.client.self_check import SELF_CHECK_FETCH, FetchTarget, SelfCheckConf
 from ferry.client.session import TunnelConfig
 from ferry.core.bridge_line import BridgeLine
 from ferry.demo import LOOPBACK_WEBRTC
-from ferry.egress.policy import DestinationPolicy
-from ferry.egress.server import Egress, EgressConfig
+from ferry.egress.server import Egress
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
-from .chain import Origin, TableResolver
+from .chain import Origin, TableResolver, egress_and_broker
 
 ORIGIN_NAME = "origin.test"
 """The name the egress resolves to 127.0.0.1 (and no other name)."""
@@ -70,40 +67,21 @@ class ClientNetwork:
     async def running(
         self, *, volunteers: int = 1, broker_client_timeout: float = 10.0
     ) -> AsyncIterator[ClientNetwork]:
-        with tempfile.TemporaryDirectory(prefix="ferry-client-") as state:
-            async with self.origin.running():
-                self.egress = Egress(
-                    EgressConfig(
-                        state_dir=Path(state),
-                        host="127.0.0.1",
-                        port=0,
-                        policy=DestinationPolicy(allow_private=True),
-                    ),
-                    registry=CollectorRegistry(),
-                    resolver=self.resolver,
-                )
-                self.bridge = await self.egress.start()
-                self.broker = Broker(
-                    BrokerConfig(
-                        host="127.0.0.1",
-                        port=0,
-                        allowed_egresses=(self.bridge.url,),
-                        client_timeout=broker_client_timeout,
-                    ),
-                    registry=CollectorRegistry(),
-                )
-                await self.broker.start()
-                for _ in range(volunteers):
-                    self.start_volunteer()
-                try:
-                    yield self
-                finally:
-                    for client in self.clients:
-                        await client.close()
-                    for volunteer in self.volunteers:
-                        await volunteer.close()
-                    await self.broker.close()
-                    await self.egress.close()
+        async with (
+            self.origin.running(),
+            egress_and_broker(
+                resolver=self.resolver, broker_client_timeout=broker_client_timeout
+            ) as (self.egress, self.bridge, self.broker),
+        ):
+            for _ in range(volunteers):
+                self.start_volunteer()
+            try:
+                yield self
+            finally:
+                for client in self.clients:
+                    await client.close()
+                for volunteer in self.volunteers:
+                    await volunteer.close()
 
     def start_volunteer(self) -> Volunteer:
         """A Python volunteer (loopback WebRTC); closed with the network."""

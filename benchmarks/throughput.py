@@ -720,8 +720,8 @@ def visitor_chromium(
     volunteer (75-81 against 55-60 ms/MB; 13 of it in the browser process's main, IO and
     DevTools-pipe threads, which carry nothing otherwise) and cut its throughput by a
     quarter. So the page switches the widget on itself (``#switch-on``, the same ``toggle()``
-    a click calls) and the browser is an ordinary child process, stopped by PID. With ``cpu``, every Chromium process runs on that
-    CPU only.
+    a click calls) and the browser is an ordinary child process, stopped by PID. With ``cpu``,
+    every Chromium process runs on that CPU only.
     """
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:

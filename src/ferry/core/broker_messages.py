@@ -13,9 +13,11 @@ strict, in this order, and stops at the first problem:
 5. each value has its type (``"wrong_type"``; a JSON ``true`` is not an integer) and obeys its
    rule: SDP (``"bad_sdp"``), identifier (``"bad_id"``), egress URL (``"bad_egress"``),
    capacity (``"bad_capacity"``), pairing code (``"bad_pairing"``), NAT type (``"bad_nat"``),
-   volunteer kind (``"bad_kind"``).
+   volunteer kind (``"bad_kind"``), ICE server (``"bad_ice_server"``), time to live
+   (``"bad_ttl"``).
 
-Optional fields (``pairing``, ``nat``, ``kind``) may be left out; when present they obey
+Optional fields (``pairing``, ``nat``, ``kind``, a poll response's ``ice_servers``) may be
+left out; when present they obey
 their rule (``null`` is none of them). A left-out ``nat`` or ``kind`` decodes as
 ``"unknown"`` and is left out again when encoded.
 
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
+from ferry.core.ice_servers import MAX_ICE_SERVERS, IceServer, IceServerError
 from ferry.core.nat_behaviour import NatClass
 from ferry.errors import ProtocolError
 
@@ -161,6 +164,9 @@ class PollResponse:
 
     match: MatchOffer | None
     """The client to serve, or ``None`` when no client came within the poll's wait."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN and TURN servers to answer this match with (TURN credentials minted for it);
+    left out of the JSON when empty (§2.10)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +206,30 @@ class NetworkStatsResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class IceServersRequest:
+    """``POST /v1/ice-servers`` request: a peer asks which STUN and TURN servers to use
+    (§2.10). It carries nothing but the version."""
+
+
+MIN_ICE_TTL = 1
+"""Shortest ``ttl`` of an :class:`IceServersResponse`, in seconds."""
+
+MAX_ICE_TTL = 86400
+"""Longest ``ttl`` of an :class:`IceServersResponse`, in seconds (a day)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IceServersResponse:
+    """``POST /v1/ice-servers`` 200 response (§2.10)."""
+
+    ice_servers: tuple[IceServer, ...]
+    """This peer's STUN and TURN servers (at most :data:`MAX_ICE_SERVERS`; may be empty)."""
+    ttl: int
+    """Seconds the list may be used for new connections (TURN credentials stay valid at
+    least this long), 1..86400."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorBody:
     """The body of every non-200 broker response."""
 
@@ -218,6 +248,8 @@ BrokerMessage = (
     | AnswerAccepted
     | EgressList
     | NetworkStatsResponse
+    | IceServersRequest
+    | IceServersResponse
     | ErrorBody
 )
 """Every message :func:`encode` accepts."""
@@ -490,9 +522,60 @@ def _decode_match_offer(value: JsonValue) -> MatchOffer:
 def decode_poll_response(body: bytes) -> PollResponse:
     """Decode the 200 response to a volunteer poll; raise :class:`MessageError` if invalid."""
     fields = _parse_object(body)
-    _check_keys(fields, ("match",), "")
+    _check_keys(fields, ("match",), "", ("ice_servers",))
     value = fields["match"]
-    return PollResponse(match=None if value is None else _decode_match_offer(value))
+    ice_servers = _ice_servers(fields["ice_servers"]) if "ice_servers" in fields else ()
+    return PollResponse(
+        match=None if value is None else _decode_match_offer(value), ice_servers=ice_servers
+    )
+
+
+def _ice_server(value: JsonValue, name: str) -> IceServer:
+    if not isinstance(value, dict):
+        raise MessageError(f"{name} must be an object", field=name, reason="wrong_type")
+    _check_keys(value, ("url",), name + ".", ("username", "credential"))
+    url = _string(value, "url", name + ".")
+    username = _string(value, "username", name + ".") if "username" in value else None
+    credential = _string(value, "credential", name + ".") if "credential" in value else None
+    try:
+        return IceServer(url, username=username, credential=credential)
+    except IceServerError as exc:
+        field = f"{name}.url" if exc.reason == "bad_url" else name
+        raise MessageError(f"{field}: {exc}", field=field, reason="bad_ice_server") from exc
+
+
+def _ice_servers(value: JsonValue) -> tuple[IceServer, ...]:
+    if not isinstance(value, list):
+        raise MessageError("ice_servers must be a list", field="ice_servers", reason="wrong_type")
+    if len(value) > MAX_ICE_SERVERS:
+        raise MessageError(
+            f"ice_servers holds {len(value)} servers; at most {MAX_ICE_SERVERS} are allowed",
+            field="ice_servers",
+            reason="bad_ice_server",
+        )
+    return tuple(_ice_server(entry, f"ice_servers.{index}") for index, entry in enumerate(value))
+
+
+def decode_ice_servers_request(body: bytes) -> IceServersRequest:
+    """Decode a ``POST /v1/ice-servers`` body; raise :class:`MessageError` if invalid."""
+    _request_fields(body, ())
+    return IceServersRequest()
+
+
+def decode_ice_servers_response(body: bytes) -> IceServersResponse:
+    """Decode the 200 response to ``POST /v1/ice-servers``; raise :class:`MessageError` if
+    invalid."""
+    fields = _parse_object(body)
+    _check_keys(fields, ("ice_servers", "ttl"), "")
+    ice_servers = _ice_servers(fields["ice_servers"])
+    ttl = _integer(fields, "ttl", "")
+    if not MIN_ICE_TTL <= ttl <= MAX_ICE_TTL:
+        raise MessageError(
+            f"ttl must be between {MIN_ICE_TTL} and {MAX_ICE_TTL} seconds, not {ttl}",
+            field="ttl",
+            reason="bad_ttl",
+        )
+    return IceServersResponse(ice_servers=ice_servers, ttl=ttl)
 
 
 def decode_volunteer_answer(body: bytes) -> VolunteerAnswer:
@@ -562,6 +645,8 @@ DECODERS: dict[str, Callable[[bytes], BrokerMessage]] = {
     "answer_accepted": decode_answer_accepted,
     "egress_list": decode_egress_list,
     "network_stats": decode_network_stats,
+    "ice_servers_request": decode_ice_servers_request,
+    "ice_servers_response": decode_ice_servers_response,
     "error_body": decode_error_body,
 }
 """Each decoder by the message name the test vectors (``tests/vectors/``) use."""
@@ -572,6 +657,18 @@ DECODERS: dict[str, Callable[[bytes], BrokerMessage]] = {
 
 def _match_fields(match: MatchOffer) -> dict[str, JsonValue]:
     return {"id": match.id, "offer": match.offer, "egress": match.egress}
+
+
+def _ice_server_fields(servers: tuple[IceServer, ...]) -> list[JsonValue]:
+    entries: list[JsonValue] = []
+    for server in servers:
+        entry: dict[str, JsonValue] = {"url": server.url}
+        if server.username is not None:
+            entry["username"] = server.username
+        if server.credential is not None:
+            entry["credential"] = server.credential
+        entries.append(entry)
+    return entries
 
 
 def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
@@ -604,10 +701,15 @@ def _fields(message: BrokerMessage) -> dict[str, JsonValue]:
             if kind != "unknown":
                 fields["kind"] = kind
             return fields
-        case PollResponse(match=None):
-            return {"match": None}
-        case PollResponse(match=MatchOffer() as match):
-            return {"match": _match_fields(match)}
+        case PollResponse(match=match, ice_servers=ice_servers):
+            fields = {"match": None if match is None else _match_fields(match)}
+            if ice_servers:
+                fields["ice_servers"] = _ice_server_fields(ice_servers)
+            return fields
+        case IceServersRequest():
+            return {"version": PROTOCOL_VERSION}
+        case IceServersResponse(ice_servers=ice_servers, ttl=ttl):
+            return {"ice_servers": _ice_server_fields(ice_servers), "ttl": ttl}
         case VolunteerAnswer(match_id=match_id, answer=answer):
             return {"version": PROTOCOL_VERSION, "match_id": match_id, "answer": answer}
         case AnswerAccepted():

@@ -80,6 +80,7 @@ from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 from prometheus_client import CollectorRegistry, Counter
 
+from ferry.core.ice_servers import IceServer
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
 from ferry.transport.datagram import (
@@ -154,20 +155,6 @@ MAX_SDP_CHARACTERS = 32 * 1024
 """The longest SDP accepted from a peer (the broker's limit, docs/protocol.md §2)."""
 
 _LOOPBACK_IPV4 = "127.0.0.1"
-
-
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """One STUN or TURN server for ICE."""
-
-    url: str
-    """A ``stun:host:port`` or ``turn:host:port`` URL."""
-
-    username: str | None = None
-    """The TURN user name; ``None`` for STUN."""
-
-    credential: str | None = None
-    """The TURN password; ``None`` for STUN."""
 
 
 @dataclass(frozen=True, slots=True)

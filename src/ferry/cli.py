@@ -22,12 +22,14 @@ from rich.console import Console
 from rich.markup import escape as rich_escape
 
 from ferry import __version__
+from ferry.broker.turn_secret import read_turn_secret
 from ferry.command_settings import (
     ConfigReloader,
     RoleCommand,
     config_option,
     print_config_option,
 )
+from ferry.core.ice_servers import IceServer, IceServerError, parse_user_ice_server
 from ferry.errors import ConfigError, FerryError, LocalError
 from ferry.logs import configure as configure_logging
 
@@ -150,13 +152,18 @@ def _logging(verbose: bool, unsafe_logging: bool) -> None:
 
 
 def _webrtc_config(
-    ice_addresses: list[str] | None, sctp_packets_per_ack: int | None = None
+    ice_addresses: list[str] | None,
+    sctp_packets_per_ack: int | None = None,
+    ice_servers: list[str] | None = None,
 ) -> WebRtcConfig:
     import dataclasses
 
     from ferry.transport.webrtc import WebRtcConfig
 
-    config = WebRtcConfig(host_candidate_addresses=tuple(ice_addresses) if ice_addresses else None)
+    config = WebRtcConfig(
+        host_candidate_addresses=tuple(ice_addresses) if ice_addresses else None,
+        ice_servers=tuple(_ice_server_values(ice_servers, "--ice-server", user=True)),
+    )
     if sctp_packets_per_ack is None:
         return config
     return dataclasses.replace(config, sctp_packets_per_acknowledgement=sctp_packets_per_ack)
@@ -233,12 +240,44 @@ def _unsafe_logging_option(role: str) -> object:
 
 def _stun_option(role: str) -> object:
     return typer.Option(
-        envvar=f"FERRY_{role}_STUN",
+        "--nat-stun",
+        "--stun",
+        envvar=f"FERRY_{role}_NAT_STUN",
         metavar="URL",
-        help="An RFC 5780 STUN server, stun:HOST[:PORT], to learn this host's NAT behaviour "
-        "from (repeatable; tried in order). The class (restricted, unrestricted, unknown) "
-        "goes to the broker, which pairs restricted peers only with unrestricted ones. "
-        "Default: none, and the class is unknown.",
+        help="NAT discovery only (not ICE; see --ice-server): an RFC 5780 STUN server, "
+        "stun:HOST[:PORT], to learn this host's NAT behaviour from (repeatable; tried in "
+        "order). The class (restricted, unrestricted, unknown) goes to the broker for "
+        "matching. Default: the broker's STUN servers; without any, the class is unknown.",
+    )
+
+
+def _ice_server_option(role: str) -> object:
+    return typer.Option(
+        "--ice-server",
+        envvar=f"FERRY_{role}_ICE_SERVER",
+        metavar="URL",
+        help="Your own STUN or TURN server for WebRTC's ICE, used beside the broker's: "
+        "stun:HOST[:PORT] or turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] "
+        "(repeatable). With --no-broker-ice-servers only these are used.",
+    )
+
+
+def _broker_ice_servers_option(role: str) -> object:
+    return typer.Option(
+        "--broker-ice-servers/--no-broker-ice-servers",
+        envvar=f"FERRY_{role}_BROKER_ICE_SERVERS",
+        help="Use the STUN and TURN servers the broker hands out (default). Off: only "
+        "--ice-server ones, which replace the broker's.",
+    )
+
+
+def _unsafe_internal_ice_servers_option(role: str) -> object:
+    return typer.Option(
+        "--unsafe-allow-internal-ice-servers",
+        envvar=f"FERRY_{role}_UNSAFE_ALLOW_INTERNAL_ICE_SERVERS",
+        help="Accept STUN/TURN servers from the broker on loopback, private and link-local "
+        "addresses (tests and private networks only: a hostile broker could aim this "
+        "host's packets into its own network).",
     )
 
 
@@ -486,6 +525,39 @@ def broker(
             "wait (Retry-After).",
         ),
     ] = 5.0,
+    ice_server: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_BROKER_ICE_SERVER",
+            help="A STUN or TURN server handed to clients and volunteers for ICE: "
+            "stun:HOST[:PORT] or turn:HOST[:PORT][?transport=udp|tcp] (turns: for TLS); "
+            "repeat for several. TURN needs --turn-secret-file.",
+        ),
+    ] = None,
+    ice_servers_per_peer: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_BROKER_ICE_SERVERS_PER_PEER",
+            help="At most this many STUN and this many TURN servers go to each peer, chosen "
+            "at random per request (so one blocked server does not stop everyone).",
+        ),
+    ] = 2,
+    turn_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FERRY_BROKER_TURN_SECRET_FILE",
+            help="A file holding the TURN REST shared secret (coturn's static-auth-secret); "
+            "short-lived TURN credentials are minted from it per peer. Keep it readable by "
+            "the broker's user only.",
+        ),
+    ] = None,
+    turn_credential_ttl: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_BROKER_TURN_CREDENTIAL_TTL",
+            help="Seconds a minted TURN credential stays valid (60..86400).",
+        ),
+    ] = 3600.0,
     ready_file: Annotated[Path | None, _ready_file_option("BROKER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("BROKER")] = False,
     verbose: Annotated[bool, _verbose_option("BROKER")] = False,
@@ -518,6 +590,10 @@ def broker(
             max_held_polls=max_held_polls,
             max_held_offers=max_held_offers,
             busy_retry_after=busy_retry_after,
+            ice_servers=tuple(_ice_server_values(ice_server, "--ice-server", user=False)),
+            ice_servers_per_peer=ice_servers_per_peer,
+            turn_secret=read_turn_secret(turn_secret_file) if turn_secret_file else None,
+            turn_credential_ttl=turn_credential_ttl,
         )
     except ConfigError as exc:
         console.print(f"[bold red]ferry broker:[/] {exc}")
@@ -536,6 +612,18 @@ def broker(
             await server.close()
 
     run_until_signal(main)
+
+
+def _ice_server_values(values: list[str] | None, flag: str, *, user: bool) -> list[IceServer]:
+    """``--ice-server`` values as ICE servers; :class:`ConfigError` naming the flag. A user's
+    own TURN server (client, volunteer) may carry ``USER:PASSWORD@``; the broker's may not."""
+    servers = []
+    for value in values or ():
+        try:
+            servers.append(parse_user_ice_server(value) if user else IceServer(value))
+        except IceServerError as exc:
+            raise ConfigError(f"{flag} {value.split('@')[-1]!r}: {exc}") from None
+    return servers
 
 
 @app.command("egress", cls=RoleCommand)
@@ -796,6 +884,11 @@ def volunteer(
     ice_address: Annotated[list[str] | None, _ice_address_option("VOLUNTEER")] = None,
     sctp_packets_per_ack: Annotated[int | None, _sctp_packets_per_ack_option("VOLUNTEER")] = None,
     stun: Annotated[list[str] | None, _stun_option("VOLUNTEER")] = None,
+    ice_server: Annotated[list[str] | None, _ice_server_option("VOLUNTEER")] = None,
+    broker_ice_servers: Annotated[bool, _broker_ice_servers_option("VOLUNTEER")] = True,
+    unsafe_allow_internal_ice_servers: Annotated[
+        bool, _unsafe_internal_ice_servers_option("VOLUNTEER")
+    ] = False,
     pairing: Annotated[
         str | None,
         typer.Option(
@@ -834,9 +927,11 @@ def volunteer(
                 corrupt=test_impair_corrupt,
                 seed=test_impair_seed,
             ),
-            webrtc=_webrtc_config(ice_address, sctp_packets_per_ack),
+            webrtc=_webrtc_config(ice_address, sctp_packets_per_ack, ice_server),
             pairing=pairing,
             stun_servers=_stun_servers(stun),
+            broker_ice_servers=broker_ice_servers,
+            allow_internal_ice_servers=unsafe_allow_internal_ice_servers,
         )
         volunteer_webrtc = _webrtc_mode(webrtc)
         engine_config = BrowserEngineConfig(executable=browser)
@@ -941,6 +1036,11 @@ def client(
     ice_address: Annotated[list[str] | None, _ice_address_option("CLIENT")] = None,
     sctp_packets_per_ack: Annotated[int | None, _sctp_packets_per_ack_option("CLIENT")] = None,
     stun: Annotated[list[str] | None, _stun_option("CLIENT")] = None,
+    ice_server: Annotated[list[str] | None, _ice_server_option("CLIENT")] = None,
+    broker_ice_servers: Annotated[bool, _broker_ice_servers_option("CLIENT")] = True,
+    unsafe_allow_internal_ice_servers: Annotated[
+        bool, _unsafe_internal_ice_servers_option("CLIENT")
+    ] = False,
     front: Annotated[
         str | None,
         typer.Option(
@@ -1043,6 +1143,7 @@ def client(
         if pairing is not None:
             _check_pairing_option(pairing)
         stun_servers = _stun_servers(stun)
+        webrtc_config = _webrtc_config(ice_address, sctp_packets_per_ack, ice_server)
         if front is not None:
             fronted_url(broker_url, front)  # check it now, not at the first rendezvous
         broker_ssl_context(broker_ca)
@@ -1074,11 +1175,13 @@ def client(
             bridge=bridge_line,
             volunteers=volunteers,
             spare_volunteers=spare_volunteers,
-            webrtc=_webrtc_config(ice_address, sctp_packets_per_ack),
+            webrtc=webrtc_config,
         ),
         proxy=LocalProxyConfig(host=host, port=port, credentials=credentials),
         pairing=pairing,
         stun_servers=stun_servers,
+        broker_ice_servers=broker_ice_servers,
+        allow_internal_ice_servers=unsafe_allow_internal_ice_servers,
         front=front,
         broker_ca=broker_ca,
         page=page_config,

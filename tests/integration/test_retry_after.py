@@ -21,6 +21,7 @@ from ferry.client.rendezvous import HttpRendezvous
 from ferry.client.self_check import CheckStep, SelfCheck, SelfCheckConfig, StepOutcome
 from ferry.client.session import PathPool, TunnelConfig
 from ferry.core.bridge_line import BridgeLine
+from ferry.core.ice_servers import IceServer
 from ferry.demo import LOOPBACK_WEBRTC
 from ferry.errors import BrokerRateLimitedError, NoVolunteerError
 from ferry.transport.quic import QuicSettings
@@ -246,6 +247,12 @@ class OneRefusalRendezvous:
         self.later_calls.append(loop.time())
         await self._never.wait()
         raise AssertionError("unreachable")
+
+    async def ice_servers(self) -> tuple[IceServer, ...]:
+        return ()
+
+    def forget_ice_servers(self) -> None:
+        pass
 
 
 async def test_a_retry_after_told_to_one_path_holds_back_every_path() -> None:

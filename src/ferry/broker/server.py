@@ -5,6 +5,8 @@ Routes (``docs/protocol.md`` §2)::
     POST /v1/client/offer      a client's offer; held until a volunteer answers (or 503)
     POST /v1/volunteer/poll    a volunteer's long poll; held until a client comes (or null)
     POST /v1/volunteer/answer  a volunteer's answer to a match (404 if the match is gone)
+    POST /v1/ice-servers       the STUN/TURN servers a peer should gather with (TURN
+                               credentials minted per request)
     GET  /v1/egresses          the egress URLs volunteers may be sent to
     GET  /v1/stats             the network's live state, counts rounded up to multiples of 8
     GET  /healthz              liveness
@@ -35,9 +37,11 @@ import hashlib
 import ipaddress
 import json
 import math
+import random
 import re
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from aiohttp import web
@@ -54,6 +58,7 @@ from ferry.broker.store import (
     RateLimitedError,
     RateLimits,
     StoreUnavailableError,
+    hash_source,
 )
 from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
@@ -64,19 +69,22 @@ from ferry.core.broker_messages import (
     ClientAnswer,
     EgressList,
     ErrorBody,
+    IceServersResponse,
     MessageError,
     NetworkStatsResponse,
     PollResponse,
     check_egress_url,
     decode_client_offer,
+    decode_ice_servers_request,
     decode_volunteer_answer,
     decode_volunteer_poll,
     encode,
 )
+from ferry.core.ice_servers import IceServer, IceServerPlan
 from ferry.core.matchmaking import MatchmakerConfig
 from ferry.core.minute_series import MinuteSeries
 from ferry.core.network_stats import NetworkActivity, round_up_for_privacy
-from ferry.core.rate_limit import RateLimit
+from ferry.core.rate_limit import RateLimit, TokenBuckets
 from ferry.errors import BrokerError, ConfigError, LocalError
 from ferry.logs import get_logger, scrub_library_loggers
 
@@ -177,6 +185,27 @@ class BrokerConfig:
     (``Retry-After``, rounded up to whole seconds); ferry's clients and volunteers wait at
     least that long. The ``503`` for "no volunteer answered in time" carries none: trying
     again soon is right there."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN and TURN servers handed to peers for ICE (``--ice-server``; ``docs/protocol.md``
+    §2.10). TURN servers carry no credentials when :attr:`turn_secret` is set. Empty: peers
+    gather host candidates only, which connects on one machine or network but not between
+    two home routers."""
+    ice_servers_per_peer: int = 2
+    """At most this many STUN and this many TURN servers go to one peer, chosen at random
+    from :attr:`ice_servers` for every request, so that a censor who blocks one server, or
+    learns the list from one request, does not stop everyone."""
+    turn_secret: bytes | None = field(default=None, repr=False)
+    """The TURN REST shared secret (``--turn-secret-file``; coturn's ``static-auth-secret``):
+    TURN credentials are minted from it per request. Never logged, printed or sent."""
+    turn_credential_ttl: float = 3600.0
+    """Seconds a minted TURN credential stays valid. coturn checks it on every authenticated
+    request, so a relayed path lasts about this long at most (the client's session then moves
+    to another volunteer)."""
+    ice_rate: float = 1.0
+    """``POST /v1/ice-servers`` requests per second one source may make, sustained (a client
+    asks once per list lifetime, and again after a failed connection). Kept per instance."""
+    ice_burst: int = 20
+    """``POST /v1/ice-servers`` requests one source may make at once after a quiet spell."""
     redis_url: str | None = None
     """``redis://HOST:PORT/DB``: keep the state in Redis, shared with other instances;
     ``None`` keeps it in this process."""
@@ -216,6 +245,17 @@ class BrokerConfig:
             except MessageError as exc:
                 raise ConfigError(f"allowed egress {url!r}: {exc}") from exc
         self.matchmaker_config()  # validates the timeouts and bounds
+        self.ice_server_plan()  # validates the ICE servers and the TURN settings
+        RateLimit(self.ice_rate, self.ice_burst)
+
+    def ice_server_plan(self) -> IceServerPlan:
+        """How this broker chooses ICE servers and mints TURN credentials."""
+        return IceServerPlan(
+            servers=self.ice_servers,
+            per_peer=self.ice_servers_per_peer,
+            turn_secret=self.turn_secret,
+            credential_lifetime=self.turn_credential_ttl,
+        )
 
     def matchmaker_config(self) -> MatchmakerConfig:
         """The matchmaker's share of this configuration."""
@@ -304,6 +344,10 @@ class Broker:
         self._openapi = json.dumps(openapi_document(), indent=1).encode("utf-8")
         self._held_polls = 0
         self._held_offers = 0
+        self._ice_plan = config.ice_server_plan()
+        self._ice_chooser = random.SystemRandom()
+        self._ice_buckets = TokenBuckets(RateLimit(config.ice_rate, config.ice_burst))
+        self._ice_salt = random.SystemRandom().randbytes(16)
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -342,6 +386,17 @@ class Broker:
             ("waiter",),
             registry=self.registry,
         )
+        self._ice_lists = Counter(
+            "ferry_broker_ice_server_lists",
+            "ICE server lists handed out, by endpoint (ice_servers, volunteer_poll).",
+            ("endpoint",),
+            registry=self.registry,
+        )
+        self._turn_credentials = Counter(
+            "ferry_broker_turn_credentials",
+            "TURN credentials minted from the shared secret.",
+            registry=self.registry,
+        )
         self._match_latency = Histogram(
             "ferry_broker_match_latency_seconds",
             "Seconds from a client's offer to its match with a volunteer's poll.",
@@ -357,6 +412,7 @@ class Broker:
         self.app.router.add_post("/v1/client/offer", self._handle_client_offer)
         self.app.router.add_post("/v1/volunteer/poll", self._handle_volunteer_poll)
         self.app.router.add_post("/v1/volunteer/answer", self._handle_volunteer_answer)
+        self.app.router.add_post("/v1/ice-servers", self._handle_ice_servers)
         self.app.router.add_get("/v1/egresses", self._handle_egresses)
         self.app.router.add_get("/v1/stats", self._handle_stats)
         self.app.router.add_get("/widget.js", self._handle_widget)
@@ -609,7 +665,40 @@ class Broker:
             if outcome.client_waited is not None:
                 self._match_latency.observe(max(0.0, outcome.client_waited))
         self._observe_levels()
-        return _json_response(PollResponse(match=outcome.match))
+        if outcome.match is None:
+            return _json_response(PollResponse(match=None))
+        return _json_response(
+            PollResponse(match=outcome.match, ice_servers=self._ice_servers_for("volunteer_poll"))
+        )
+
+    def _ice_servers_for(self, endpoint: str) -> tuple[IceServer, ...]:
+        """One peer's ICE servers: a fresh random subset, with freshly minted TURN
+        credentials."""
+        servers = self._ice_plan.for_peer(time.time(), self._ice_chooser)
+        if servers:
+            self._ice_lists.labels(endpoint=endpoint).inc()
+        minted = sum(1 for server in servers if server.is_turn) if self._ice_plan.turn_secret else 0
+        if minted:
+            self._turn_credentials.inc(minted)
+        return servers
+
+    async def _handle_ice_servers(self, request: web.Request) -> web.Response:
+        endpoint = "ice_servers"
+        body = await self._read_body(request, endpoint)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            decode_ice_servers_request(body)
+        except MessageError as exc:
+            return self._refuse_message(endpoint, exc)
+        source = hash_source(self._ice_salt, self._source(request))
+        decision = self._ice_buckets.take(source, self._now())
+        if not decision.allowed:
+            return self._too_many(endpoint, RateLimitedError(decision.retry_after))
+        ttl = max(1, int(self.config.turn_credential_ttl // 2))
+        return _json_response(
+            IceServersResponse(ice_servers=self._ice_servers_for(endpoint), ttl=ttl)
+        )
 
     async def _handle_volunteer_answer(self, request: web.Request) -> web.Response:
         endpoint = "volunteer_answer"

@@ -18,7 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from ferry.client.local_page import LocalPage, LocalPageConfig
 from ferry.client.local_proxy import LocalProxy, LocalProxyConfig
-from ferry.client.rendezvous import HttpRendezvous, Rendezvous, fronted_url
+from ferry.client.rendezvous import (
+    HttpRendezvous,
+    HttpRendezvousConfig,
+    Rendezvous,
+    fronted_url,
+)
 from ferry.client.self_check import (
     SELF_CHECK_FETCH,
     FetchTarget,
@@ -70,8 +75,15 @@ class ClientConfig:
     browser: BrowserEngineConfig = field(default_factory=BrowserEngineConfig)
     """The browser engine's settings, for ``browser`` and ``auto``."""
     stun_servers: tuple[StunServer, ...] = ()
-    """RFC 5780 STUN servers for NAT discovery (``--stun``), tried in order; none: the NAT
-    class sent to the broker stays ``unknown``."""
+    """RFC 5780 STUN servers for NAT discovery (``--nat-stun``), tried in order; none: the
+    STUN servers the broker hands out for ICE are tried (unless ``broker_ice_servers`` is
+    off), and without any the NAT class sent to the broker stays ``unknown``."""
+    broker_ice_servers: bool = True
+    """Ask the broker for STUN and TURN servers before each offer (``--no-broker-ice-servers``
+    turns it off; the user's own ``--ice-server`` ones are always used)."""
+    allow_internal_ice_servers: bool = False
+    """Accept broker-given ICE servers on loopback, private or link-local addresses (tests
+    and private networks: ``--unsafe-allow-internal-ice-servers``)."""
     nat_discovery: NatDiscoveryConfig = field(default_factory=NatDiscoveryConfig)
     """Timing of NAT discovery (including how often it runs again)."""
     front: str | None = None
@@ -235,8 +247,21 @@ class ClientApp:
                 front=self.config.front,
                 ssl_context=self._ssl_context,
                 registry=self.registry,
+                config=HttpRendezvousConfig(
+                    ask_ice_servers=self.config.broker_ice_servers,
+                    allow_internal_ice_servers=self.config.allow_internal_ice_servers,
+                ),
             )
         return self._rendezvous
+
+    async def _broker_stun_servers(self) -> tuple[StunServer, ...]:
+        """The broker's STUN servers (``stun:`` over UDP), for NAT discovery."""
+        servers = await self._rendezvous_channel().ice_servers()
+        return tuple(
+            StunServer(host=server.parsed.host, port=server.parsed.port)
+            for server in servers
+            if server.parsed.scheme == "stun"
+        )
 
     def _new_tunnel(self) -> TunnelClient:
         return TunnelClient(
@@ -252,7 +277,10 @@ class ClientApp:
         scrub_library_loggers()
         await self.webrtc.start()
         try:
-            self.nat.start()
+            if self.config.broker_ice_servers:
+                self.nat.start_when_known(self._broker_stun_servers)
+            else:
+                self.nat.start()
             self.tunnel = self._new_tunnel()
             self.proxy = LocalProxy(_CurrentTunnel(self), self.config.proxy, self.registry)
             self.proxy_address = await self.proxy.start()

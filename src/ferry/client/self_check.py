@@ -54,6 +54,7 @@ from ferry.errors import (
     RemoteError,
 )
 from ferry.transport.broker_http import exchange_with_broker
+from ferry.transport.ice_probe import IceServerProbe
 from ferry.transport.quic import QuicSession, QuicSettings, peer_certificate_fingerprint
 from ferry.transport.webrtc import DataChannelDatagramChannel, OfferingPeer, WebRtcConfig
 
@@ -374,7 +375,13 @@ class SelfCheck:
         return StepResult(CheckStep.STUN, StepOutcome.OK, "check.stun.ok", detail=detail)
 
     async def _volunteer(self, chain: _Chain) -> StepResult:
-        peer = OfferingPeer(self._webrtc)
+        try:
+            ice_servers = await self._rendezvous.ice_servers()
+        except BrokerError:
+            ice_servers = ()  # the offer below reports the broker's refusal
+        probe = IceServerProbe(self._webrtc.ice_probe)
+        chain.cleanups.append(probe.close)
+        peer = OfferingPeer(self._webrtc, ice_servers=ice_servers, probe=probe)
         chain.peer = peer
         chain.cleanups.append(peer.close)
         offer = await peer.create_offer()

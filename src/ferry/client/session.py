@@ -24,6 +24,7 @@ from ferry.core.retry_after import retry_delay
 from ferry.core.stream_header import StreamReply, StreamReplyDecoder, encode_request
 from ferry.errors import (
     BrokerError,
+    ChannelClosedError,
     EgressIdentityError,
     FerryError,
     NoVolunteerError,
@@ -161,13 +162,20 @@ class PathPool:
         try:
             while True:
                 await self._wait_for_broker()
-                peer = self.peers.offering_peer()
+                peer: OfferingEndpoint | None = None
                 try:
+                    ice_servers = await self._rendezvous.ice_servers()
+                    peer = self.peers.offering_peer(ice_servers)
                     offer = await peer.create_offer()
                     answer = await self._rendezvous.exchange(offer, self._config.bridge.url)
-                    channel = await peer.accept_answer(answer)
+                    try:
+                        channel = await peer.accept_answer(answer)
+                    except ChannelClosedError:
+                        self._rendezvous.forget_ice_servers()
+                        raise
                 except FerryError as exc:
-                    await peer.close()
+                    if peer is not None:
+                        await peer.close()
                     self.last_error = str(exc)
                     self.last_failure = exc
                     wait = self._retry_wait(delay, exc)
@@ -176,7 +184,8 @@ class PathPool:
                     delay = min(delay * 2, self._config.rendezvous_backoff_max)
                     continue
                 except BaseException:
-                    await peer.close()
+                    if peer is not None:
+                        await peer.close()
                     raise
                 self._add(channel, peer)
                 return

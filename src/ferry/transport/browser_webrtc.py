@@ -46,6 +46,7 @@ from importlib import resources
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter
 
+from ferry.core.ice_servers import IceServer, IceServerError
 from ferry.errors import ChannelClosedError, ConfigError, LocalError, ProtocolError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
@@ -298,15 +299,16 @@ class BrowserDataChannel:
 class BrowserOfferingPeer:
     """The offering side of one connection, run by the browser engine (the client)."""
 
-    def __init__(self, engine: BrowserEngine) -> None:
+    def __init__(self, engine: BrowserEngine, ice_servers: tuple[IceServer, ...] = ()) -> None:
         self._engine = engine
+        self._ice_servers = ice_servers
         self._channel: BrowserDataChannel | None = None
 
     async def create_offer(self) -> str:
         """Have the page create the connection and data channel; return its offer SDP."""
         if self._channel is not None:
             raise LocalError("create_offer() was already called on this peer")
-        self._channel, sdp = await self._engine.request_sdp("offer", None)
+        self._channel, sdp = await self._engine.request_sdp("offer", None, self._ice_servers)
         return sdp
 
     async def accept_answer(self, answer_sdp: str) -> BrowserDataChannel:
@@ -336,8 +338,9 @@ class BrowserOfferingPeer:
 class BrowserAnsweringPeer:
     """The answering side of one connection, run by the browser engine (a volunteer)."""
 
-    def __init__(self, engine: BrowserEngine) -> None:
+    def __init__(self, engine: BrowserEngine, ice_servers: tuple[IceServer, ...] = ()) -> None:
         self._engine = engine
+        self._ice_servers = ice_servers
         self._channel: BrowserDataChannel | None = None
 
     async def accept_offer(self, offer_sdp: str) -> str:
@@ -346,7 +349,7 @@ class BrowserAnsweringPeer:
             raise LocalError("accept_offer() was already called on this peer")
         check_data_channel_sdp(offer_sdp, "offer")
         self._channel, sdp = await self._engine.request_sdp(
-            "accept", self._engine.filtered(offer_sdp)
+            "accept", self._engine.filtered(offer_sdp), self._ice_servers
         )
         return sdp
 
@@ -392,6 +395,7 @@ class BrowserEngine:
         self._channels: dict[int, BrowserDataChannel] = {}
         self._pending_sdp: dict[int, asyncio.Future[str]] = {}
         self._next_peer_id = 0
+        self._ice_errors_logged: set[tuple[str, int]] = set()
         self._batches: deque[bytearray] = deque()
         self._queued_bytes = 0
         self._batch_ready = asyncio.Event()
@@ -596,27 +600,61 @@ class BrowserEngine:
         elif op in ("closed", "refused"):
             why = reason if isinstance(reason, str) else "the peer opened a channel ferry refuses"
             self.forget_peer(peer_id, tell_page=False, reason=why)
+        elif op == "ice-error":
+            self._report_ice_error(message)
         else:
             self.metrics.refused.labels("malformed_control").inc()
             log.warning("the engine page sent an unknown control message; ignored")
 
+    def _report_ice_error(self, message: dict[str, object]) -> None:
+        """Log a STUN or TURN server that failed for the page (its ``icecandidateerror``):
+        by the server's URL and the error, never the local address the event also names.
+        Each server and code is logged once per engine."""
+        url, code, text = message.get("url"), message.get("code"), message.get("text")
+        if not isinstance(url, str) or type(code) is not int or not isinstance(text, str):
+            self.metrics.refused.labels("malformed_control").inc()
+            return
+        try:
+            server = IceServer(url)
+        except IceServerError:
+            try:
+                server = IceServer(url, username="-", credential="-")
+            except IceServerError:
+                self.metrics.refused.labels("malformed_control").inc()
+                return
+        key = (server.url, code)
+        if key in self._ice_errors_logged or len(self._ice_errors_logged) > 64:
+            return
+        self._ice_errors_logged.add(key)
+        kind = "TURN" if server.is_turn else "STUN"
+        if code == 701:
+            why = "it did not answer (is it blocked, or down?); the other servers are used"
+        elif code == 401:
+            why = (
+                "it refused the credentials (401): the broker's --turn-secret-file does not "
+                "hold the TURN server's static-auth-secret, or they expired"
+            )
+        else:
+            why = f"it failed with code {code} ({text[:100]})"
+        log.warning("the %s server %s: %s", kind, server.url, why)
+
     # peers and datagrams
 
-    def offering_peer(self) -> BrowserOfferingPeer:
+    def offering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> BrowserOfferingPeer:
         """A new offering peer in the browser."""
-        return BrowserOfferingPeer(self)
+        return BrowserOfferingPeer(self, ice_servers)
 
-    def answering_peer(self) -> BrowserAnsweringPeer:
+    def answering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> BrowserAnsweringPeer:
         """A new answering peer in the browser."""
-        return BrowserAnsweringPeer(self)
+        return BrowserAnsweringPeer(self, ice_servers)
 
     def filtered(self, sdp: str) -> str:
         """A peer's SDP without mDNS candidates, and only on ``remote_candidate_addresses``."""
         return without_mdns_candidates(sdp, only=self.webrtc.remote_candidate_addresses)
 
-    def _page_config(self) -> dict[str, object]:
+    def _page_config(self, ice_servers: tuple[IceServer, ...]) -> dict[str, object]:
         servers: list[dict[str, str]] = []
-        for server in self.webrtc.ice_servers:
+        for server in self.webrtc.ice_servers + ice_servers:
             entry = {"urls": server.url}
             if server.username is not None:
                 entry["username"] = server.username
@@ -633,7 +671,9 @@ class BrowserEngine:
             "gatherTimeoutMs": int(self.config.gather_timeout * 1000),
         }
 
-    async def request_sdp(self, op: str, sdp: str | None) -> tuple[BrowserDataChannel, str]:
+    async def request_sdp(
+        self, op: str, sdp: str | None, ice_servers: tuple[IceServer, ...] = ()
+    ) -> tuple[BrowserDataChannel, str]:
         """Ask the page for a new connection's offer (``op="offer"``) or answer to ``sdp``
         (``op="accept"``); return its channel and SDP. Raises :class:`ChannelClosedError` if
         the engine is down or the page gives no SDP in time."""
@@ -647,7 +687,11 @@ class BrowserEngine:
         self._channels[peer_id] = channel
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending_sdp[peer_id] = waiter
-        message: dict[str, object] = {"op": op, "peer": peer_id, "config": self._page_config()}
+        message: dict[str, object] = {
+            "op": op,
+            "peer": peer_id,
+            "config": self._page_config(ice_servers),
+        }
         if sdp is not None:
             message["sdp"] = sdp
         self.send_control(message)
@@ -871,33 +915,39 @@ class WebRtcStack:
                 raise ChannelClosedError(f"the browser engine could not restart: {error}") from None
             return self._engine
 
-    def offering_peer(self) -> OfferingEndpoint:
+    def offering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> OfferingEndpoint:
         """An offering peer on the stack in use when its offer is made."""
-        return _DeferredOfferingPeer(self)
+        return _DeferredOfferingPeer(self, ice_servers)
 
-    def answering_peer(self) -> AnsweringEndpoint:
+    def answering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> AnsweringEndpoint:
         """An answering peer on the stack in use when the offer arrives."""
-        return _DeferredAnsweringPeer(self)
+        return _DeferredAnsweringPeer(self, ice_servers)
 
     def stack_status(self) -> WebRtcStackStatus:
         """Which stack is in use now."""
         return self._status
 
     async def close(self) -> None:
-        """Stop the browser engine, if any."""
+        """Stop the browser engine, if any, and the Python stack's probes."""
         if self._engine is not None:
             await self._engine.close()
             self._engine = None
+        await self.python.close()
 
 
 class _DeferredOfferingPeer:
-    def __init__(self, stack: WebRtcStack) -> None:
+    def __init__(self, stack: WebRtcStack, ice_servers: tuple[IceServer, ...]) -> None:
         self._stack = stack
+        self._ice_servers = ice_servers
         self._peer: OfferingEndpoint | None = None
 
     async def create_offer(self) -> str:
         engine = await self._stack._live_engine()
-        self._peer = engine.offering_peer() if engine else self._stack.python.offering_peer()
+        self._peer = (
+            engine.offering_peer(self._ice_servers)
+            if engine
+            else self._stack.python.offering_peer(self._ice_servers)
+        )
         return await self._peer.create_offer()
 
     async def accept_answer(self, answer_sdp: str) -> DatagramChannel:
@@ -911,13 +961,18 @@ class _DeferredOfferingPeer:
 
 
 class _DeferredAnsweringPeer:
-    def __init__(self, stack: WebRtcStack) -> None:
+    def __init__(self, stack: WebRtcStack, ice_servers: tuple[IceServer, ...]) -> None:
         self._stack = stack
+        self._ice_servers = ice_servers
         self._peer: AnsweringEndpoint | None = None
 
     async def accept_offer(self, offer_sdp: str) -> str:
         engine = await self._stack._live_engine()
-        self._peer = engine.answering_peer() if engine else self._stack.python.answering_peer()
+        self._peer = (
+            engine.answering_peer(self._ice_servers)
+            if engine
+            else self._stack.python.answering_peer(self._ice_servers)
+        )
         return await self._peer.accept_offer(offer_sdp)
 
     async def wait_channel(self) -> DatagramChannel:

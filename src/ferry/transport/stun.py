@@ -23,6 +23,7 @@ import contextlib
 import functools
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 
 from aioice import stun
 from prometheus_client import CollectorRegistry, Counter
@@ -41,6 +42,7 @@ from ferry.core.nat_behaviour import (
     RefusedReply,
     StunServer,
 )
+from ferry.errors import FerryError
 from ferry.logs import get_logger
 from ferry.tasks import TaskOwner
 
@@ -302,6 +304,24 @@ class NatBehaviourMonitor:
         """Start discovering (no-op without servers)."""
         if self.servers:
             self._tasks.spawn(self._run(), name="discover")
+
+    def start_when_known(self, servers: Callable[[], Awaitable[tuple[StunServer, ...]]]) -> None:
+        """Without servers of its own: ask ``servers`` (the broker's STUN servers, which often
+        answer RFC 5780 tests too) once, in the background, and start with what it gives. A
+        server without RFC 5780 support leaves the class ``unknown``."""
+        if self.servers:
+            self.start()
+            return
+        self._tasks.spawn(self._run_with(servers), name="discover")
+
+    async def _run_with(self, servers: Callable[[], Awaitable[tuple[StunServer, ...]]]) -> None:
+        try:
+            self.servers = await servers()
+        except FerryError as error:
+            log.info("%s NAT: not measured (no STUN server: %s)", self._role, error)
+            return
+        if self.servers:
+            await self._run()
 
     async def _run(self) -> None:
         while True:

@@ -57,7 +57,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aioice.ice
@@ -89,6 +89,7 @@ from ferry.transport.datagram import (
     DatagramHandler,
     DatagramInbox,
 )
+from ferry.transport.ice_probe import IceProbeConfig, IceServerProbe
 from ferry.transport.sctp_acknowledgement import (
     DelayedAcknowledgementSctpTransport,
     SctpAcknowledgementPolicy,
@@ -162,9 +163,13 @@ class WebRtcConfig:
     """Settings of one WebRTC peer connection (client or volunteer side)."""
 
     ice_servers: tuple[IceServer, ...] = ()
-    """STUN/TURN servers. Empty by default: host and peer-reflexive candidates only, and no
-    packet leaves for a third party (aiortc would otherwise default to a public STUN
-    server)."""
+    """The user's own STUN/TURN servers (``--ice-server``), used beside those the broker hands
+    out for each connection. Empty by default: no packet leaves for a third party unless the
+    broker names one (aiortc would otherwise default to a public STUN server)."""
+
+    ice_probe: IceProbeConfig = field(default_factory=IceProbeConfig)
+    """How long the Python stack gives STUN and TURN servers to answer before it gathers
+    without the silent ones (:mod:`ferry.transport.ice_probe`)."""
 
     sctp_max_user_data: int = 1232
     """Most bytes of one message aiortc's SCTP puts in one DATA chunk. aiortc's own limit is
@@ -782,12 +787,12 @@ class DataChannelDatagramChannel:
 # --- the two peers ----------------------------------------------------------------------------
 
 
-def _new_peer_connection(config: WebRtcConfig) -> RTCPeerConnection:
+def _new_peer_connection(config: WebRtcConfig, servers: tuple[IceServer, ...]) -> RTCPeerConnection:
     if config.sctp_max_user_data:
         aiortc_sctp.USERDATA_MAX_LENGTH = config.sctp_max_user_data
     ice_servers = [
         RTCIceServer(urls=server.url, username=server.username, credential=server.credential)
-        for server in config.ice_servers
+        for server in servers
     ]
     peer_connection = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
     if config.browser_like_certificate:
@@ -884,12 +889,48 @@ def _local_sdp(peer_connection: RTCPeerConnection, config: WebRtcConfig) -> str:
     return browser_like_sdp(description.sdp) if config.browser_like_sdp else description.sdp
 
 
-class OfferingPeer:
-    """The client side of one WebRTC connection: makes the offer, applies the answer."""
+async def _usable_ice_servers(
+    config: WebRtcConfig, given: tuple[IceServer, ...], probe: IceServerProbe | None
+) -> tuple[IceServer, ...]:
+    """The servers aiortc gets: the user's own (``config.ice_servers``) and the broker's
+    (``given``), narrowed by ``probe`` to one STUN and one TURN server that answer."""
+    servers = config.ice_servers + given
+    if not servers:
+        return ()
+    if probe is None:
+        return servers
+    return await probe.choose(servers)
 
-    def __init__(self, config: WebRtcConfig, metrics: DataChannelMetrics | None = None) -> None:
+
+def _check_relay_candidate(
+    sdp: str, servers: tuple[IceServer, ...], probe: IceServerProbe | None
+) -> None:
+    """If a TURN server was used but ``sdp`` has no relay candidate, have ``probe`` find out
+    and log why (in the background)."""
+    turn_server = next((server for server in servers if server.is_turn), None)
+    if turn_server is None or probe is None or " typ relay" in sdp:
+        return
+    probe.explain_turn_failure(turn_server)
+
+
+class OfferingPeer:
+    """The client side of one WebRTC connection: makes the offer, applies the answer.
+
+    ``ice_servers`` (from the broker) are used beside ``config.ice_servers`` (the user's);
+    with a ``probe`` only the first of each kind that answers is given to aiortc."""
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        metrics: DataChannelMetrics | None = None,
+        *,
+        ice_servers: tuple[IceServer, ...] = (),
+        probe: IceServerProbe | None = None,
+    ) -> None:
         self._config = config
         self._metrics = metrics
+        self._ice_servers = ice_servers
+        self._probe = probe
         self._peer_connection: RTCPeerConnection | None = None
         self._channel: DataChannelDatagramChannel | None = None
 
@@ -900,7 +941,8 @@ class OfferingPeer:
         """
         if self._peer_connection is not None:
             raise LocalError("create_offer() was already called on this peer")
-        peer_connection = _new_peer_connection(self._config)
+        servers = await _usable_ice_servers(self._config, self._ice_servers, self._probe)
+        peer_connection = _new_peer_connection(self._config, servers)
         self._peer_connection = peer_connection
         data_channel = peer_connection.createDataChannel(
             DATA_CHANNEL_LABEL,
@@ -916,7 +958,9 @@ class OfferingPeer:
         with _candidate_policy(self._config):
             await peer_connection.setLocalDescription(offer)
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        return _local_sdp(peer_connection, self._config)
+        sdp = _local_sdp(peer_connection, self._config)
+        _check_relay_candidate(sdp, servers, self._probe)
+        return sdp
 
     async def accept_answer(self, answer_sdp: str) -> DataChannelDatagramChannel:
         """Apply the volunteer's answer and wait (``open_timeout``) for the channel to open.
@@ -949,11 +993,22 @@ class OfferingPeer:
 
 
 class AnsweringPeer:
-    """The volunteer side of one WebRTC connection: answers an offer, waits for the channel."""
+    """The volunteer side of one WebRTC connection: answers an offer, waits for the channel.
 
-    def __init__(self, config: WebRtcConfig, metrics: DataChannelMetrics | None = None) -> None:
+    ``ice_servers`` and ``probe`` as for :class:`OfferingPeer`."""
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        metrics: DataChannelMetrics | None = None,
+        *,
+        ice_servers: tuple[IceServer, ...] = (),
+        probe: IceServerProbe | None = None,
+    ) -> None:
         self._config = config
         self._metrics = metrics
+        self._ice_servers = ice_servers
+        self._probe = probe
         self._peer_connection: RTCPeerConnection | None = None
         self._channel_arrived: asyncio.Future[DataChannelDatagramChannel] | None = None
         self._channel: DataChannelDatagramChannel | None = None
@@ -968,7 +1023,8 @@ class AnsweringPeer:
         if self._peer_connection is not None:
             raise LocalError("accept_offer() was already called on this peer")
         check_data_channel_sdp(offer_sdp, "offer")
-        peer_connection = _new_peer_connection(self._config)
+        servers = await _usable_ice_servers(self._config, self._ice_servers, self._probe)
+        peer_connection = _new_peer_connection(self._config, servers)
         self._peer_connection = peer_connection
         self._channel_arrived = asyncio.get_running_loop().create_future()
         peer_connection.on("datachannel", self._handle_data_channel)
@@ -989,7 +1045,9 @@ class AnsweringPeer:
                 reason="sdp_unanswerable",
             ) from error
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        return _local_sdp(peer_connection, self._config)
+        sdp = _local_sdp(peer_connection, self._config)
+        _check_relay_candidate(sdp, servers, self._probe)
+        return sdp
 
     async def wait_channel(self) -> DataChannelDatagramChannel:
         """Wait (``open_timeout``) for the client's data channel to open and return it.
@@ -1135,12 +1193,14 @@ PYTHON_STACK_WARNING = (
 class PeerFactory(Protocol):
     """Makes WebRTC peers on one stack: :class:`PythonPeers` or the browser engine's."""
 
-    def offering_peer(self) -> OfferingEndpoint:
-        """A new, unstarted offering peer."""
+    def offering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> OfferingEndpoint:
+        """A new, unstarted offering peer that gathers with ``ice_servers`` (the broker's)
+        beside the configured ones."""
         ...
 
-    def answering_peer(self) -> AnsweringEndpoint:
-        """A new, unstarted answering peer."""
+    def answering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> AnsweringEndpoint:
+        """A new, unstarted answering peer that gathers with ``ice_servers`` (the broker's)
+        beside the configured ones."""
         ...
 
     def stack_status(self) -> WebRtcStackStatus:
@@ -1161,14 +1221,20 @@ class PythonPeers:
         self._config = config
         self._metrics = metrics
         self._status = status or WebRtcStackStatus("python", "aiortc", PYTHON_STACK_WARNING)
+        self.probe = IceServerProbe(config.ice_probe)
+        """Which ICE servers answer, shared by every peer of this factory."""
 
-    def offering_peer(self) -> OfferingPeer:
+    def offering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> OfferingPeer:
         """A new :class:`OfferingPeer`."""
-        return OfferingPeer(self._config, self._metrics)
+        return OfferingPeer(self._config, self._metrics, ice_servers=ice_servers, probe=self.probe)
 
-    def answering_peer(self) -> AnsweringPeer:
+    def answering_peer(self, ice_servers: tuple[IceServer, ...] = ()) -> AnsweringPeer:
         """A new :class:`AnsweringPeer`."""
-        return AnsweringPeer(self._config, self._metrics)
+        return AnsweringPeer(self._config, self._metrics, ice_servers=ice_servers, probe=self.probe)
+
+    async def close(self) -> None:
+        """Stop the ICE server probes still running."""
+        await self.probe.close()
 
     def stack_status(self) -> WebRtcStackStatus:
         """``python``, with the warning given at construction."""

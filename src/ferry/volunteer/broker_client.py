@@ -19,16 +19,20 @@ from prometheus_client import CollectorRegistry
 from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
     BrokerMessage,
+    IceServersRequest,
     MatchOffer,
     MessageError,
+    PollResponse,
     VolunteerAnswer,
     VolunteerPoll,
     decode_answer_accepted,
     decode_egress_list,
     decode_error_body,
+    decode_ice_servers_response,
     decode_poll_response,
     nat_type,
 )
+from ferry.core.ice_servers import IceServer
 from ferry.core.nat_behaviour import NatClass
 from ferry.errors import BrokerError, BrokerRateLimitedError, ConfigError
 from ferry.transport.broker_http import BrokerResponse, RetryAfterReader, exchange_with_broker
@@ -93,6 +97,18 @@ class BrokerClient:
         With a ``pairing`` code only clients offering with the same code are matched. ``nat``
         is the volunteer's NAT class, for the broker's matching.
         """
+        response = await self.poll_response(volunteer_id, capacity, pairing=pairing, nat=nat)
+        return response.match
+
+    async def poll_response(
+        self,
+        volunteer_id: str,
+        capacity: int,
+        *,
+        pairing: str | None = None,
+        nat: NatClass = NatClass.UNKNOWN,
+    ) -> PollResponse:
+        """:meth:`poll`, with the ICE servers the broker gave for the match."""
         response = await self._request(
             "POST",
             "/v1/volunteer/poll",
@@ -101,9 +117,19 @@ class BrokerClient:
         if response.status != 200:
             raise self._refusal("poll", response)
         try:
-            return decode_poll_response(response.body).match
+            return decode_poll_response(response.body)
         except MessageError as exc:
             raise BrokerError(f"the broker sent a malformed poll response: {exc}") from exc
+
+    async def ice_servers(self) -> tuple[IceServer, ...]:
+        """The broker's STUN and TURN servers for this volunteer (``POST /v1/ice-servers``)."""
+        response = await self._request("POST", "/v1/ice-servers", IceServersRequest())
+        if response.status != 200:
+            raise self._refusal("ICE server request", response)
+        try:
+            return decode_ice_servers_response(response.body).ice_servers
+        except MessageError as exc:
+            raise BrokerError(f"the broker sent a malformed ICE server list: {exc}") from exc
 
     async def answer(self, match_id: str, answer_sdp: str) -> bool:
         """Send the answer to a match; ``False`` if the client is no longer waiting (404)."""

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ferry.core.broker_messages import MatchOffer, MessageError, check_pairing
+from ferry.core.broker_messages import MatchOffer, MessageError, PollResponse, check_pairing
+from ferry.core.ice_servers import IceServer, is_internal_address
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.retry_after import retry_delay
 from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
@@ -87,8 +88,16 @@ class VolunteerConfig:
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     """WebRTC tunables."""
     stun_servers: tuple[StunServer, ...] = ()
-    """RFC 5780 STUN servers for NAT discovery (``--stun``), tried in order; none: the NAT
-    class sent to the broker stays ``unknown``."""
+    """RFC 5780 STUN servers for NAT discovery (``--nat-stun``), tried in order; none: the
+    broker's STUN servers are tried (unless ``broker_ice_servers`` is off), and without any
+    the NAT class sent to the broker stays ``unknown``."""
+    broker_ice_servers: bool = True
+    """Answer with the STUN and TURN servers the broker sends with each match
+    (``--no-broker-ice-servers`` turns it off; the own ``--ice-server`` ones are always
+    used)."""
+    allow_internal_ice_servers: bool = False
+    """Accept broker-given ICE servers on loopback, private or link-local addresses (tests and
+    private networks: ``--unsafe-allow-internal-ice-servers``)."""
     nat_discovery: NatDiscoveryConfig = field(default_factory=NatDiscoveryConfig)
     """Timing of NAT discovery (including how often it runs again)."""
 
@@ -153,6 +162,12 @@ class VolunteerMetrics:
             "Bytes counted towards today's (UTC) quota (0 when there is no quota)",
             registry=registry,
         )
+        self.ice_servers_refused = Counter(
+            "ferry_volunteer_ice_servers_refused",
+            "ICE servers from the broker the volunteer would not use, by reason (internal_address)",
+            ["reason"],
+            registry=registry,
+        )
         self.impaired = Counter(
             "ferry_volunteer_impaired_datagrams",
             "TESTING ONLY: datagrams hit by an injected fault, by fault",
@@ -186,6 +201,7 @@ class Volunteer:
         self._relays_started = 0
         self.metrics.quota_used.set_function(lambda: self.limits.quota_used(self._clock()))
         self._tasks = TaskOwner("volunteer")
+        self._refused_ice_servers: set[str] = set()
         self.nat = NatBehaviourMonitor(
             config.stun_servers,
             config.nat_discovery,
@@ -204,8 +220,41 @@ class Volunteer:
         """Start polling the broker."""
         scrub_library_loggers()
         self._http = aiohttp.ClientSession()
-        self.nat.start()
+        if self.config.broker_ice_servers:
+            self.nat.start_when_known(self._broker_stun_servers)
+        else:
+            self.nat.start()
         self._tasks.spawn(self._poll_loop(), name="poll")
+
+    async def _broker_stun_servers(self) -> tuple[StunServer, ...]:
+        """The broker's STUN servers (``stun:`` over UDP), for NAT discovery."""
+        assert self._http is not None
+        broker = BrokerClient(self.config.broker_url, self._http, registry=self.metrics.registry)
+        return tuple(
+            StunServer(host=server.parsed.host, port=server.parsed.port)
+            for server in self._usable_ice_servers(await broker.ice_servers())
+            if server.parsed.scheme == "stun"
+        )
+
+    def _usable_ice_servers(self, servers: tuple[IceServer, ...]) -> tuple[IceServer, ...]:
+        """The broker's ICE servers this volunteer may use: none with
+        ``broker_ice_servers`` off, and none on internal addresses (counted, logged once)."""
+        if not self.config.broker_ice_servers:
+            return ()
+        kept = []
+        for server in servers:
+            if is_internal_address(server) and not self.config.allow_internal_ice_servers:
+                self.metrics.ice_servers_refused.labels("internal_address").inc()
+                if server.url not in self._refused_ice_servers:
+                    self._refused_ice_servers.add(server.url)
+                    log.warning(
+                        "the broker named the ICE server %s on an internal address; it is not "
+                        "used (a broker may not send a volunteer's packets into its network)",
+                        server.url,
+                    )
+                continue
+            kept.append(server)
+        return tuple(kept)
 
     async def _poll_loop(self) -> None:
         assert self._http is not None
@@ -220,7 +269,7 @@ class Volunteer:
             self._quota_renewed()
             await self._slots.acquire()
             try:
-                match = await self._poll_unless_quota_reached(broker)
+                response = await self._poll_unless_quota_reached(broker)
             except FerryError as exc:
                 self._slots.release()
                 self.last_error = str(exc)
@@ -234,7 +283,8 @@ class Volunteer:
                 self._slots.release()
                 raise
             delay = self.config.poll_backoff_initial
-            if match is None:
+            match = response.match if response is not None else None
+            if response is None or match is None:
                 self._slots.release()
                 continue
             if not self.limits.can_take_client(self.active, self._clock()):
@@ -247,14 +297,15 @@ class Volunteer:
             # slot fewer, or the broker would hand this volunteer a second path of the same
             # client (seen in benchmarks/churn.py: one kill then took out two paths).
             self.active += 1
-            self._tasks.spawn(self._serve(broker, match), name="relay")
+            ice_servers = self._usable_ice_servers(response.ice_servers)
+            self._tasks.spawn(self._serve(broker, match, ice_servers), name="relay")
 
-    async def _poll_unless_quota_reached(self, broker: BrokerClient) -> MatchOffer | None:
+    async def _poll_unless_quota_reached(self, broker: BrokerClient) -> PollResponse | None:
         """One poll, abandoned (``None``) if the quota runs out while the broker holds it."""
         self.metrics.polls.inc()
         free = self.limits.free_capacity(self.active)
         poll = asyncio.create_task(
-            broker.poll(
+            broker.poll_response(
                 self.volunteer_id, free, pairing=self.config.pairing, nat=self.nat.nat_class
             ),
             name="volunteer:poll",
@@ -291,9 +342,11 @@ class Volunteer:
             self.metrics.quota_exhausted.set(0)
             log.info("a new UTC day: the quota is renewed, polling for clients again")
 
-    async def _serve(self, broker: BrokerClient, match: MatchOffer) -> None:
+    async def _serve(
+        self, broker: BrokerClient, match: MatchOffer, ice_servers: tuple[IceServer, ...]
+    ) -> None:
         """Relay for one matched client; ``active`` was counted up by the caller."""
-        peer = self.peers.answering_peer()
+        peer = self.peers.answering_peer(ice_servers)
         egress: DatagramChannel | None = None
         try:
             answer = await peer.accept_offer(match.offer)

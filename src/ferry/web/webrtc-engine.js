@@ -117,12 +117,31 @@
     return lines.join("\r\n");
   }
 
+  // Gathering ends at "complete", at the timeout, or, sooner, once every kind of server
+  // given has produced its candidate (a server-reflexive one for STUN, a relay one for TURN)
+  // and a short grace has passed for the rest of that round: a STUN server that silently
+  // drops packets keeps Chromium gathering for many seconds, and must not hold up the offer.
+  const ENOUGH_GRACE_MS = 150;
+
   function gathered(peer, timeoutMs) {
     if (peer.connection.iceGatheringState === "complete") return Promise.resolve();
+    const urls = peer.config.iceServers.map((server) => String(server.urls));
+    const wantSrflx = urls.some((url) => url.startsWith("stun"));
+    const wantRelay = urls.some((url) => url.startsWith("turn"));
     return new Promise((resolve) => {
+      let graceTimer = null;
       const timer = setTimeout(resolve, timeoutMs);
+      const done = () => (clearTimeout(timer), clearTimeout(graceTimer), resolve());
+      const seen = new Set();
+      peer.connection.addEventListener("icecandidate", (event) => {
+        if (event.candidate && event.candidate.type) seen.add(event.candidate.type);
+        const enough = (!wantSrflx || seen.has("srflx")) && (!wantRelay || seen.has("relay"));
+        if ((wantSrflx || wantRelay) && enough && graceTimer === null) {
+          graceTimer = setTimeout(done, ENOUGH_GRACE_MS);
+        }
+      });
       peer.connection.addEventListener("icegatheringstatechange", () => {
-        if (peer.connection.iceGatheringState === "complete") (clearTimeout(timer), resolve());
+        if (peer.connection.iceGatheringState === "complete") done();
       });
     });
   }
@@ -140,6 +159,18 @@
     const connection = new RTCPeerConnection({ iceServers: config.iceServers });
     const peer = { connection, channel: null, config };
     peers.set(peerId, peer);
+    // A STUN or TURN server that failed: reported by its URL and error only (the event's
+    // local address stays in the page).
+    connection.addEventListener("icecandidateerror", (event) => {
+      if (!event.url) return;
+      control({
+        op: "ice-error",
+        peer: peerId,
+        url: String(event.url).slice(0, 300),
+        code: Number(event.errorCode) | 0,
+        text: String(event.errorText || "").slice(0, 200),
+      });
+    });
     connection.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(connection.connectionState)) {
         closePeer(peerId, `the WebRTC connection ${connection.connectionState}`, true);

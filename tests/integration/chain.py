@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ferry.broker.server import Broker, BrokerConfig
 from ferry.core.bridge_line import BridgeLine
+from ferry.core.ice_servers import IceServer
 from ferry.egress.policy import DestinationPolicy
 from ferry.egress.server import Egress, EgressConfig
 from ferry.egress.upstream import Resolver
@@ -176,10 +177,15 @@ async def run_curl(*args: str, timeout: float = 120.0) -> tuple[int, bytes, byte
 
 @asynccontextmanager
 async def egress_and_broker(
-    *, resolver: Resolver | None = None, broker_client_timeout: float = 10.0
+    *,
+    resolver: Resolver | None = None,
+    broker_client_timeout: float = 10.0,
+    ice_servers: tuple[IceServer, ...] = (),
+    turn_secret: bytes | None = None,
 ) -> AsyncIterator[tuple[Egress, BridgeLine, Broker]]:
     """An egress on 127.0.0.1 that may reach private addresses (the tests' origins are on
-    loopback), its bridge line, and a broker for it; both closed afterwards, broker first."""
+    loopback), its bridge line, and a broker for it (handing out ``ice_servers``); both
+    closed afterwards, broker first."""
     with tempfile.TemporaryDirectory(prefix="ferry-egress-") as state:
         egress = Egress(
             EgressConfig(
@@ -199,6 +205,8 @@ async def egress_and_broker(
                     port=0,
                     allowed_egresses=(bridge.url,),
                     client_timeout=broker_client_timeout,
+                    ice_servers=ice_servers,
+                    turn_secret=turn_secret,
                 ),
                 registry=CollectorRegistry(),
             )

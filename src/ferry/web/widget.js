@@ -26,6 +26,9 @@
     requestTimeoutMs: 20000,
     /** Longest ICE candidate gathering may take before the answer is sent as it is. */
     gatherTimeoutMs: 3000,
+    /** Once the candidates the STUN and TURN servers give are in, wait this much more for
+     * the rest of the same round before sending the answer (see gatherCandidates). */
+    gatherGraceMs: 150,
     /** Longest the client's data channel may take to open after the answer is sent. */
     openTimeoutMs: 15000,
     /** A datagram is dropped while the next hop's bufferedAmount is above this. */
@@ -943,12 +946,82 @@
 
   const limits = Object.freeze({ VolunteerLimits, parseByteCount, utcDay, LimitsError });
 
+  // --- ICE: the servers a match came with, and gathering ----------------------------------
+
+  /** The RTCPeerConnection shape (``{urls, username?, credential?}``) of decoded broker ICE
+   * servers. A TURN server without credentials is left out: the browser refuses one (an
+   * InvalidAccessError from the constructor), and it could not allocate a relay anyway. */
+  function rtcIceServers(servers) {
+    const result = [];
+    for (const { url, username, credential } of servers) {
+      if (username !== null) result.push({ urls: url, username, credential });
+      else if (!url.startsWith("turn")) result.push({ urls: url });
+    }
+    return result;
+  }
+
+  /** Which candidate types to wait for: ``srflx`` when any STUN server is configured,
+   * ``relay`` when any TURN server is. */
+  function wantedCandidates(iceServers) {
+    const urls = iceServers.flatMap((server) => [].concat(server.urls));
+    return {
+      srflx: urls.some((url) => /^stuns?:/.test(url)),
+      relay: urls.some((url) => /^turns?:/.test(url)),
+    };
+  }
+
+  /** Waits while ``peer`` gathers ICE candidates for the answer, and resolves with why it
+   * stopped waiting:
+   *
+   * - ``"complete"``: the browser finished gathering;
+   * - ``"enough"``: LIMITS.gatherGraceMs after the candidates first included a
+   *   server-reflexive one (``typ srflx``) if ``wanted.srflx`` and a relay one
+   *   (``typ relay``) if ``wanted.relay`` (never when neither is wanted). A STUN server
+   *   that silently drops packets keeps the browser gathering for many seconds after the
+   *   others answered; the answer does not wait for it. The grace lets the rest of the same
+   *   round (another interface's srflx) in;
+   * - ``"timeout"``: LIMITS.gatherTimeoutMs passed; the answer goes with what there is.
+   */
+  function gatherCandidates(peer, wanted) {
+    return new Promise((resolve) => {
+      const seen = new Set();
+      let grace = null;
+      const timer = setTimeout(() => finish("timeout"), LIMITS.gatherTimeoutMs);
+      const finish = (reason) => {
+        clearTimeout(timer);
+        clearTimeout(grace);
+        peer.removeEventListener("icecandidate", onCandidate);
+        peer.removeEventListener("icegatheringstatechange", check);
+        resolve(reason);
+      };
+      const check = () => {
+        if (peer.iceGatheringState === "complete") return finish("complete");
+        const enough = (!wanted.srflx || seen.has("srflx")) && (!wanted.relay || seen.has("relay"));
+        if (grace === null && (wanted.srflx || wanted.relay) && enough) {
+          grace = setTimeout(() => finish("enough"), LIMITS.gatherGraceMs);
+        }
+      };
+      const onCandidate = (event) => {
+        if (event.candidate) seen.add(/ typ ([a-z]+)/.exec(event.candidate.candidate)?.[1]);
+        check();
+      };
+      // candidates gathered before this call are in the local description already
+      const sdp = peer.localDescription ? peer.localDescription.sdp : "";
+      for (const found of sdp.matchAll(/ typ ([a-z]+)/g)) seen.add(found[1]);
+      peer.addEventListener("icecandidate", onCandidate);
+      peer.addEventListener("icegatheringstatechange", check);
+      check();
+    });
+  }
+
   // --- the relay: one client ---------------------------------------------------------------
 
   class ClientRelay {
-    constructor(volunteer, match) {
+    /** ``iceServers``: the decoded ICE servers of the poll response ``match`` came in. */
+    constructor(volunteer, match, iceServers) {
       this.volunteer = volunteer;
       this.match = match;
+      this.iceServers = iceServers;
       this.peer = null;
       this.channel = null;
       this.socket = null;
@@ -958,7 +1031,9 @@
 
     async run() {
       const volunteer = this.volunteer;
-      const peer = new RTCPeerConnection({ iceServers: volunteer.iceServers });
+      // this match's servers from the broker, then any the host page configured
+      const iceServers = [...rtcIceServers(this.iceServers), ...volunteer.iceServers];
+      const peer = new RTCPeerConnection({ iceServers });
       this.peer = peer;
       const channelArrived = new Promise((resolve) => {
         peer.ondatachannel = (event) => resolve(event.channel);
@@ -968,7 +1043,9 @@
       };
       await peer.setRemoteDescription({ type: "offer", sdp: this.match.offer });
       await peer.setLocalDescription(await peer.createAnswer());
-      await this.gathered(peer);
+      const reason = await gatherCandidates(peer, wantedCandidates(iceServers));
+      // for tests and debugging: why the last answer stopped waiting for candidates
+      volunteer.lastGathering = { reason, state: peer.iceGatheringState, iceServers };
       if (this.closed) return;
       const accepted = await volunteer.sendAnswer(this.match.id, peer.localDescription.sdp);
       if (!accepted || this.closed) return this.close(); // the client gave up meanwhile
@@ -989,16 +1066,6 @@
       socket.onclose = () => this.close();
       socket.onerror = () => this.close();
       volunteer.clientHelped();
-    }
-
-    gathered(peer) {
-      if (peer.iceGatheringState === "complete") return Promise.resolve();
-      return new Promise((resolve) => {
-        const timer = setTimeout(resolve, LIMITS.gatherTimeoutMs);
-        peer.addEventListener("icegatheringstatechange", () => {
-          if (peer.iceGatheringState === "complete") (clearTimeout(timer), resolve());
-        });
-      });
     }
 
     toEgress(data) {
@@ -1047,7 +1114,12 @@
       this.broker = options.broker.replace(/\/+$/, "");
       this.capacity = options.capacity;
       this.pairing = options.pairing;
+      /** ICE servers the host page configured (RTCPeerConnection shape), used for every
+       * answer after the ones the broker sends with each match. */
       this.iceServers = options.iceServers;
+      /** ``{reason, state, iceServers}`` of the last answer's gathering (gatherCandidates):
+       * why it stopped waiting, the browser's iceGatheringState then, the servers used. */
+      this.lastGathering = null;
       this.limits = new VolunteerLimits({ capacity: options.capacity, max_rate: options.maxRate, quota: options.quota });
       this.onChange = onChange;
       this.onQuotaReached = () => {};
@@ -1127,6 +1199,7 @@
           continue;
         }
         let match;
+        let iceServers;
         const pollAbort = new AbortController();
         this.pollAbort = pollAbort;
         try {
@@ -1139,7 +1212,8 @@
             if (status === 429 || status === 503) error.waitMs = retryAfterMs(retryAfter);
             throw error;
           }
-          match = decode("poll_response", bytes).match;
+          // a bad ice_servers list refuses the whole response, match included
+          ({ match, ice_servers: iceServers } = decode("poll_response", bytes));
         } catch (error) {
           if (signal.aborted) return;
           if (pollAbort.signal.aborted) continue; // abandoned: the quota ran out meanwhile
@@ -1155,7 +1229,7 @@
         if (this.state === "error") this.setState(this.relays.size ? "helping" : "looking");
         // A match that arrives as the quota runs out is not answered: the broker gives the
         // client to another volunteer after its answer timeout.
-        if (match && this.limits.canTakeClient(this.relays.size, Date.now() / 1000)) this.serve(match);
+        if (match && this.limits.canTakeClient(this.relays.size, Date.now() / 1000)) this.serve(match, iceServers);
       }
     }
 
@@ -1176,8 +1250,8 @@
       this.setState("quota");
     }
 
-    serve(match) {
-      const relay = new ClientRelay(this, match);
+    serve(match, iceServers) {
+      const relay = new ClientRelay(this, match, iceServers);
       this.relays.add(relay);
       relay.run().catch((error) => {
         this.lastError = String(error && error.message);

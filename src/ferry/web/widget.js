@@ -26,6 +26,9 @@
     requestTimeoutMs: 20000,
     /** Longest ICE candidate gathering may take before the answer is sent as it is. */
     gatherTimeoutMs: 3000,
+    /** Once the candidates the STUN and TURN servers give are in, wait this much more for
+     * the rest of the same round before sending the answer (see gatherCandidates). */
+    gatherGraceMs: 150,
     /** Longest the client's data channel may take to open after the answer is sent. */
     openTimeoutMs: 15000,
     /** A datagram is dropped while the next hop's bufferedAmount is above this. */
@@ -322,6 +325,144 @@
     }
   }
 
+  // --- ICE servers: exactly src/ferry/core/ice_servers.py (RFC 7064/7065 URLs) ----------
+
+  const MAX_ICE_URL_LENGTH = 256;
+  const MAX_ICE_CREDENTIAL_LENGTH = 256;
+  const MAX_ICE_SERVERS = 8;
+  const MIN_ICE_TTL = 1;
+  const MAX_ICE_TTL = 86400;
+  const ICE_URL = /^(stuns?|turns?):(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::([0-9]{1,5}))?(?:\?transport=(udp|tcp))?$/;
+  const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+  const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
+  const DEFAULT_ICE_PORTS = Object.freeze({ stun: 3478, stuns: 5349, turn: 3478, turns: 5349 });
+
+  /** An ICE server breaks a rule of ice_servers.py; ``reason`` is "bad_url" or "bad_credentials". */
+  class IceServerError extends Error {
+    constructor(message, reason) {
+      super(message);
+      this.reason = reason;
+    }
+  }
+
+  /** Whether Python's ipaddress.IPv6Address accepts ``text`` (its algorithm, step by step:
+   * 1-4 hex digits a group, at most one "::", an optional dotted IPv4 last; no zone, which
+   * the URL grammar cannot carry anyway). */
+  function isPythonIpv6(text) {
+    const parts = text.split(":");
+    if (parts.length < 3) return false;
+    if (parts[parts.length - 1].includes(".")) {
+      if (!isIpv4(parts.pop())) return false;
+      parts.push("0", "0"); // the IPv4 address as two groups
+    }
+    if (parts.length > 9) return false;
+    let skip = null;
+    for (let i = 1; i < parts.length - 1; i += 1) {
+      if (parts[i] !== "") continue;
+      if (skip !== null) return false; // a second "::"
+      skip = i;
+    }
+    let high = parts.length;
+    let low = 0;
+    if (skip !== null) {
+      high = skip;
+      low = parts.length - skip - 1;
+      if (parts[0] === "" && --high) return false; // a leading ":" not part of "::"
+      if (parts[parts.length - 1] === "" && --low) return false; // a trailing one
+      if (8 - (high + low) < 1) return false;
+    } else if (parts.length !== 8) {
+      return false;
+    }
+    const groups = [...parts.slice(0, high), ...parts.slice(parts.length - low)];
+    return groups.every((group) => /^[0-9A-Fa-f]{1,4}$/.test(group));
+  }
+
+  /** A host name of ice_servers.py: an IPv4 address, or DNS labels (an optional final dot)
+   * whose last label is not all digits ("1.2.3" and "300.1.1.1" are numbers, not names). */
+  function isIceHostName(host) {
+    if (isIpv4(host)) return true;
+    const labels = (host.endsWith(".") ? host.slice(0, -1) : host).split(".");
+    if (host.length > 253 || !labels.every((label) => DNS_LABEL.test(label))) return false;
+    return !/^[0-9]+$/.test(labels[labels.length - 1]);
+  }
+
+  const quoted = (text) => JSON.stringify(codePoints(text).slice(0, 80).join(""));
+
+  /** parse_url: ``{scheme, host, port, transport, isTurn}`` of a STUN or TURN URL; throws
+   * IceServerError("bad_url"). */
+  function parseIceUrl(url) {
+    const refuse = (why) => new IceServerError(`the ICE server URL ${quoted(url)} ${why}`, "bad_url");
+    if (codePoints(url).length > MAX_ICE_URL_LENGTH) throw refuse(`is longer than ${MAX_ICE_URL_LENGTH} characters`);
+    const match = ICE_URL.exec(url);
+    if (match === null) {
+      throw refuse("is not stun:HOST[:PORT], stuns:HOST[:PORT] or turn(s):HOST[:PORT][?transport=udp|tcp]");
+    }
+    const [, scheme, ipv6, name, portText, transport] = match;
+    const port = portText === undefined ? DEFAULT_ICE_PORTS[scheme] : Number(portText);
+    if (!(port >= 1 && port <= 65535)) throw refuse("has a port outside 1..65535");
+    const isTurn = scheme === "turn" || scheme === "turns";
+    if (transport !== undefined && !isTurn) throw refuse("has ?transport=, which only TURN URLs take");
+    let host;
+    if (ipv6 !== undefined) {
+      if (!isPythonIpv6(ipv6)) throw refuse("has a malformed IPv6 address");
+      host = ipv6;
+    } else {
+      host = name.toLowerCase();
+      if (!isIceHostName(host)) throw refuse("has a malformed host name");
+    }
+    return { scheme, host, port, transport: transport ?? null, isTurn };
+  }
+
+  /** IceServer's checks: the URL, then credentials (both or neither, only for TURN, 1-256
+   * printable ASCII characters each); throws IceServerError. */
+  function checkIceServer(url, username, credential) {
+    const parsed = parseIceUrl(url);
+    const refuse = (why) => new IceServerError(why, "bad_credentials");
+    if ((username === null) !== (credential === null)) {
+      throw refuse(`the ICE server ${quoted(url)} has a user name without a credential or the other way round`);
+    }
+    if (username !== null && !parsed.isTurn) throw refuse(`the STUN server ${quoted(url)} takes no user name or credential`);
+    for (const value of [username, credential]) {
+      if (value !== null && (codePoints(value).length > MAX_ICE_CREDENTIAL_LENGTH || !PRINTABLE_ASCII.test(value))) {
+        throw refuse(
+          `the TURN user name and credential of ${quoted(url)} must be 1 to ${MAX_ICE_CREDENTIAL_LENGTH} printable ASCII characters without spaces`,
+        );
+      }
+    }
+    return parsed;
+  }
+
+  /** One entry of an ``ice_servers`` list, named ``name`` (ice_servers.0) in errors. */
+  function iceServerEntry(value, name) {
+    if (!(value instanceof Map)) throw new MessageError(`${name} must be an object`, name, "wrong_type");
+    const prefix = name + ".";
+    checkKeys(value, ["url"], prefix, ["username", "credential"]);
+    const url = stringField(value, "url", prefix);
+    const username = value.has("username") ? stringField(value, "username", prefix) : null;
+    const credential = value.has("credential") ? stringField(value, "credential", prefix) : null;
+    try {
+      checkIceServer(url, username, credential);
+    } catch (error) {
+      if (!(error instanceof IceServerError)) throw error;
+      const field = error.reason === "bad_url" ? `${name}.url` : name;
+      throw new MessageError(`${field}: ${error.message}`, field, "bad_ice_server");
+    }
+    return { url, username, credential };
+  }
+
+  /** An ``ice_servers`` list (docs/protocol.md §2.10): at most 8 entries. */
+  function iceServersField(value) {
+    if (!Array.isArray(value)) throw new MessageError("ice_servers must be a list", "ice_servers", "wrong_type");
+    if (value.length > MAX_ICE_SERVERS) {
+      throw new MessageError(
+        `ice_servers holds ${value.length} servers; at most ${MAX_ICE_SERVERS} are allowed`,
+        "ice_servers",
+        "bad_ice_server",
+      );
+    }
+    return value.map((entry, index) => iceServerEntry(entry, `ice_servers.${index}`));
+  }
+
   function parseObject(bytes) {
     if (bytes.length > MAX_BODY_BYTES) {
       throw new MessageError(`the body is ${bytes.length} bytes`, null, "too_large");
@@ -423,9 +564,11 @@
     },
     poll_response(bytes) {
       const fields = parseObject(bytes);
-      checkKeys(fields, ["match"], "");
+      checkKeys(fields, ["match"], "", ["ice_servers"]);
       const match = fields.get("match");
-      if (match === null) return { match: null };
+      // as in Python, the ICE servers are checked before the match
+      const iceServers = fields.has("ice_servers") ? iceServersField(fields.get("ice_servers")) : [];
+      if (match === null) return { match: null, ice_servers: iceServers };
       if (!(match instanceof Map)) throw new MessageError("match must be an object or null", "match", "wrong_type");
       checkKeys(match, ["id", "offer", "egress"], "match.");
       const id = stringField(match, "id", "match.");
@@ -434,7 +577,21 @@
       checkSdp(offer, "match.offer");
       const egress = stringField(match, "egress", "match.");
       checkEgressUrl(egress, "match.egress");
-      return { match: { id, offer, egress } };
+      return { match: { id, offer, egress }, ice_servers: iceServers };
+    },
+    ice_servers_request(bytes) {
+      requestFields(bytes, []);
+      return {};
+    },
+    ice_servers_response(bytes) {
+      const fields = parseObject(bytes);
+      checkKeys(fields, ["ice_servers", "ttl"], "");
+      const iceServers = iceServersField(fields.get("ice_servers"));
+      const ttl = integerField(fields, "ttl", "");
+      if (!(ttl >= MIN_ICE_TTL && ttl <= MAX_ICE_TTL)) {
+        throw new MessageError(`ttl must be between ${MIN_ICE_TTL} and ${MAX_ICE_TTL} seconds, not ${ttl}`, "ttl", "bad_ttl");
+      }
+      return { ice_servers: iceServers, ttl };
     },
     volunteer_answer(bytes) {
       const fields = requestFields(bytes, ["match_id", "answer"]);
@@ -789,12 +946,82 @@
 
   const limits = Object.freeze({ VolunteerLimits, parseByteCount, utcDay, LimitsError });
 
+  // --- ICE: the servers a match came with, and gathering ----------------------------------
+
+  /** The RTCPeerConnection shape (``{urls, username?, credential?}``) of decoded broker ICE
+   * servers. A TURN server without credentials is left out: the browser refuses one (an
+   * InvalidAccessError from the constructor), and it could not allocate a relay anyway. */
+  function rtcIceServers(servers) {
+    const result = [];
+    for (const { url, username, credential } of servers) {
+      if (username !== null) result.push({ urls: url, username, credential });
+      else if (!url.startsWith("turn")) result.push({ urls: url });
+    }
+    return result;
+  }
+
+  /** Which candidate types to wait for: ``srflx`` when any STUN server is configured,
+   * ``relay`` when any TURN server is. */
+  function wantedCandidates(iceServers) {
+    const urls = iceServers.flatMap((server) => [].concat(server.urls));
+    return {
+      srflx: urls.some((url) => /^stuns?:/.test(url)),
+      relay: urls.some((url) => /^turns?:/.test(url)),
+    };
+  }
+
+  /** Waits while ``peer`` gathers ICE candidates for the answer, and resolves with why it
+   * stopped waiting:
+   *
+   * - ``"complete"``: the browser finished gathering;
+   * - ``"enough"``: LIMITS.gatherGraceMs after the candidates first included a
+   *   server-reflexive one (``typ srflx``) if ``wanted.srflx`` and a relay one
+   *   (``typ relay``) if ``wanted.relay`` (never when neither is wanted). A STUN server
+   *   that silently drops packets keeps the browser gathering for many seconds after the
+   *   others answered; the answer does not wait for it. The grace lets the rest of the same
+   *   round (another interface's srflx) in;
+   * - ``"timeout"``: LIMITS.gatherTimeoutMs passed; the answer goes with what there is.
+   */
+  function gatherCandidates(peer, wanted) {
+    return new Promise((resolve) => {
+      const seen = new Set();
+      let grace = null;
+      const timer = setTimeout(() => finish("timeout"), LIMITS.gatherTimeoutMs);
+      const finish = (reason) => {
+        clearTimeout(timer);
+        clearTimeout(grace);
+        peer.removeEventListener("icecandidate", onCandidate);
+        peer.removeEventListener("icegatheringstatechange", check);
+        resolve(reason);
+      };
+      const check = () => {
+        if (peer.iceGatheringState === "complete") return finish("complete");
+        const enough = (!wanted.srflx || seen.has("srflx")) && (!wanted.relay || seen.has("relay"));
+        if (grace === null && (wanted.srflx || wanted.relay) && enough) {
+          grace = setTimeout(() => finish("enough"), LIMITS.gatherGraceMs);
+        }
+      };
+      const onCandidate = (event) => {
+        if (event.candidate) seen.add(/ typ ([a-z]+)/.exec(event.candidate.candidate)?.[1]);
+        check();
+      };
+      // candidates gathered before this call are in the local description already
+      const sdp = peer.localDescription ? peer.localDescription.sdp : "";
+      for (const found of sdp.matchAll(/ typ ([a-z]+)/g)) seen.add(found[1]);
+      peer.addEventListener("icecandidate", onCandidate);
+      peer.addEventListener("icegatheringstatechange", check);
+      check();
+    });
+  }
+
   // --- the relay: one client ---------------------------------------------------------------
 
   class ClientRelay {
-    constructor(volunteer, match) {
+    /** ``iceServers``: the decoded ICE servers of the poll response ``match`` came in. */
+    constructor(volunteer, match, iceServers) {
       this.volunteer = volunteer;
       this.match = match;
+      this.iceServers = iceServers;
       this.peer = null;
       this.channel = null;
       this.socket = null;
@@ -804,7 +1031,9 @@
 
     async run() {
       const volunteer = this.volunteer;
-      const peer = new RTCPeerConnection({ iceServers: volunteer.iceServers });
+      // this match's servers from the broker, then any the host page configured
+      const iceServers = [...rtcIceServers(this.iceServers), ...volunteer.iceServers];
+      const peer = new RTCPeerConnection({ iceServers });
       this.peer = peer;
       const channelArrived = new Promise((resolve) => {
         peer.ondatachannel = (event) => resolve(event.channel);
@@ -814,7 +1043,9 @@
       };
       await peer.setRemoteDescription({ type: "offer", sdp: this.match.offer });
       await peer.setLocalDescription(await peer.createAnswer());
-      await this.gathered(peer);
+      const reason = await gatherCandidates(peer, wantedCandidates(iceServers));
+      // for tests and debugging: why the last answer stopped waiting for candidates
+      volunteer.lastGathering = { reason, state: peer.iceGatheringState, iceServers };
       if (this.closed) return;
       const accepted = await volunteer.sendAnswer(this.match.id, peer.localDescription.sdp);
       if (!accepted || this.closed) return this.close(); // the client gave up meanwhile
@@ -835,16 +1066,6 @@
       socket.onclose = () => this.close();
       socket.onerror = () => this.close();
       volunteer.clientHelped();
-    }
-
-    gathered(peer) {
-      if (peer.iceGatheringState === "complete") return Promise.resolve();
-      return new Promise((resolve) => {
-        const timer = setTimeout(resolve, LIMITS.gatherTimeoutMs);
-        peer.addEventListener("icegatheringstatechange", () => {
-          if (peer.iceGatheringState === "complete") (clearTimeout(timer), resolve());
-        });
-      });
     }
 
     toEgress(data) {
@@ -893,7 +1114,12 @@
       this.broker = options.broker.replace(/\/+$/, "");
       this.capacity = options.capacity;
       this.pairing = options.pairing;
+      /** ICE servers the host page configured (RTCPeerConnection shape), used for every
+       * answer after the ones the broker sends with each match. */
       this.iceServers = options.iceServers;
+      /** ``{reason, state, iceServers}`` of the last answer's gathering (gatherCandidates):
+       * why it stopped waiting, the browser's iceGatheringState then, the servers used. */
+      this.lastGathering = null;
       this.limits = new VolunteerLimits({ capacity: options.capacity, max_rate: options.maxRate, quota: options.quota });
       this.onChange = onChange;
       this.onQuotaReached = () => {};
@@ -973,6 +1199,7 @@
           continue;
         }
         let match;
+        let iceServers;
         const pollAbort = new AbortController();
         this.pollAbort = pollAbort;
         try {
@@ -985,7 +1212,8 @@
             if (status === 429 || status === 503) error.waitMs = retryAfterMs(retryAfter);
             throw error;
           }
-          match = decode("poll_response", bytes).match;
+          // a bad ice_servers list refuses the whole response, match included
+          ({ match, ice_servers: iceServers } = decode("poll_response", bytes));
         } catch (error) {
           if (signal.aborted) return;
           if (pollAbort.signal.aborted) continue; // abandoned: the quota ran out meanwhile
@@ -1001,7 +1229,7 @@
         if (this.state === "error") this.setState(this.relays.size ? "helping" : "looking");
         // A match that arrives as the quota runs out is not answered: the broker gives the
         // client to another volunteer after its answer timeout.
-        if (match && this.limits.canTakeClient(this.relays.size, Date.now() / 1000)) this.serve(match);
+        if (match && this.limits.canTakeClient(this.relays.size, Date.now() / 1000)) this.serve(match, iceServers);
       }
     }
 
@@ -1022,8 +1250,8 @@
       this.setState("quota");
     }
 
-    serve(match) {
-      const relay = new ClientRelay(this, match);
+    serve(match, iceServers) {
+      const relay = new ClientRelay(this, match, iceServers);
       this.relays.add(relay);
       relay.run().catch((error) => {
         this.lastError = String(error && error.message);

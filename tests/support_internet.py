@@ -207,7 +207,7 @@ class Coturn:
     homes' public addresses allowed, pid file, no TLS/DTLS, no CLI. Runs as root in the
     foreground."""
 
-    def __init__(self, namespace: str, secret: str, folder: Path) -> None:
+    def __init__(self, namespace: str, secret: str, folder: Path, verbose: bool = True) -> None:
         self.log_path = folder / "turnserver.log"
         self.config_path = folder / "turnserver.conf"
         self.config_path.write_text(lab_turnserver_conf(self.log_path))
@@ -222,7 +222,7 @@ class Coturn:
             "--allowed-peer-ip", "-".join(HOME_PUBLIC_RANGE),
             "--new-log-timestamp",
             "--pidfile", str(self.pid_path), "--userdb", str(folder / "turndb"),
-            "--no-tls", "--no-dtls", "--no-cli",
+            "--no-tls", "--no-dtls", "--no-cli", *(["--verbose"] if verbose else []),
         ]  # fmt: skip
         with self.output_path.open("wb") as output:
             self.process = subprocess.Popen(

@@ -204,8 +204,21 @@ class Coturn:
     """Debian's ``turnserver`` in the internet namespace, configured by the shipped
     ``deploy/turnserver.conf`` (logging to a file: :func:`lab_turnserver_conf`) plus the
     lab's overrides on the command line: addresses, port, secret, realm, relaying to the
-    homes' public addresses allowed, pid file, no TLS/DTLS, no CLI. Runs as root in the
-    foreground."""
+    homes' public addresses allowed, pid file, its own user database file, no TLS/DTLS, no
+    CLI, and ``--verbose`` (the shipped file leaves it off), without which coturn 4.6.1 logs
+    no allocation and no traffic counters. Runs as root in the foreground.
+
+    The lines :meth:`allocations` and :meth:`relay_usage` parse, as coturn 4.6.1 writes them::
+
+        session 000000000000000001: new, realm=<ferry.test>, username=<1796393171:abc>,
+            lifetime=600
+        session 000000000000000001: peer usage: realm=<ferry.test>,
+            username=<1796393171:abc>, rp=7, rb=40, sp=1, sb=5
+
+    (each on one line; wrapped here). ``rp``/``rb`` are packets/bytes received from peers,
+    ``sp``/``sb`` sent to them.
+    ``peer usage`` comes when the allocation ends; ``usage:`` just before it counts the
+    client side, STUN messages included."""
 
     def __init__(self, namespace: str, secret: str, folder: Path, verbose: bool = True) -> None:
         self.log_path = folder / "turnserver.log"

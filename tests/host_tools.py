@@ -21,6 +21,6 @@ def require_host(*commands: str, root: bool = False) -> None:
     if missing:
         pytest.fail(
             f"this test needs {', '.join(missing)}; .ci/run installs them on Debian "
-            "(apt-get install iproute2 iptables nginx) and runs as root",
+            "(apt-get install iproute2 iptables nginx coturn) and runs as root",
             pytrace=False,
         )

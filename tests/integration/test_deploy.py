@@ -7,7 +7,9 @@ and the unit files with ``systemd-analyze verify`` (Debian's ``systemd`` package
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -238,3 +240,72 @@ def test_containerfile_builds_one_image_running_ferry_as_a_user() -> None:
         instruction == "COPY" and readme in arguments.split()
         for instruction, arguments in instructions
     )
+
+
+# --- coturn (deploy/turnserver.conf) ----------------------------------------------------------
+# tests/integration/test_internet_lab.py runs coturn with this file; these check its text.
+
+
+def turnserver_settings() -> list[tuple[str, str]]:
+    """(option, value) of every setting line, in order ("" for a switch)."""
+    settings = []
+    for number, raw in enumerate((DEPLOY / "turnserver.conf").read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        assert key == key.strip() and " " not in key, f"line {number}: {line!r}"
+        settings.append((key, value))
+    return settings
+
+
+def denied_ranges() -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]]:
+    ranges = []
+    for key, value in turnserver_settings():
+        if key == "denied-peer-ip":
+            first, _, last = value.partition("-")
+            ranges.append((ipaddress.ip_address(first), ipaddress.ip_address(last or first)))
+    return ranges
+
+
+def test_turnserver_conf_uses_real_options_and_rest_credentials() -> None:
+    turnserver = shutil.which("turnserver")
+    assert turnserver, "turnserver is missing: apt-get install coturn (.ci/run does)"
+    usage = subprocess.run(
+        [turnserver, "-h"], capture_output=True, text=True, timeout=30, check=False
+    )
+    options = set(re.findall(r"--([a-z0-9-]+)", usage.stdout + usage.stderr))
+    settings = dict(turnserver_settings())
+    for key in settings:
+        assert key in options, f"turnserver has no --{key}"
+    assert "use-auth-secret" in settings
+    assert "CHANGE" in settings["static-auth-secret"]
+    assert settings["listening-port"] == "3478"
+    assert settings["tls-listening-port"] == "5349"
+    assert "no-cli" in settings and "no-multicast-peers" in settings
+    for never in ("allow-loopback-peers", "verbose", "Verbose", "log-binding", "server-relay"):
+        assert never not in settings, f"{never} must stay off"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["0.1.2.3", "10.1.2.3", "100.64.0.1", "127.0.0.1", "169.254.169.254", "172.16.0.1",
+     "172.31.255.255", "192.0.0.1", "192.168.1.1", "198.18.0.1", "198.19.255.255", "224.0.0.1",
+     "255.255.255.255", "::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe",
+     "fc00::1", "fd12:3456::1", "fe80::1", "ff02::1"],
+)  # fmt: skip
+def test_turnserver_conf_denies_private_peers(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert any(
+        type(first) is type(ip) and first <= ip <= last for first, last in denied_ranges()
+    ), f"no denied-peer-ip covers {address}"
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "203.0.114.1", "2001:4860:4860::8888"])
+def test_turnserver_conf_allows_public_peers(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    for first, last in denied_ranges():
+        # coturn 4.6 reads a range from an unspecified address as "from below everything",
+        # and orders IPv4 below IPv6: such a range would cover every public address too.
+        assert not first.is_unspecified or first.version == last.version == 4, (first, last)
+        assert not (type(first) is type(ip) and first <= ip <= last), (address, first, last)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ..host_tools import require_host
+from ..support_internet import NamespacedProcess
 from ..support_nat import NatLab
 from .test_nat_namespaces import lab_environment
 
@@ -37,41 +38,6 @@ def _host_has_what_the_test_needs() -> None:
 STUN = "stun:198.18.0.1:3478"
 
 
-class NamespacedProcess:
-    """``command`` run in ``namespace`` with its output in ``folder/name.log``."""
-
-    def __init__(self, name: str, namespace: str, command: list[str], folder: Path) -> None:
-        self.name = name
-        self.log_path = folder / f"{name}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                ["ip", "netns", "exec", namespace, *command],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=lab_environment(),
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, path: Path, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not path.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not get ready:\n{self.log()[-4000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 def test_a_client_behind_a_symmetric_nat_downloads_through_an_unrestricted_volunteer(
     tmp_path: Path,
 ) -> None:
@@ -83,7 +49,7 @@ def test_a_client_behind_a_symmetric_nat_downloads_through_an_unrestricted_volun
     processes: list[NamespacedProcess] = []
 
     def start(name: str, namespace: str, command: list[str]) -> NamespacedProcess:
-        process = NamespacedProcess(name, namespace, command, tmp_path)
+        process = NamespacedProcess(name, namespace, command, tmp_path, lab_environment())
         processes.append(process)
         return process
 

@@ -210,6 +210,7 @@ class Volunteer:
         )
         """The volunteer's NAT behaviour, rediscovered periodically; sent in every poll."""
         self._http: aiohttp.ClientSession | None = None
+        self._broker: BrokerClient | None = None
         self._slots = asyncio.Semaphore(config.capacity)
         self.active = 0
         self.clients_served = 0
@@ -220,6 +221,9 @@ class Volunteer:
         """Start polling the broker."""
         scrub_library_loggers()
         self._http = aiohttp.ClientSession()
+        self._broker = BrokerClient(
+            self.config.broker_url, self._http, registry=self.metrics.registry
+        )
         if self.config.broker_ice_servers:
             self.nat.start_when_known(self._broker_stun_servers)
         else:
@@ -228,11 +232,10 @@ class Volunteer:
 
     async def _broker_stun_servers(self) -> tuple[StunServer, ...]:
         """The broker's STUN servers (``stun:`` over UDP), for NAT discovery."""
-        assert self._http is not None
-        broker = BrokerClient(self.config.broker_url, self._http, registry=self.metrics.registry)
+        assert self._broker is not None
         return tuple(
             StunServer(host=server.parsed.host, port=server.parsed.port)
-            for server in self._usable_ice_servers(await broker.ice_servers())
+            for server in self._usable_ice_servers(await self._broker.ice_servers())
             if server.parsed.scheme == "stun"
         )
 
@@ -257,8 +260,8 @@ class Volunteer:
         return tuple(kept)
 
     async def _poll_loop(self) -> None:
-        assert self._http is not None
-        broker = BrokerClient(self.config.broker_url, self._http, registry=self.metrics.registry)
+        assert self._broker is not None
+        broker = self._broker
         delay = self.config.poll_backoff_initial
         while True:
             quota_wait = self.limits.next_poll_delay(self._clock())

@@ -34,6 +34,7 @@ from ferry.errors import ConfigError, FerryError, LocalError
 from ferry.logs import configure as configure_logging
 
 if TYPE_CHECKING:
+    from ferry.broker.server import BrokerConfig
     from ferry.client.app import ClientConfig
     from ferry.client.messages import Catalogue
     from ferry.client.self_check import StepResult
@@ -606,12 +607,35 @@ def broker(
             console.print(f"ferry broker listening on {url}, sending volunteers to:")
             for url_ in egress:
                 console.print(f"  {url_}")
+            console.print(_ice_summary(config))
             write_ready_file(ready_file, {"broker": url})
             await stop.wait()
         finally:
             await server.close()
 
     run_until_signal(main)
+
+
+def _ice_summary(config: BrokerConfig) -> str:
+    """One line on the ICE servers a broker hands out (never the TURN secret)."""
+    stun = sum(1 for server in config.ice_servers if not server.is_turn)
+    turn = len(config.ice_servers) - stun
+    if not config.ice_servers:
+        return (
+            "ICE servers: none (peers gather host candidates only; peers behind two home "
+            "routers will not connect: see --ice-server)"
+        )
+    credentials = (
+        ""
+        if not turn
+        else f" (credentials valid {config.turn_credential_ttl:g} s, minted per peer)"
+        if config.turn_secret is not None
+        else " (with their configured credentials)"
+    )
+    return (
+        f"ICE servers: {stun} STUN, {turn} TURN{credentials}; at most "
+        f"{config.ice_servers_per_peer} of each kind per peer, chosen at random"
+    )
 
 
 def _ice_server_values(values: list[str] | None, flag: str, *, user: bool) -> list[IceServer]:

@@ -19,10 +19,14 @@ from ferry.core.broker_messages import (
     NAT_TYPES,
     ClientAnswer,
     ClientOffer,
+    IceServersRequest,
+    IceServersResponse,
     MatchOffer,
+    PollResponse,
     VolunteerAnswer,
     VolunteerPoll,
 )
+from ferry.core.ice_servers import IceServer
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +68,10 @@ def test_every_path_is_in_the_protocol_document_and_back() -> None:
         ("VolunteerPoll", VolunteerPoll, True),
         ("MatchOffer", MatchOffer, False),
         ("VolunteerAnswer", VolunteerAnswer, True),
+        ("PollResponse", PollResponse, False),
+        ("IceServersRequest", IceServersRequest, True),
+        ("IceServersResponse", IceServersResponse, False),
+        ("IceServer", IceServer, False),
     ],
 )
 def test_schemas_have_the_fields_of_the_messages(
@@ -94,6 +102,13 @@ async def test_schemathesis_finds_no_server_error_against_a_live_broker(tmp_path
         offer_burst=1000,
         poll_rate=1000.0,
         poll_burst=1000,
+        ice_rate=1000.0,
+        ice_burst=1000,
+        ice_servers=(
+            IceServer("stun:198.51.100.1"),
+            IceServer("turn:198.51.100.2:3478?transport=udp"),
+        ),
+        turn_secret=b"schemathesis-secret",
     )
     async with Broker(config, CollectorRegistry()) as broker:
         async with (

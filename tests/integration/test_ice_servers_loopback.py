@@ -160,6 +160,14 @@ async def test_malformed_and_too_frequent_requests_are_refused_and_counted() -> 
     assert 'endpoint="ice_servers",reason="rate_limited"' in text
 
 
+async def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """Wait (20 s at most) until ``text`` was logged."""
+    for _ in range(200):
+        if text in caplog.text:
+            return
+        await asyncio.sleep(0.1)
+
+
 class SilentUdpServer:
     """A UDP socket on 127.0.0.1 that reads and never answers (a blocked STUN server)."""
 
@@ -249,6 +257,8 @@ async def test_clients_and_volunteers_gather_with_the_brokers_stun_servers(
                     await client.start()
                     body = await download_through(client, origin, 300_000)
                     assert body == Origin.payload(300_000)
+                    if allow_internal:  # the silent server is named once its probe gives up
+                        await wait_for_log(caplog, f"stun:127.0.0.1:{silent.port} is left out")
                 finally:
                     await client.close()
                     await volunteer.close()

@@ -12,14 +12,18 @@ from __future__ import annotations
 from ferry.core.broker_messages import (
     MAX_CAPACITY,
     MAX_EGRESS_URL_LENGTH,
+    MAX_ICE_TTL,
     MIN_CAPACITY,
+    MIN_ICE_TTL,
     NAT_TYPES,
     PROTOCOL_VERSION,
     JsonValue,
 )
+from ferry.core.ice_servers import MAX_CREDENTIAL_LENGTH, MAX_ICE_SERVERS, MAX_URL_LENGTH
 
-API_VERSION = "1.1.0"
-"""The document's ``info.version``: the ``/v1`` API, with ``nat``, ``kind`` and 429."""
+API_VERSION = "1.2.0"
+"""The document's ``info.version``: the ``/v1`` API, with ``nat``, ``kind``, 429 and ICE
+servers."""
 
 _IDENTIFIER: JsonValue = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}
 _SDP: JsonValue = {
@@ -43,6 +47,15 @@ _NAT: JsonValue = {
 
 def _ref(name: str) -> JsonValue:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ICE_SERVERS: JsonValue = {"type": "array", "maxItems": MAX_ICE_SERVERS, "items": _ref("IceServer")}
+_CREDENTIAL: JsonValue = {
+    "type": "string",
+    "pattern": "^[!-~]+$",
+    "minLength": 1,
+    "maxLength": MAX_CREDENTIAL_LENGTH,
+}
 
 
 def _json_body(schema: JsonValue) -> JsonValue:
@@ -121,7 +134,36 @@ def _schemas() -> dict[str, JsonValue]:
             "type": "object",
             "additionalProperties": False,
             "required": ["match"],
-            "properties": {"match": {"oneOf": [{"type": "null"}, _ref("MatchOffer")]}},
+            "properties": {
+                "match": {"oneOf": [{"type": "null"}, _ref("MatchOffer")]},
+                "ice_servers": _ICE_SERVERS,
+            },
+        },
+        "IceServersRequest": _request(required=[], properties={}),
+        "IceServersResponse": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["ice_servers", "ttl"],
+            "properties": {
+                "ice_servers": _ICE_SERVERS,
+                "ttl": {"type": "integer", "minimum": MIN_ICE_TTL, "maximum": MAX_ICE_TTL},
+            },
+        },
+        "IceServer": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url"],
+            "description": "A STUN or TURN server (docs/protocol.md §2.10); username and "
+            "credential only for TURN, both or neither.",
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "pattern": "^(stuns?|turns?):",
+                    "maxLength": MAX_URL_LENGTH,
+                },
+                "username": _CREDENTIAL,
+                "credential": _CREDENTIAL,
+            },
         },
         "VolunteerAnswer": _request(
             required=["match_id", "answer"],
@@ -220,6 +262,13 @@ def openapi_document() -> dict[str, JsonValue]:
             "VolunteerAnswer",
             "AnswerAccepted",
             {"404": _error("The match is unknown or expired.")},
+        ),
+        "/v1/ice-servers": _post(
+            "The STUN and TURN servers a peer should gather with, TURN credentials minted for "
+            "it (docs/protocol.md §2.10).",
+            "IceServersRequest",
+            "IceServersResponse",
+            {"429": _RATE_LIMITED},
         ),
         "/v1/egresses": _get("The egresses volunteers may be sent to (§2.4).", _ref("EgressList")),
         "/v1/stats": _get("The network's live state, rounded (§2.6).", _ref("NetworkStats")),

@@ -600,6 +600,13 @@ def broker(
         console.print(f"[bold red]ferry broker:[/] {exc}")
         raise typer.Exit(2) from None
 
+    if trusted_source_header is None and _is_loopback_host(host):
+        console.print(
+            "[yellow]The broker listens on loopback: if a reverse proxy or CDN front forwards "
+            "to it, set --trusted-source-header X-Forwarded-For (and have the front set it), or "
+            "every client shares one rate limit.[/]"
+        )
+
     async def main(stop: asyncio.Event) -> None:
         server = Broker(config, registry=CollectorRegistry())
         url = await server.start()
@@ -614,6 +621,17 @@ def broker(
             await server.close()
 
     run_until_signal(main)
+
+
+def _is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _ice_summary(config: BrokerConfig) -> str:

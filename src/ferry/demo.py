@@ -106,7 +106,12 @@ class LoopbackNetwork:
         bridge = await self.egress.start()
         self.egress_url, self.bridge_line = bridge.url, str(bridge)
         self.broker = Broker(
-            BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=(bridge.url,)),
+            BrokerConfig(
+                host="127.0.0.1",
+                port=0,
+                allowed_egresses=(bridge.url,),
+                quiet_about_loopback_peers=True,
+            ),
             registry=CollectorRegistry(),
         )
         self.broker_url = await self.broker.start()

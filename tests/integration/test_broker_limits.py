@@ -115,6 +115,38 @@ async def test_trusted_header_names_the_source_only_when_configured() -> None:
             assert (await _post(session, url, _poll(2), other))[0] == 429
 
 
+async def test_ipv6_sources_are_counted_by_their_64() -> None:
+    """Thirty addresses of one /64 are one person (one home's prefix): with a burst of two,
+    only two offers pass; another /64 has its own bucket."""
+    config = _config(
+        offer_burst=2, offer_rate=0.01, client_timeout=0.05, trusted_source_header="X-Real-IP"
+    )
+    async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as session:
+        url = broker.base_url + "/v1/client/offer"
+        statuses = [
+            (await _post(session, url, _offer(), {"X-Real-IP": f"2001:db8:1:2::{n:x}"}))[0]
+            for n in range(1, 31)
+        ]
+        other = await _post(session, url, _offer(), {"X-Real-IP": "2001:db8:1:3::1"})
+    assert statuses[:2] == [503, 503]
+    assert statuses[2:] == [429] * 28
+    assert other[0] == 503
+
+
+async def test_a_loopback_peer_without_a_trusted_header_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = _config(poll_timeout=0.05)
+    async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as session:
+        url = broker.base_url + "/v1/volunteer/poll"
+        for number in range(3):
+            assert (await _post(session, url, _poll(number)))[0] == 200
+    warnings = [r for r in caplog.records if "--trusted-source-header" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "127.0.0.1" not in warnings[0].getMessage()
+
+
 async def test_held_polls_and_offers_are_bounded_per_instance() -> None:
     config = _config(max_held_polls=2, max_held_offers=1, poll_timeout=5.0, client_timeout=5.0)
     async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.core.rate_limit import RateLimit, TokenBuckets
+from ferry.core.rate_limit import RateLimit, TokenBuckets, source_key
 from ferry.errors import ConfigError
 
 
@@ -45,3 +45,18 @@ def test_a_quiet_source_is_forgotten_and_memory_is_bounded() -> None:
 def test_nonsense_limits_are_refused(rate: float, burst: int) -> None:
     with pytest.raises(ConfigError):
         RateLimit(rate=rate, burst=burst)
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::ffff", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_sources_are_keyed_by_address_or_ipv6_64(source: str, key: str) -> None:
+    assert source_key(source) == key

@@ -84,7 +84,7 @@ from ferry.core.ice_servers import IceServer, IceServerPlan
 from ferry.core.matchmaking import MatchmakerConfig
 from ferry.core.minute_series import MinuteSeries
 from ferry.core.network_stats import NetworkActivity, round_up_for_privacy
-from ferry.core.rate_limit import RateLimit, TokenBuckets
+from ferry.core.rate_limit import RateLimit, TokenBuckets, source_key
 from ferry.errors import BrokerError, ConfigError, LocalError
 from ferry.logs import get_logger, scrub_library_loggers
 
@@ -180,6 +180,9 @@ class BrokerConfig:
     front sets to the client's address (``X-Forwarded-For``: its last entry is used, the one
     the front added). ``None``: the source is the peer address. Only set it when every
     request comes through the front, or clients can choose their source."""
+    quiet_about_loopback_peers: bool = False
+    """Do not warn when requests come from loopback without ``trusted_source_header`` (the
+    in-process ``ferry demo`` and test networks, where loopback peers are the real peers)."""
     busy_retry_after: float = 5.0
     """Seconds a ``503`` for a full, closing or store-less broker asks the caller to wait
     (``Retry-After``, rounded up to whole seconds); ferry's clients and volunteers wait at
@@ -285,6 +288,13 @@ class BrokerConfig:
         )
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def _json_response(message: BrokerMessage, status: int = 200) -> web.Response:
     return web.Response(status=status, body=encode(message), content_type=_JSON)
 
@@ -344,6 +354,7 @@ class Broker:
         self._openapi = json.dumps(openapi_document(), indent=1).encode("utf-8")
         self._held_polls = 0
         self._held_offers = 0
+        self._warned_loopback_peer = config.quiet_about_loopback_peers
         self._ice_plan = config.ice_server_plan()
         self._ice_chooser = random.SystemRandom()
         self._ice_buckets = TokenBuckets(RateLimit(config.ice_rate, config.ice_burst))
@@ -511,13 +522,23 @@ class Broker:
         return self._refuse(endpoint, status, error.reason, str(error), error.field)
 
     def _source(self, request: web.Request) -> str:
-        """Whom a request counts against: the trusted header's last entry, or the peer."""
+        """Whom a request counts against: the trusted header's last entry, or the peer; an
+        IPv6 source by its /64 (:func:`~ferry.core.rate_limit.source_key`)."""
         header = self.config.trusted_source_header
         if header is not None:
             value = request.headers.get(header, "").rsplit(",", 1)[-1].strip()
             if value:
-                return value
-        return request.remote or "unknown"
+                return source_key(value)
+        peer = request.remote or "unknown"
+        if header is None and not self._warned_loopback_peer and _is_loopback(peer):
+            self._warned_loopback_peer = True
+            logger.warning(
+                "a request came from this machine's loopback: if a reverse proxy or CDN front "
+                "forwards to this broker, every client counts as one source for the rate "
+                "limits; set --trusted-source-header (e.g. X-Forwarded-For) and have the front "
+                "set it (docs/operating.md §4)"
+            )
+        return source_key(peer)
 
     def _too_many(self, endpoint: str, error: RateLimitedError) -> web.Response:
         """The 429 for a source over its limit, with the seconds until its next token."""

@@ -10,6 +10,7 @@ so that every instance draws from one bucket per source.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -94,3 +95,23 @@ class TokenBuckets:
             if now - updated < full_after:
                 return
             del self._buckets[source]
+
+
+IPV6_SOURCE_PREFIX = 64
+"""IPv6 sources are counted by their /64: one home or phone gets a /64 (or more) and can pick
+any address in it, so a bucket per address would give one person 2^64 buckets."""
+
+
+def source_key(source: str) -> str:
+    """The key a request's source is counted under: an IPv4 address as it is (an IPv4-mapped
+    IPv6 address as its IPv4 address), an IPv6 address as its /64 network, anything else
+    (not an address: a front's header gone wrong) as it is."""
+    try:
+        address = ipaddress.ip_address(source.strip().split("%", 1)[0])
+    except ValueError:
+        return source
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/{IPV6_SOURCE_PREFIX}", strict=False))
+    return str(address)

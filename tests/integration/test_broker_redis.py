@@ -217,32 +217,32 @@ async def test_restricted_client_gets_the_unrestricted_volunteer_of_another_inst
         await asyncio.gather(offer, restricted, return_exceptions=True)
 
 
-async def test_unrestricted_client_takes_the_least_loaded_restricted_volunteer_first(
+async def test_unrestricted_client_takes_the_longest_waiting_restricted_volunteer_first(
     redis_server: RedisServer,
 ) -> None:
+    """The Lua matcher, like the in-memory one, ignores the capacity a poll claims: the
+    restricted volunteer waiting longest wins over a later one claiming far more room."""
     async with (
         Broker(_config(redis_server), CollectorRegistry()) as first,
         Broker(_config(redis_server), CollectorRegistry()) as second,
         aiohttp.ClientSession() as session,
     ):
-        polls = {
-            name: asyncio.create_task(
+        polls = {}
+        for name, broker, number, fields, waiting in (
+            ("unrestricted", first, 1, {"nat": "unrestricted", "capacity": 50}, 1),
+            ("restricted_modest", first, 2, {"nat": "restricted", "capacity": 1}, 2),
+            ("restricted_boastful", second, 3, {"nat": "restricted", "capacity": 1000}, 1),
+        ):
+            polls[name] = asyncio.create_task(
                 _post(session, broker.base_url + "/v1/volunteer/poll", _poll(number, **fields))
             )
-            for name, broker, number, fields in (
-                ("unrestricted", first, 1, {"nat": "unrestricted", "capacity": 50}),
-                ("restricted_small", first, 2, {"nat": "restricted", "capacity": 1}),
-                ("restricted_roomy", second, 3, {"nat": "restricted", "capacity": 5}),
-            )
-        }
-        await _wait_for_polls(first, 2)
-        await _wait_for_polls(second, 1)
+            await _wait_for_polls(broker, waiting)
         offer = asyncio.create_task(
             _post(session, second.base_url + "/v1/client/offer", _offer(nat="unrestricted"))
         )
-        status, polled = await polls["restricted_roomy"]
+        status, polled = await polls["restricted_modest"]
         assert status == 200 and isinstance(polled["match"], dict)
-        assert not polls["unrestricted"].done() and not polls["restricted_small"].done()
+        assert not polls["unrestricted"].done() and not polls["restricted_boastful"].done()
         for task in (offer, *polls.values()):
             task.cancel()
         await asyncio.gather(offer, *polls.values(), return_exceptions=True)

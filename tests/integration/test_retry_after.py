@@ -57,7 +57,7 @@ def path_pool(url: str, registry: CollectorRegistry) -> tuple[PathPool, HttpRend
         webrtc=LOOPBACK_WEBRTC,
     )
     rendezvous = HttpRendezvous(url, registry=registry)
-    pool = PathPool(config, rendezvous, lambda datagram: None, PythonPeers(LOOPBACK_WEBRTC))
+    pool = PathPool(config, rendezvous, lambda datagram: False, PythonPeers(LOOPBACK_WEBRTC))
     return pool, rendezvous
 
 
@@ -265,7 +265,7 @@ async def test_a_retry_after_told_to_one_path_holds_back_every_path() -> None:
         rendezvous_backoff_initial=0.3,  # the unrefused path alone would come back after 0.3 s
         webrtc=LOOPBACK_WEBRTC,
     )
-    pool = PathPool(config, rendezvous, lambda datagram: None, PythonPeers(LOOPBACK_WEBRTC))
+    pool = PathPool(config, rendezvous, lambda datagram: False, PythonPeers(LOOPBACK_WEBRTC))
     pool.start()
     try:
         await wait_until(lambda: len(rendezvous.later_calls) >= 2)

@@ -48,18 +48,32 @@ def test_volunteer_then_client_matches_at_once() -> None:
     assert matchmaker.pending_matches == 1
 
 
-def test_least_loaded_volunteer_is_preferred_then_longest_waiting() -> None:
+def test_the_volunteer_waiting_longest_is_chosen_whatever_capacity_it_claims() -> None:
+    """Capacity is the volunteer's own claim: a censor's volunteers announcing 1,000 free
+    slots must not be handed clients first (issue 15). The longest waiting goes first."""
     matchmaker = _matchmaker()
-    busy = matchmaker.volunteer_poll(_volunteer(1), 1, now=0.0)
-    free_first = matchmaker.volunteer_poll(_volunteer(2), 5, now=0.1)
-    free_second = matchmaker.volunteer_poll(_volunteer(3), 5, now=0.2)
+    modest = matchmaker.volunteer_poll(_volunteer(1), 1, now=0.0)
+    boastful = matchmaker.volunteer_poll(_volunteer(2), 1000, now=0.1)
+    second_modest = matchmaker.volunteer_poll(_volunteer(3), 2, now=0.2)
     order = []
     for step in range(3):
         matchmaker.client_offer(OFFER, EGRESS, now=1.0 + step)
         [matched] = _drain(matchmaker)
         assert isinstance(matched, PollMatched)
         order.append(matched.poll)
-    assert order == [free_first, free_second, busy]
+    assert order == [modest, boastful, second_modest]
+
+
+def test_a_volunteer_polling_again_after_a_match_joins_the_back_of_the_queue() -> None:
+    matchmaker = _matchmaker()
+    matchmaker.volunteer_poll(_volunteer(1), 1000, now=0.0)
+    other = matchmaker.volunteer_poll(_volunteer(2), 1, now=0.1)
+    matchmaker.client_offer(OFFER, EGRESS, now=1.0)
+    _drain(matchmaker)
+    matchmaker.volunteer_poll(_volunteer(1), 999, now=1.1)  # straight back, "still roomy"
+    matchmaker.client_offer(OFFER, EGRESS, now=2.0)
+    [matched] = _drain(matchmaker)
+    assert isinstance(matched, PollMatched) and matched.poll == other
 
 
 def test_clients_are_served_oldest_first() -> None:

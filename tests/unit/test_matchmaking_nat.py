@@ -58,13 +58,13 @@ def test_restricted_pair_only_when_no_unrestricted_volunteer_is_free() -> None:
     assert _matched_poll(matchmaker) == restricted
 
 
-def test_least_loaded_volunteer_within_the_acceptable_class() -> None:
+def test_longest_waiting_volunteer_within_the_acceptable_class() -> None:
     matchmaker = _matchmaker()
-    _poll(matchmaker, 1, "unrestricted", capacity=2)
-    roomy = _poll(matchmaker, 2, "unrestricted", capacity=7)
-    _poll(matchmaker, 3, "restricted", capacity=100)
+    first = _poll(matchmaker, 1, "unrestricted", capacity=2)
+    _poll(matchmaker, 2, "unrestricted", capacity=700)
+    _poll(matchmaker, 3, "restricted", capacity=1000)
     matchmaker.client_offer(OFFER, EGRESS, now=1.0, nat="restricted")
-    assert _matched_poll(matchmaker) == roomy
+    assert _matched_poll(matchmaker) == first
 
 
 def test_new_volunteer_serves_the_waiting_client_of_the_other_class_first() -> None:

@@ -11,7 +11,8 @@ within ``poll_timeout`` plus two seconds.
 
 The matching policy is the sans-IO matchmaker's (``ferry.core.matchmaking``), written again
 in Lua: a restricted client takes an unrestricted volunteer first, an unrestricted client a
-restricted one first; within a class the poll with the largest capacity (then the oldest);
+restricted one first; within a class the poll waiting longest (capacity, a volunteer's own
+claim, buys nothing);
 waiting clients oldest first, a volunteer taking the other class's oldest first.
 """
 
@@ -258,7 +259,7 @@ redis.call('HSET', pkey, 'token', ARGV[3], 'instance', ARGV[4], 'pool', pool,
 redis.call('PEXPIRE', pkey, ttl + 2000)
 local sequence = redis.call('INCR', P .. 'sequence') % 1099511627776
 local zkey = P .. 'polls:' .. pool
-local score = -tonumber(ARGV[9]) * 1099511627776 + sequence
+local score = sequence  -- the one waiting longest first; ARGV[9] (capacity) chooses nothing
 redis.call('ZADD', zkey, string.format('%.0f', score), vid)
 redis.call('PEXPIRE', zkey, ttl + 2000)
 redis.call('ZADD', wkey, now + ttl, vid)

@@ -115,13 +115,18 @@ class PathPool:
     :class:`~ferry.core.path_policy.PathPolicy`; this class does the I/O: rendezvous, data
     channels, probes. When the broker asks for a wait (``Retry-After``), no path's rendezvous
     goes before it has passed (up to ``retry_after_max``).
+
+    ``on_datagram`` gets every datagram a path delivers and answers whether QUIC
+    authenticated it: only those count as the path being alive (and towards its speed), so a
+    volunteer that drops the session's traffic and sends junk back is dropped like a silent
+    one.
     """
 
     def __init__(
         self,
         config: TunnelConfig,
         rendezvous: Rendezvous,
-        on_datagram: Callable[[bytes], None],
+        on_datagram: Callable[[bytes], bool],
         peers: PeerFactory | None = None,
     ) -> None:
         self._config = config
@@ -140,6 +145,8 @@ class PathPool:
         self.last_failure: FerryError | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.datagrams_refused = 0
+        """Datagrams from volunteers that QUIC did not accept (junk, duplicates)."""
         self.paths_opened = 0
         self.paths_lost = 0
         self.datagrams_dropped = 0
@@ -221,9 +228,11 @@ class PathPool:
         log.info("volunteer path %d open (%d in use)", number, len(self.paths))
 
         def on_datagram(datagram: bytes) -> None:
-            self.bytes_received += len(datagram)
-            self.policy.on_received(number, len(datagram), self._loop.time())
-            self._on_datagram(datagram)
+            if self._on_datagram(datagram):
+                self.bytes_received += len(datagram)
+                self.policy.on_received(number, len(datagram), self._loop.time())
+            else:
+                self.datagrams_refused += 1
 
         def on_close() -> None:
             self._forget(number, "closed")
@@ -394,10 +403,9 @@ class TunnelClient:
         session = self._session
         return session if session is not None and not session.closed.is_set() else None
 
-    def _on_datagram(self, datagram: bytes) -> None:
+    def _on_datagram(self, datagram: bytes) -> bool:
         session = self._receiving
-        if session is not None:
-            session.receive_datagram(datagram)
+        return session is not None and session.receive_datagram(datagram)
 
     def _on_path_added(self, number: int) -> None:
         # A new path gets a probe at once: it measures the path, and after an outage it

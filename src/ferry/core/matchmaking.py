@@ -24,9 +24,11 @@ Policy:
   client takes a restricted volunteer first, keeping the unrestricted ones for the clients
   that need them; likewise a new unrestricted poll serves the oldest waiting restricted client
   first, a restricted poll the oldest unrestricted one.
-* Within the chosen NAT class, a client's offer goes to the waiting volunteer with the most
-  free capacity (the least loaded, by the ``capacity`` its poll announced); among equals, the
-  one waiting longest. Within a class, waiting clients are served oldest first.
+* Within the chosen NAT class, a client's offer goes to the volunteer waiting longest. The
+  ``capacity`` a poll announces is the volunteer's own claim, so it does not decide who gets
+  a client: a censor's volunteers claiming 1,000 free slots would otherwise be served first.
+  A volunteer with room for more polls again at once and joins the back of the queue. Within
+  a class, waiting clients are served oldest first.
 * A client waits at most ``client_timeout`` in all. Once matched, the volunteer's answer must
   come within ``answer_timeout``; if it does not (the volunteer vanished) and the client still
   has time, the client goes back to the head of the queue for another volunteer, and a late
@@ -215,9 +217,9 @@ class Matchmaker:
         self._poll_of_volunteer: dict[str, PollTicket] = {}
         self._poll_counts: dict[tuple[NatType, VolunteerKind], int] = {}
         """Waiting polls by NAT type and kind (kept as polls come and go)."""
-        self._poll_choices: dict[_Pool, list[tuple[int, int, PollTicket]]] = {}
-        """By pairing code and NAT class, a heap of (-capacity, arrival, ticket) over waiting
-        polls; may hold stale entries."""
+        self._poll_choices: dict[_Pool, list[tuple[int, PollTicket]]] = {}
+        """By pairing code and NAT class, a heap of (arrival, ticket) over waiting polls (the
+        one waiting longest first); may hold stale entries."""
         self._timers: list[tuple[float, int, int]] = []
         """Heap of (deadline, order, ticket) for clients, matches and polls; may be stale."""
         self._events: deque[MatchmakerEvent] = deque()
@@ -357,7 +359,7 @@ class Matchmaker:
         self._polls[ticket] = poll
         self._poll_of_volunteer[volunteer_id] = ticket
         self._poll_counts[(nat, kind)] = self._poll_counts.get((nat, kind), 0) + 1
-        heapq.heappush(self._poll_choices.setdefault(poll.pool, []), (-capacity, ticket, ticket))
+        heapq.heappush(self._poll_choices.setdefault(poll.pool, []), (ticket, ticket))
         self._arm(poll.deadline, ticket)
         return ticket
 
@@ -368,7 +370,7 @@ class Matchmaker:
             return
         del self._poll_of_volunteer[poll.volunteer_id]
         self._poll_counts[(poll.nat, poll.kind)] -= 1
-        self._least_loaded_poll(poll.pool)  # forgets the pool's heap if empty
+        self._longest_waiting_poll(poll.pool)  # forgets the pool's heap if empty
 
     def volunteer_answer(self, match_id: str, answer: str, now: float) -> bool:
         """Deliver a volunteer's answer; ``False`` if the match is unknown or has expired.
@@ -455,12 +457,12 @@ class Matchmaker:
         del self._client_queues[pool]
         return None
 
-    def _least_loaded_poll(self, pool: _Pool) -> _Poll | None:
+    def _longest_waiting_poll(self, pool: _Pool) -> _Poll | None:
         choice = self._poll_choices.get(pool)
         if choice is None:
             return None
         while choice:
-            _, _, ticket = choice[0]
+            _, ticket = choice[0]
             poll = self._polls.get(ticket)
             if poll is not None:
                 return poll
@@ -477,7 +479,7 @@ class Matchmaker:
         # A restricted client needs an unrestricted volunteer; an unrestricted client leaves
         # those to the clients that need them and takes a restricted one first.
         for poll_pool in ((client.pairing, not unrestricted), (client.pairing, unrestricted)):
-            poll = self._least_loaded_poll(poll_pool)
+            poll = self._longest_waiting_poll(poll_pool)
             if poll is not None:
                 heapq.heappop(self._poll_choices[poll_pool])
                 self.cancel_poll(poll.ticket)

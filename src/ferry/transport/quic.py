@@ -321,14 +321,27 @@ def send_backlog(connection: QuicConnection, stream_id: int) -> int:
     return len(stream.sender._buffer)
 
 
-def accepted_packet_marker(connection: QuicConnection) -> int:
-    """A number that grows whenever aioquic accepts (authenticates) a packet with a new number.
+PacketMarker = tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
+"""What :func:`accepted_packet_marker` returns: compare two for equality only."""
 
-    Reads the largest received packet number of each packet number space. Used to tell a
-    datagram that really belongs to a session from an injected or corrupted one, which
-    aioquic drops silently.
+
+def accepted_packet_marker(connection: QuicConnection) -> PacketMarker:
+    """A value that changes whenever aioquic accepts (authenticates) a packet it had not seen.
+
+    Reads, for each packet number space, the largest received packet number and the ranges
+    of packet numbers still to acknowledge: an accepted packet raises the first or adds to
+    the second, even when it arrives out of order (a slower path's packets usually do), and
+    the ranges only shrink when an acknowledgement arrives, which only an accepted packet
+    carries. A datagram that changes neither was garbage, corrupted, injected or a duplicate,
+    which aioquic drops silently. Used to tell the paths that really carry a session.
     """
-    return sum(space.largest_received_packet + 1 for space in connection._spaces.values())
+    return tuple(
+        (
+            space.largest_received_packet,
+            tuple((packets.start, packets.stop) for packets in space.ack_queue),
+        )
+        for space in connection._spaces.values()
+    )
 
 
 def peer_certificate_fingerprint(connection: QuicConnection) -> bytes | None:

@@ -601,6 +601,39 @@ def egress_command(
             help='Client sessions at once; a new one beyond it is refused ("egress full").',
         ),
     ] = 10000,
+    max_handshakes: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_MAX_HANDSHAKES",
+            min=1,
+            help="New sessions in their handshake at once (they count toward --max-sessions "
+            "only once it completes); further new sessions wait.",
+        ),
+    ] = 256,
+    handshake_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_HANDSHAKE_TIMEOUT",
+            min=0.001,
+            help="Seconds a new session has to complete its handshake before it is dropped.",
+        ),
+    ] = 10.0,
+    handshakes_per_relay_burst: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_HANDSHAKES_PER_RELAY_BURST",
+            min=1,
+            help="New sessions one volunteer's relay WebSocket may start at once.",
+        ),
+    ] = 4,
+    handshakes_per_relay_per_second: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_HANDSHAKES_PER_RELAY_PER_SECOND",
+            min=0.001,
+            help="New sessions one relay WebSocket may start per second after its burst.",
+        ),
+    ] = 0.5,
     max_streams_per_session: Annotated[
         int,
         typer.Option(
@@ -683,6 +716,10 @@ def egress_command(
             public_url=public_url,
             policy=policy,
             max_sessions=max_sessions,
+            max_handshakes=max_handshakes,
+            handshake_timeout=handshake_timeout,
+            handshakes_per_relay_burst=handshakes_per_relay_burst,
+            handshakes_per_relay_per_second=handshakes_per_relay_per_second,
             max_streams_per_session=max_streams_per_session,
             session_buffer_bytes=session_buffer_bytes,
             session_idle_timeout=session_idle_timeout,

@@ -27,6 +27,9 @@ One deliberate dependency on aioquic internals: :func:`send_backlog` reads the s
 stream's send buffer (unsent plus unacknowledged bytes), which aioquic does not expose. It is
 the only way to apply backpressure to a writer; ``tests/unit/test_quic_internals.py`` pins it,
 so an aioquic upgrade that changes it fails loudly.
+:meth:`QuicSession._forget_peer_stream` reads which streams aioquic still keeps (its
+``_streams`` table), so that streams may open in any order while late data on a stream the
+session let go of is not taken for a new one (``docs/architecture.md``, issue 15).
 """
 
 from __future__ import annotations
@@ -488,7 +491,9 @@ class QuicSession:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._streams: dict[int, QuicByteStream] = {}
-        self._highest_peer_stream = -1
+        self._forgotten_peer_streams: set[int] = set()
+        """Peer streams this session let go of while aioquic still keeps them (late data on
+        them is not a new stream); see :meth:`_is_new_peer_stream`."""
         self._handshake: asyncio.Future[None] = self._loop.create_future()
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -551,6 +556,7 @@ class QuicSession:
                 finished.append(stream.stream_id)
         for stream_id in finished:
             del self._streams[stream_id]
+            self._forget_peer_stream(stream_id)
             if isinstance(self.connection, FlowControlledConnection):
                 self.connection.forget_stream(stream_id)
         self._arm_timer()
@@ -588,10 +594,9 @@ class QuicSession:
                 if (
                     self.connection.configuration.is_client
                     or self._on_stream is None
-                    or event.stream_id <= self._highest_peer_stream
+                    or not self._is_new_peer_stream(event.stream_id)
                 ):
                     return  # late data for a stream we already forgot
-                self._highest_peer_stream = event.stream_id
                 stream = QuicByteStream(self, event.stream_id)
                 self._streams[event.stream_id] = stream
                 self._track(event.stream_id)
@@ -619,6 +624,28 @@ class QuicSession:
             self._terminate(event.reason_phrase or f"error code {event.error_code:#x}")
         elif isinstance(event, ConnectionIdIssued | ConnectionIdRetired):
             pass
+
+    def _is_new_peer_stream(self, stream_id: int) -> bool:
+        """Whether data on ``stream_id`` (not one of :attr:`_streams`) opens a new stream.
+
+        Streams may be opened in any order: a session striped over volunteers delivers the
+        first packet of stream 4 before that of stream 0 as a matter of course, so "higher
+        than the highest seen" would drop stream 0. aioquic gives events only for streams it
+        keeps; a stream it keeps that is not ours is new unless we forgot it ourselves.
+        """
+        return stream_id not in self._forgotten_peer_streams
+
+    def _forget_peer_stream(self, stream_id: int) -> None:
+        """Remember that we let go of ``stream_id``, for as long as aioquic keeps it (so the
+        set stays as small as aioquic's own table of open streams)."""
+        if stream_id in self._streams or self.connection.configuration.is_client:
+            return
+        kept = self.connection._streams
+        self._forgotten_peer_streams = {
+            forgotten for forgotten in self._forgotten_peer_streams if forgotten in kept
+        }
+        if stream_id in kept:
+            self._forgotten_peer_streams.add(stream_id)
 
     def _terminate(self, reason: str) -> None:
         if self.closed.is_set():
@@ -657,6 +684,7 @@ class QuicSession:
     def forget_stream(self, stream: QuicByteStream) -> None:
         """Drop our reference to a finished stream."""
         self._streams.pop(stream.stream_id, None)
+        self._forget_peer_stream(stream.stream_id)
         if isinstance(self.connection, FlowControlledConnection):
             self.connection.forget_stream(stream.stream_id)
 
@@ -712,6 +740,7 @@ class QuicSession:
 
     def _reset_stream(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        self._forget_peer_stream(stream_id)
         if self.closed.is_set():
             return
         with contextlib.suppress(AssertionError, ValueError):

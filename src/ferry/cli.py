@@ -650,6 +650,15 @@ def egress_command(
             help="Bytes one session may hold in the egress in each direction.",
         ),
     ] = 8 * 1024 * 1024,
+    buffer_budget_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_BUFFER_BUDGET_BYTES",
+            min=65536,
+            help="Bytes all sessions together may hold read from destinations and not yet "
+            "acknowledged; beyond it the sessions holding the most stop reading.",
+        ),
+    ] = 512 * 1024 * 1024,
     session_idle_timeout: Annotated[
         float,
         typer.Option(
@@ -722,6 +731,7 @@ def egress_command(
             handshakes_per_relay_per_second=handshakes_per_relay_per_second,
             max_streams_per_session=max_streams_per_session,
             session_buffer_bytes=session_buffer_bytes,
+            buffer_budget_bytes=buffer_budget_bytes,
             session_idle_timeout=session_idle_timeout,
             stream_idle_timeout=stream_idle_timeout,
             drain_seconds=drain_seconds,

@@ -57,6 +57,7 @@ from ferry.core.rate_limit import RateLimit, TokenBuckets
 from ferry.core.relay_shares import RelayShares, RelaySharesConfig
 from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
 from ferry.core.stream_header import StreamRequestDecoder, encode_reply
+from ferry.egress.buffer_budget import BufferBudget
 from ferry.egress.identity import BRIDGE_LINE_FILE, EgressIdentity, load_or_create_identity
 from ferry.egress.policy import DestinationPolicy
 from ferry.egress.upstream import (
@@ -158,6 +159,20 @@ class EgressConfig:
     ``quic.max_stream_data`` and ``quic.stream_send_buffer``. Reaching it is counted per
     direction: ``session_receive_window`` (client to destinations) and
     ``session_send_buffer`` (destinations to client)."""
+    buffer_budget_bytes: int = 512 * 1024 * 1024
+    """Bytes all sessions together may hold read from destinations and not yet acknowledged
+    by their clients (``session_buffer_bytes`` bounds each one). Past half of it, sessions
+    holding more than an equal share of it stop reading their destinations; at it, all do
+    (except below ``buffer_budget_floor_bytes``), until their clients acknowledge
+    (backpressure: nothing is dropped). Counted as ``limits_hit{kind="buffer_budget"}`` each
+    time a stream waits (:mod:`ferry.egress.buffer_budget`). 512 MiB: 64 sessions with full
+    buffers, or about twenty times what a 1 Gbit/s egress has in flight at a 200 ms round
+    trip through volunteers; it fits a 2 GiB machine."""
+    buffer_budget_floor_bytes: int = 65536
+    """Bytes every session may hold whatever the buffer budget says, so that sessions whose
+    clients stopped acknowledging can slow the others but never stop them. The egress holds
+    at most ``buffer_budget_bytes`` plus this per session (plus one ``copy_chunk_bytes`` per
+    stream that was reading)."""
     session_idle_timeout: float = 30.0
     """Seconds without any packet from the client after which a session ends (QUIC idle
     timeout; the smaller of the client's and this one applies)."""
@@ -191,6 +206,12 @@ class EgressConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_refusing_sessions < 0:
             raise ConfigError("max_refusing_sessions must be 0 or more")
+        if self.buffer_budget_floor_bytes < 0:
+            raise ConfigError("buffer_budget_floor_bytes must be 0 or more")
+        if self.buffer_budget_bytes < 65536:
+            raise ConfigError(
+                f"buffer_budget_bytes must be at least 65536, got {self.buffer_budget_bytes}"
+            )
         if self.session_buffer_bytes < 65536:
             raise ConfigError(
                 f"session_buffer_bytes must be at least 65536, got {self.session_buffer_bytes}"
@@ -266,7 +287,7 @@ class EgressMetrics:
             "ferry_egress_limits_hit",
             "Times a limit stopped or slowed a client, by kind (sessions, handshakes, "
             "handshake_rate, handshake_timeout, streams_per_session, session_send_buffer, "
-            "session_receive_window, session_idle, stream_idle)",
+            "session_receive_window, buffer_budget, session_idle, stream_idle)",
             ["kind"],
             registry=registry,
         )
@@ -357,7 +378,11 @@ class RoutedSession:
             send=self._send,
             on_stream=self._on_stream,
             on_event=self._on_event,
+            on_send_backlog=self._on_send_backlog,
         )
+
+    def _on_send_backlog(self, backlog: int) -> None:
+        self.router.send_backlog_changed(self, backlog)
 
     def _on_stream(self, stream: QuicByteStream) -> None:
         if self.refusal is not None or self.quic.closed.is_set():
@@ -452,6 +477,13 @@ class SessionRouter:
         self._quic_configuration.certificate = identity.certificate
         self._quic_configuration.private_key = identity.private_key
         self._next_relay_id = 0
+        self.buffer_budget = BufferBudget(
+            config.buffer_budget_bytes, config.buffer_budget_floor_bytes
+        )
+        self._budget_freed = asyncio.Event()
+        """Set (and replaced) when a session's backlog shrinks while streams wait for the
+        buffer budget."""
+        self._budget_waiters = 0
         self._new_sessions_per_relay = TokenBuckets(
             RateLimit(
                 rate=config.handshakes_per_relay_per_second,
@@ -546,6 +578,22 @@ class SessionRouter:
         self.tasks.spawn(self._watch(session), name="session")
         return session
 
+    def send_backlog_changed(self, session: RoutedSession, backlog: int) -> None:
+        """Called by a session after each flush with the bytes it holds for its client."""
+        if self.buffer_budget.update(session, backlog) and self._budget_waiters:
+            self._budget_freed.set()
+            self._budget_freed = asyncio.Event()
+
+    async def _wait_for_buffer_budget(self, session: RoutedSession) -> None:
+        """Wait until the global buffer budget lets a stream of ``session`` read again."""
+        self.metrics.limits_hit.labels("buffer_budget").inc()
+        self._budget_waiters += 1
+        try:
+            while not self.buffer_budget.may_read(session) and not session.quic.closed.is_set():
+                await self._budget_freed.wait()
+        finally:
+            self._budget_waiters -= 1
+
     def handshake_completed(self, session: RoutedSession) -> None:
         """Called by a session (not a refused one) when its handshake completes: it now counts
         toward ``max_sessions``, or is refused if the egress is full or draining."""
@@ -584,6 +632,7 @@ class SessionRouter:
             for connection_id in session.connection_ids:
                 if self.sessions.get(connection_id) is session:
                     del self.sessions[connection_id]
+            self.send_backlog_changed(session, 0)
             if session in self.handshaking:
                 self.handshaking.discard(session)
                 self.metrics.handshakes.dec()
@@ -730,7 +779,12 @@ class SessionRouter:
     ) -> None:
         counted = self.metrics.bytes.labels("destination_to_client")
         send_buffer_hits = self.metrics.limits_hit.labels("session_send_buffer")
-        while data := await reader.read(self.config.copy_chunk_bytes):
+        while True:
+            if not self.buffer_budget.may_read(session):
+                await self._wait_for_buffer_budget(session)
+            data = await reader.read(self.config.copy_chunk_bytes)
+            if not data:
+                break
             active()
             if session.quic.send_buffer_full:
                 send_buffer_hits.inc()

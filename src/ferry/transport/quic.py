@@ -467,8 +467,10 @@ class QuicSession:
 
     ``send`` receives every datagram to transmit; ``on_stream`` (egress side) is called for
     each new peer-initiated stream; ``on_event`` sees every aioquic event after the session
-    handled it (the egress uses it for connection-ID routing). Call :meth:`close` to end it;
-    :attr:`closed` is set when the connection is terminated for any reason.
+    handled it (the egress uses it for connection-ID routing); ``on_send_backlog`` is told
+    the session's :meth:`send_backlog` after each flush (the egress's global buffer budget).
+    Call :meth:`close` to end it; :attr:`closed` is set when the connection is terminated for
+    any reason.
     """
 
     def __init__(
@@ -479,8 +481,10 @@ class QuicSession:
         send: Callable[[bytes], None],
         on_stream: StreamHandler | None = None,
         on_event: Callable[[QuicEvent], None] | None = None,
+        on_send_backlog: Callable[[int], None] | None = None,
     ) -> None:
         self.connection = connection
+        self._on_send_backlog = on_send_backlog
         self.settings = settings
         settings.apply_loss_detection()
         self._send = send
@@ -550,6 +554,8 @@ class QuicSession:
             self._send(data)
         finished = []
         session_backlog = self.send_backlog()
+        if self._on_send_backlog is not None:
+            self._on_send_backlog(session_backlog)
         for stream in self._streams.values():
             stream._update_writable(session_backlog)
             if stream.is_finished and self.stream_backlog(stream.stream_id) == 0:

@@ -279,7 +279,8 @@ class EgressMetrics:
         )
         self.refused = Counter(
             "ferry_egress_streams_refused",
-            "Stream requests refused, by reply code (or draining: the egress is shutting down)",
+            "Stream requests refused, by reply code (or draining: the egress is shutting "
+            "down; unidirectional: a unidirectional stream, refused with STOP_SENDING 0x104)",
             ["code"],
             registry=registry,
         )
@@ -379,7 +380,11 @@ class RoutedSession:
             on_stream=self._on_stream,
             on_event=self._on_event,
             on_send_backlog=self._on_send_backlog,
+            on_refused_stream=self._on_refused_stream,
         )
+
+    def _on_refused_stream(self, stream_id: int) -> None:
+        self.router.metrics.refused.labels("unidirectional").inc()
 
     def _on_send_backlog(self, backlog: int) -> None:
         self.router.send_backlog_changed(self, backlog)

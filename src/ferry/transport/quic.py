@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 from aioquic.quic import recovery as aioquic_recovery
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 from aioquic.quic.events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
@@ -80,6 +80,11 @@ SESSION_ADDRESS = ("ferry-session", 0)
 
 STREAM_ERROR_ABORTED = 0x100
 """Application error code used when a stream is reset because its TCP side failed."""
+
+STREAM_ERROR_UNIDIRECTIONAL = 0x104
+"""Application error code of the STOP_SENDING with which the egress refuses a unidirectional
+stream: a ferry session carries each TCP connection on one bidirectional stream, and has no
+use for unidirectional ones."""
 
 SESSION_ERROR_IDENTITY = 0x101
 """Application error code used when the client closes a session over a wrong certificate."""
@@ -468,9 +473,11 @@ class QuicSession:
     ``send`` receives every datagram to transmit; ``on_stream`` (egress side) is called for
     each new peer-initiated stream; ``on_event`` sees every aioquic event after the session
     handled it (the egress uses it for connection-ID routing); ``on_send_backlog`` is told
-    the session's :meth:`send_backlog` after each flush (the egress's global buffer budget).
-    Call :meth:`close` to end it; :attr:`closed` is set when the connection is terminated for
-    any reason.
+    the session's :meth:`send_backlog` after each flush (the egress's global buffer budget);
+    ``on_refused_stream`` is told of each unidirectional stream the peer opens, which the
+    session refuses itself (STOP_SENDING :data:`STREAM_ERROR_UNIDIRECTIONAL`). Call
+    :meth:`close` to end it; :attr:`closed` is set when the connection is terminated for any
+    reason.
     """
 
     def __init__(
@@ -482,8 +489,10 @@ class QuicSession:
         on_stream: StreamHandler | None = None,
         on_event: Callable[[QuicEvent], None] | None = None,
         on_send_backlog: Callable[[int], None] | None = None,
+        on_refused_stream: Callable[[int], None] | None = None,
     ) -> None:
         self.connection = connection
+        self._on_refused_stream = on_refused_stream
         self._on_send_backlog = on_send_backlog
         self.settings = settings
         settings.apply_loss_detection()
@@ -603,6 +612,9 @@ class QuicSession:
                     or not self._is_new_peer_stream(event.stream_id)
                 ):
                     return  # late data for a stream we already forgot
+                if stream_is_unidirectional(event.stream_id):
+                    self._refuse_unidirectional(event.stream_id)
+                    return
                 stream = QuicByteStream(self, event.stream_id)
                 self._streams[event.stream_id] = stream
                 self._track(event.stream_id)
@@ -630,6 +642,15 @@ class QuicSession:
             self._terminate(event.reason_phrase or f"error code {event.error_code:#x}")
         elif isinstance(event, ConnectionIdIssued | ConnectionIdRetired):
             pass
+
+    def _refuse_unidirectional(self, stream_id: int) -> None:
+        """Ask the peer to stop sending on a unidirectional stream; its data is ignored."""
+        with contextlib.suppress(AssertionError, ValueError):
+            self.connection.stop_stream(stream_id, STREAM_ERROR_UNIDIRECTIONAL)
+        self._forget_peer_stream(stream_id)
+        self._schedule_flush()
+        if self._on_refused_stream is not None:
+            self._on_refused_stream(stream_id)
 
     def _is_new_peer_stream(self, stream_id: int) -> bool:
         """Whether data on ``stream_id`` (not one of :attr:`_streams`) opens a new stream.

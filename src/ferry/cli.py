@@ -592,6 +592,15 @@ def egress_command(
             help="Ports refused on every address unless an allow rule names them.",
         ),
     ] = "25,119,135-139,445,563",
+    nat64_prefix: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_EGRESS_NAT64_PREFIX",
+            metavar="PREFIX",
+            help="A NAT64 prefix of this site besides 64:ff9b::/96, e.g. 2001:db8:64::/96 "
+            "(repeatable): its addresses are judged by the IPv4 address they embed.",
+        ),
+    ] = None,
     event_loop: Annotated[EventLoop, _event_loop_option("EGRESS")] = EventLoop.UVLOOP,
     max_sessions: Annotated[
         int,
@@ -710,6 +719,7 @@ def egress_command(
             tuple(deny_destination or ()),
             deny_ports,
             allow_private=unsafe_allow_private_destinations,
+            nat64_prefixes=tuple(nat64_prefix or ()),
         )
         admin_host: str = "127.0.0.1"
         admin_port: int | None = DEFAULT_EGRESS_ADMIN_PORT

@@ -722,6 +722,15 @@ def egress_command(
             help="Ports refused on every address unless an allow rule names them.",
         ),
     ] = "25,119,135-139,445,563",
+    nat64_prefix: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_EGRESS_NAT64_PREFIX",
+            metavar="PREFIX",
+            help="A NAT64 prefix of this site besides 64:ff9b::/96, e.g. 2001:db8:64::/96 "
+            "(repeatable): its addresses are judged by the IPv4 address they embed.",
+        ),
+    ] = None,
     event_loop: Annotated[EventLoop, _event_loop_option("EGRESS")] = EventLoop.UVLOOP,
     max_sessions: Annotated[
         int,
@@ -731,6 +740,39 @@ def egress_command(
             help='Client sessions at once; a new one beyond it is refused ("egress full").',
         ),
     ] = 10000,
+    max_handshakes: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_MAX_HANDSHAKES",
+            min=1,
+            help="New sessions in their handshake at once (they count toward --max-sessions "
+            "only once it completes); further new sessions wait.",
+        ),
+    ] = 256,
+    handshake_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_HANDSHAKE_TIMEOUT",
+            min=0.001,
+            help="Seconds a new session has to complete its handshake before it is dropped.",
+        ),
+    ] = 10.0,
+    handshakes_per_relay_burst: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_HANDSHAKES_PER_RELAY_BURST",
+            min=1,
+            help="New sessions one volunteer's relay WebSocket may start at once.",
+        ),
+    ] = 4,
+    handshakes_per_relay_per_second: Annotated[
+        float,
+        typer.Option(
+            envvar="FERRY_EGRESS_HANDSHAKES_PER_RELAY_PER_SECOND",
+            min=0.001,
+            help="New sessions one relay WebSocket may start per second after its burst.",
+        ),
+    ] = 0.5,
     max_streams_per_session: Annotated[
         int,
         typer.Option(
@@ -747,6 +789,15 @@ def egress_command(
             help="Bytes one session may hold in the egress in each direction.",
         ),
     ] = 8 * 1024 * 1024,
+    buffer_budget_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="FERRY_EGRESS_BUFFER_BUDGET_BYTES",
+            min=65536,
+            help="Bytes all sessions together may hold read from destinations and not yet "
+            "acknowledged; beyond it the sessions holding the most stop reading.",
+        ),
+    ] = 512 * 1024 * 1024,
     session_idle_timeout: Annotated[
         float,
         typer.Option(
@@ -798,6 +849,7 @@ def egress_command(
             tuple(deny_destination or ()),
             deny_ports,
             allow_private=unsafe_allow_private_destinations,
+            nat64_prefixes=tuple(nat64_prefix or ()),
         )
         admin_host: str = "127.0.0.1"
         admin_port: int | None = DEFAULT_EGRESS_ADMIN_PORT
@@ -813,8 +865,13 @@ def egress_command(
             public_url=public_url,
             policy=policy,
             max_sessions=max_sessions,
+            max_handshakes=max_handshakes,
+            handshake_timeout=handshake_timeout,
+            handshakes_per_relay_burst=handshakes_per_relay_burst,
+            handshakes_per_relay_per_second=handshakes_per_relay_per_second,
             max_streams_per_session=max_streams_per_session,
             session_buffer_bytes=session_buffer_bytes,
+            buffer_budget_bytes=buffer_budget_bytes,
             session_idle_timeout=session_idle_timeout,
             stream_idle_timeout=stream_idle_timeout,
             drain_seconds=drain_seconds,

@@ -98,6 +98,7 @@ class Network:
         self.volunteers: list[Role] = []
         self.egress_port = free_port()
         self.egress: Role | None = None
+        self.egress_ready: dict[str, str] = {}
         self.broker_url = ""
         self.bridge = ""
         self.proxy = ""
@@ -122,7 +123,8 @@ class Network:
                 *(self.egress_arguments or ("--unsafe-allow-private-destinations",)),
             ],
         )
-        self.bridge = self.egress.wait_ready()["bridge"]
+        self.egress_ready = self.egress.wait_ready()
+        self.bridge = self.egress_ready["bridge"]
 
     def start(
         self,
@@ -133,10 +135,12 @@ class Network:
         volunteer_arguments: tuple[str, ...] = (),
         client_webrtc: str = "python",
     ) -> None:
-        """Start every role and wait until the client's first session is up (its WebRTC on
-        ``client_webrtc``: the Python stack unless a test asks for the browser engine)."""
+        """Start every role (the egress unless :meth:`start_egress` already did) and wait
+        until the client's first session is up (its WebRTC on ``client_webrtc``: the Python
+        stack unless a test asks for the browser engine)."""
         self.volunteer_arguments = volunteer_arguments
-        self.start_egress()
+        if self.egress is None:
+            self.start_egress()
         egress_url = f"ws://127.0.0.1:{self.egress_port}/v1/relay"
         broker = self._start(
             "broker", ["broker", "--listen", "127.0.0.1:0", "--egress", egress_url]

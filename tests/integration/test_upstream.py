@@ -573,3 +573,18 @@ async def test_deny_rule_refuses_a_name_whose_address_is_denied(dialled: list[st
         ReplyCode.NOT_ALLOWED,
     )
     assert dialled == []
+
+
+@pytest.mark.parametrize("host", ["LOCALHOST.", "localhost", "a.LocalHost"])
+async def test_localhost_names_are_not_allowed_without_resolving(
+    host: str, dialled: list[str]
+) -> None:
+    # Issue 15: "LOCALHOST." got reply 1 or 4, depending on the system resolver, where every
+    # other loopback spelling got 2 (not allowed).
+    resolver = FixedResolver()
+    await _expect_refusal(
+        connect_upstream(Target(host, 80), DEFAULT_POLICY, CONFIG, resolver),
+        ReplyCode.NOT_ALLOWED,
+    )
+    assert resolver.asked == []
+    assert dialled == []

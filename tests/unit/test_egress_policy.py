@@ -224,7 +224,7 @@ def test_names_that_spell_addresses_are_refused(name: str, meaning: str) -> None
         "3com.com",
         "xn--bcher-kva.example",
         "_service._tcp.example.org",
-        "localhost",  # a name: refused later, once it resolves to loopback
+        "localhost.example.com",  # not in the localhost domain (localhost names: below)
         "example.com.",
     ],
 )
@@ -502,3 +502,100 @@ def test_port_lists_parse() -> None:
     assert 140 not in PortRange(135, 139)
     with pytest.raises(ConfigError, match="write a port"):
         parse_port_ranges("25,smtp")
+
+
+# Issue 15: embedded IPv4 forms, site NAT64 prefixes, localhost names.
+
+INTERNAL_EVERY_PORT = DestinationPolicy(allowed_destinations=(rule("10.1.2.0/24"),))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2002:a01:203::1",  # 6to4 of 10.1.2.3: a global address, via a 6to4 relay
+        "64:ff9b::10.1.2.3",  # NAT64
+        "::ffff:0:10.1.2.3",  # IPv4-translated
+    ],
+)
+def test_an_allow_rule_matching_only_an_embedded_address_keeps_denied_ports(text: str) -> None:
+    decision = INTERNAL_EVERY_PORT.check(ip_address(text), 25)
+    assert decision.allowed is False
+    assert decision.reason == "denied_port"
+    # The allow rule still lifts the class refusal on other ports.
+    assert INTERNAL_EVERY_PORT.check(ip_address(text), 443).reason == "allowed_by_operator"
+
+
+@pytest.mark.parametrize("text", ["10.1.2.3", "::ffff:10.1.2.3"])
+def test_an_allow_rule_for_the_address_itself_still_opens_denied_ports(text: str) -> None:
+    # An IPv4-mapped address is the IPv4 address itself: the socket connects to it.
+    decision = INTERNAL_EVERY_PORT.check(ip_address(text), 25)
+    assert decision.allowed is True
+    assert decision.reason == "allowed_by_operator"
+
+
+SITE_NAT64 = DestinationPolicy(
+    nat64_prefixes=(
+        DestinationRule.parse("2001:db8:64::/96").network,  # type: ignore[arg-type]
+        DestinationRule.parse("2a00:1:2::/48").network,  # type: ignore[arg-type]
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2001:db8:64::10.0.0.1", "private"),
+        ("2001:db8:64::127.0.0.1", "loopback"),
+        ("2001:db8:64::a9fe:a9fe", "link_local"),  # 169.254.169.254
+        # /48: the IPv4 address sits in octets 6-7 and 9-10 (octet 8 is RFC 6052's u octet).
+        ("2a00:1:2:a00:0:100::", "private"),  # 10.0.0.1
+    ],
+)
+def test_site_nat64_prefixes_are_judged_by_the_embedded_address(text: str, reason: str) -> None:
+    # Without the prefix configured it is judged as the IPv6 address it looks like.
+    assert DEFAULT.check(ip_address(text), 443).reason in ("documentation", "global")
+    decision = SITE_NAT64.check(ip_address(text), 443)
+    assert decision.allowed is False
+    assert decision.reason == reason
+    assert "written as an IPv6 address" in decision.message
+
+
+def test_a_site_nat64_prefix_embedding_a_public_address_is_allowed() -> None:
+    decision = SITE_NAT64.check(ip_address("2a00:1:2:5db8:d8:2200::"), 443)  # 93.184.216.34
+    assert decision.allowed is True and decision.reason == "global"
+
+
+@pytest.mark.parametrize("text", ["2001:db8:64::/95", "2001:db8:64::/120"])
+def test_nat64_prefixes_must_have_an_rfc_6052_length(text: str) -> None:
+    with pytest.raises(ConfigError, match="RFC 6052"):
+        DestinationPolicy(nat64_prefixes=(DestinationRule.parse(text).network,))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name", ["localhost", "LOCALHOST.", "localhost..", "LocalHost", "ip6-loop.localhost"]
+)
+def test_localhost_names_are_refused_as_loopback_before_any_lookup(name: str) -> None:
+    decision = DEFAULT.check_name(name)
+    assert decision.allowed is False
+    assert decision.reason == "loopback"
+
+
+@pytest.mark.parametrize("name", ["localhost.example.com", "notlocalhost", "localhost-a.test"])
+def test_names_merely_containing_localhost_may_be_resolved(name: str) -> None:
+    assert DEFAULT.check_name(name).allowed is True
+
+
+def test_localhost_names_resolve_when_loopback_may_be_allowed() -> None:
+    assert PERMISSIVE.check_name("LOCALHOST.").allowed is True
+    allowed = DestinationPolicy(allowed_destinations=(rule("127.0.0.1:8080"),))
+    assert allowed.check_name("localhost").allowed is True
+
+
+def test_nat64_prefixes_from_settings() -> None:
+    from ferry.egress.policy_reload import destination_policy
+
+    prefixes = ("2001:db8:64::/96",)
+    policy = destination_policy((), (), "", allow_private=False, nat64_prefixes=prefixes)
+    assert policy.check(ip_address("2001:db8:64::10.0.0.1"), 443).reason == "private"
+    with pytest.raises(ConfigError, match="NAT64 prefix 'nope'"):
+        destination_policy((), (), "", allow_private=False, nat64_prefixes=("nope",))

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, SettingValue | None] = {
     "deny_destination": None,
     "deny_ports": "25,119,135-139,445,563",
     "unsafe_allow_private_destinations": False,
+    "nat64_prefix": None,
 }
 
 

@@ -36,6 +36,8 @@ class Pair:
         self.accepted: asyncio.Queue[QuicByteStream] = asyncio.Queue()
         self.lost_to_server = 0
         self.drop_to_server = False
+        self.held_to_server: list[bytes] | None = None
+        """When a list, datagrams to the server are kept in it instead of delivered."""
         client_connection = QuicConnection(configuration=settings.configuration(is_client=True))
         self.client = QuicSession(client_connection, settings=settings, send=self._to_server)
         self.server: QuicSession | None = None
@@ -45,6 +47,9 @@ class Pair:
     def _to_server(self, datagram: bytes) -> None:
         if self.drop_to_server:
             self.lost_to_server += 1
+            return
+        if self.held_to_server is not None:
+            self.held_to_server.append(datagram)
             return
         if self.server is None:
             from aioquic.buffer import Buffer
@@ -93,6 +98,59 @@ async def test_stream_round_trip_with_half_close() -> None:
     await server_stream.send_eof()
     assert await stream.receive_some() == b"reply"
     assert await stream.receive_some() == b""
+
+
+async def test_streams_whose_first_packets_arrive_in_reverse_order_are_all_served() -> None:
+    pair = Pair(QuicSettings())
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    held: list[bytes] = []
+    pair.held_to_server = held
+    streams = []
+    for message in (b"stream zero", b"stream four"):
+        stream = pair.client.open_stream()
+        await stream.send_all(message)
+        streams.append(stream)
+        before = len(held)
+        for _ in range(100):  # the session sends on its next loop turn
+            if len(held) > before:
+                break
+            await asyncio.sleep(0.01)
+        assert len(held) > before
+    assert [stream.stream_id for stream in streams] == [0, 4]
+    pair.held_to_server = None
+    for datagram in reversed(held):  # stream 4's first packet, then stream 0's
+        pair._to_server(datagram)
+    served = {}
+    for _ in range(2):
+        server_stream = await asyncio.wait_for(pair.accepted.get(), 5)
+        served[server_stream.stream_id] = await asyncio.wait_for(server_stream.receive_some(), 5)
+    assert served == {0: b"stream zero", 4: b"stream four"}
+
+
+async def test_late_data_on_a_stream_the_server_reset_opens_no_new_stream() -> None:
+    pair = Pair(QuicSettings())
+    pair.client.connect()
+    await pair.client.wait_handshake(5.0)
+    stream = pair.client.open_stream()
+    await stream.send_all(b"first")
+    server_stream = await asyncio.wait_for(pair.accepted.get(), 5)
+    held: list[bytes] = []
+    pair.held_to_server = held
+    await stream.send_all(b"late")
+    for _ in range(100):
+        if held:
+            break
+        await asyncio.sleep(0.01)
+    assert held
+    server_stream.abort()
+    server_stream.forget()
+    pair.held_to_server = None
+    for datagram in held:
+        pair._to_server(datagram)
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert pair.accepted.empty(), "late data on a reset stream was taken for a new stream"
 
 
 async def test_send_backlog_reflects_unacknowledged_bytes() -> None:

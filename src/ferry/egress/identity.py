@@ -62,7 +62,9 @@ def load_or_create_identity(state_dir: Path) -> tuple[EgressIdentity, bool]:
     """The identity kept in ``state_dir``, created there on first use.
 
     Returns the identity and whether it was created now. Raises :class:`ConfigError` if the
-    folder cannot be used or its files are damaged.
+    folder cannot be used, its files are damaged, or only one of the key and the certificate
+    is there: a key is never replaced (clients pin the certificate made with it, and an
+    operator who lost one file most likely wants it back from a backup, not a new identity).
     """
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -81,9 +83,18 @@ def load_or_create_identity(state_dir: Path) -> tuple[EgressIdentity, bool]:
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError(f"{key_path} is not an ECDSA key")
         return EgressIdentity(private_key=key, certificate=certificate), False
+    if key_path.exists() or cert_path.exists():
+        present, missing = (key_path, cert_path) if key_path.exists() else (cert_path, key_path)
+        raise ConfigError(
+            f"the egress state folder {state_dir} has {present.name} but not {missing.name}; "
+            f"restore {missing.name} from your backup (the bridge line clients use pins this "
+            f"identity), or move {present.name} away to create a new identity (every client "
+            "will then need the new bridge line)"
+        )
     identity = create_identity()
     try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # O_EXCL: never overwrite a key that appeared meanwhile.
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as key_file:
             key_file.write(
                 identity.private_key.private_bytes(
@@ -92,7 +103,8 @@ def load_or_create_identity(state_dir: Path) -> tuple[EgressIdentity, bool]:
                     serialization.NoEncryption(),
                 )
             )
-        cert_path.write_bytes(identity.certificate.public_bytes(serialization.Encoding.PEM))
+        with cert_path.open("xb") as cert_file:
+            cert_file.write(identity.certificate.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise ConfigError(f"cannot write the egress identity to {state_dir}: {exc}") from exc
     return identity, True

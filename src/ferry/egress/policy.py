@@ -19,10 +19,13 @@ Precedence of :meth:`DestinationPolicy.check`, first match decides:
    broadcast, in any spelling): **refused**, whatever the rest of the policy says;
 2. the operator's ``denied_destinations`` (address *and* port match): **refused**
    (``denied_by_operator``);
-3. the operator's ``allowed_destinations`` (address *and* port match): **allowed**
-   (``allowed_by_operator``), even for a private or loopback address or a denied port;
+3. the operator's ``allowed_destinations`` covering the address itself (address *and* port
+   match): **allowed** (``allowed_by_operator``), even for a private or loopback address or
+   a denied port;
 4. ``denied_ports`` (default :data:`DEFAULT_DENIED_PORTS`): **refused** (``denied_port``);
-5. the address's class: public unicast is **allowed** (``global``); every other class in
+5. the operator's ``allowed_destinations`` covering only the IPv4 addresses embedded in an
+   IPv6 address (NAT64, 6to4, Teredo...): **allowed** (``allowed_by_operator``);
+6. the address's class: public unicast is **allowed** (``global``); every other class in
    the table below is **refused** unless ``allow_private`` is on.
 
 So a deny rule beats an allow rule, an allow rule beats both the default port list and the
@@ -31,10 +34,23 @@ private-range default, and nothing makes a multicast or unspecified address a de
 IPv6 is handled as IPv4 is. An IPv6 address that embeds an IPv4 address (IPv4-mapped
 ``::ffff:0:0/96``, IPv4-translated ``::ffff:0:0:0/96``, IPv4-compatible ``::/96``, NAT64
 ``64:ff9b::/96``, 6to4 ``2002::/16`` and Teredo ``2001::/32``, both its server and its client
-address) is judged by the IPv4 address inside, with the embedded address's label. A deny rule
-matches an address if it matches the address itself or any IPv4 address embedded in it (so
+address) is judged by the IPv4 address inside, with the embedded address's label; so are the
+operator's own NAT64 prefixes (``nat64_prefixes``, any RFC 6052 length). A deny rule matches
+an address if it matches the address itself or any IPv4 address embedded in it (so
 ``::ffff:198.51.100.7`` cannot slip past a deny rule for ``198.51.100.0/24``); an allow rule
-matches if it matches the address itself or *every* IPv4 address embedded in it.
+matches if it matches the address itself or *every* IPv4 address embedded in it. An IPv4-mapped
+address *is* its IPv4 address (the socket connects to it), so an allow rule for the IPv4
+address covers it fully. Every other embedded form reaches the IPv4 address through a
+translator or relay, a different path and often a different host (a 6to4 address is a
+global one): an allow rule covering only the embedded address lifts the class refusal (step
+5) but not ``denied_ports`` (``[2002:a01:203::1]:25`` stays refused under an allow rule for
+``10.1.2.0/24``).
+
+Host names of the ``localhost`` domain (``localhost``, ``LOCALHOST.``, ``a.localhost``; RFC
+6761 reserves them for loopback) are refused by :meth:`DestinationPolicy.check_name` as
+``loopback``, before any lookup, unless loopback is allowed (``allow_private`` or an allow
+rule covering 127.0.0.1 or ::1): the system resolver answers some spellings and not others,
+and the client should hear "not allowed" for every one.
 
 Classes refused by default, with the ``reason`` label each gets:
 
@@ -360,8 +376,17 @@ class DestinationPolicy:
     denied_ports: tuple[PortRange, ...] = DEFAULT_DENIED_PORTS
     """Ports refused on every address not named by an allow rule (default: SMTP 25, NNTP 119
     and 563, Windows RPC/NetBIOS/SMB 135-139 and 445). ``()`` refuses no port."""
+    nat64_prefixes: tuple[IPv6Network, ...] = ()
+    """The site's own NAT64 prefixes (RFC 6052: /32, /40, /48, /56, /64 or /96), treated like
+    the well-known ``64:ff9b::/96``: an address in one is judged by the IPv4 address it
+    embeds, so a client cannot reach ``10.0.0.1`` as ``[PREFIX::10.0.0.1]``."""
 
     def __post_init__(self) -> None:
+        for prefix in self.nat64_prefixes:
+            if prefix.prefixlen not in _NAT64_PREFIX_LENGTHS:
+                raise ConfigError(
+                    f"NAT64 prefix {prefix}: RFC 6052 prefixes are /32, /40, /48, /56, /64 or /96"
+                )
         for rule in self.allowed_destinations:
             if rule.network is None or rule.network.prefixlen == 0:
                 raise ConfigError(
@@ -386,12 +411,28 @@ class DestinationPolicy:
                 "hexadecimal digits, or an IPv6 spelling), which the egress refuses; "
                 "send addresses as addresses",
             )
+        if _is_localhost_name(host) and not self._loopback_allowed():
+            return PolicyDecision(
+                False,
+                _LOOPBACK.reason,
+                f"the destination is {_LOOPBACK.description} (a localhost name), which the "
+                "egress's destination policy refuses",
+            )
         return PolicyDecision(True, "name", "a host name, to be resolved and checked")
+
+    def _loopback_allowed(self) -> bool:
+        """Whether some loopback destination may be allowed (so localhost names resolve)."""
+        loopbacks = (IPv4Address("127.0.0.1"), IPv6Address("::1"))
+        return self.allow_private or any(
+            rule.covers_address(address)
+            for rule in self.allowed_destinations
+            for address in loopbacks
+        )
 
     def check(self, address: Address, port: int) -> PolicyDecision:
         """Decide whether the egress may connect to ``address`` on TCP ``port``."""
         address = _without_zone(address)
-        address_class, embedded = _classify(address)
+        address_class, embedded = _classify(address, self.nat64_prefixes)
         form = " (written as an IPv6 address)" if embedded else ""
         if address_class is not None and address_class.never_allowed:
             return PolicyDecision(
@@ -400,7 +441,7 @@ class DestinationPolicy:
                 f"the destination is {address_class.description}{form}, "
                 "which cannot be connected to",
             )
-        forms = [address, *_embedded_ipv4(address)]
+        forms = [address, *_embedded_ipv4(address, self.nat64_prefixes)]
         if any(
             rule.covers_port(port) and any(rule.covers_address(each) for each in forms)
             for rule in self.denied_destinations
@@ -410,12 +451,12 @@ class DestinationPolicy:
                 "denied_by_operator",
                 "the destination is on the egress operator's deny list",
             )
-        if self._allowed_by_operator(address, port):
-            return PolicyDecision(
-                True,
-                "allowed_by_operator",
-                "the destination is on the egress operator's allow list",
-            )
+        allowed_itself, allowed_embedded = self._allowed_by_operator(address, port)
+        allowed = PolicyDecision(
+            True, "allowed_by_operator", "the destination is on the egress operator's allow list"
+        )
+        if allowed_itself:
+            return allowed
         if any(port in ports for ports in self.denied_ports):
             return PolicyDecision(
                 False,
@@ -423,6 +464,8 @@ class DestinationPolicy:
                 "the destination port is closed by the egress's destination policy "
                 "(ports abused for spam and worms, such as SMTP)",
             )
+        if allowed_embedded:
+            return allowed
         if address_class is None:
             return PolicyDecision(True, "global", "a public address")
         if self.allow_private:
@@ -439,15 +482,19 @@ class DestinationPolicy:
             "which the egress's destination policy refuses",
         )
 
-    def _allowed_by_operator(self, address: Address, port: int) -> bool:
-        """Whether an allow rule covers ``address`` itself, or every IPv4 address in it."""
+    def _allowed_by_operator(self, address: Address, port: int) -> tuple[bool, bool]:
+        """Whether allow rules cover ``address`` itself (or the IPv4 address it maps), and
+        whether they cover every IPv4 address embedded in it (see the module docstring)."""
         rules = [rule for rule in self.allowed_destinations if rule.covers_port(port)]
         if not rules:
-            return False
-        if any(rule.covers_address(address) for rule in rules):
-            return True
-        embedded = _embedded_ipv4(address)
-        return bool(embedded) and all(
+            return False, False
+        itself = [address]
+        if isinstance(address, IPv6Address) and address in _IPV4_MAPPED:
+            itself.append(IPv4Address(int(address) & 0xFFFFFFFF))
+        if any(rule.covers_address(form) for rule in rules for form in itself):
+            return True, False
+        embedded = _embedded_ipv4(address, self.nat64_prefixes)
+        return False, bool(embedded) and all(
             any(rule.covers_address(inner) for rule in rules) for inner in embedded
         )
 
@@ -473,12 +520,14 @@ def _without_zone(address: Address) -> Address:
     return address
 
 
-def _classify(address: IPv4Address | IPv6Address) -> tuple[_AddressClass | None, bool]:
+def _classify(
+    address: IPv4Address | IPv6Address, nat64_prefixes: tuple[IPv6Network, ...] = ()
+) -> tuple[_AddressClass | None, bool]:
     """The class of ``address`` (``None`` for public) and whether it was an embedded IPv4."""
     if isinstance(address, IPv4Address):
         return _classify_ipv4(address), False
     address = _without_zone(address)
-    embedded = _embedded_ipv4(address)
+    embedded = _embedded_ipv4(address, nat64_prefixes)
     if embedded:
         classes = [_classify_ipv4(inner) for inner in embedded]
         # Judge by the worst embedded address: "never allowed" first, then any refusal.
@@ -504,14 +553,20 @@ def _classify_ipv4(address: IPv4Address) -> _AddressClass | None:
     return None
 
 
-def _embedded_ipv4(address: Address) -> list[IPv4Address]:
+def _embedded_ipv4(
+    address: Address, nat64_prefixes: tuple[IPv6Network, ...] = ()
+) -> list[IPv4Address]:
     """The IPv4 addresses an IPv6 address stands for, or ``[]`` if it embeds none.
 
     ``::`` and ``::1`` are IPv6's own unspecified and loopback addresses, not IPv4-compatible
-    forms, and are left to the IPv6 table.
+    forms, and are left to the IPv6 table. ``nat64_prefixes`` are the site's own NAT64
+    prefixes (RFC 6052 layouts).
     """
     if isinstance(address, IPv4Address):
         return []
+    for prefix in nat64_prefixes:
+        if address in prefix:
+            return [_rfc6052_ipv4(address, prefix.prefixlen)]
     value = int(address)
     low32 = IPv4Address(value & 0xFFFFFFFF)
     if address in _IPV4_MAPPED or address in _IPV4_TRANSLATED or address in _NAT64:
@@ -525,3 +580,25 @@ def _embedded_ipv4(address: Address) -> list[IPv4Address]:
         client = IPv4Address(~value & 0xFFFFFFFF)
         return [server, client]
     return []
+
+
+_NAT64_PREFIX_LENGTHS = (32, 40, 48, 56, 64, 96)
+"""The NAT64 prefix lengths RFC 6052 defines."""
+
+
+def _rfc6052_ipv4(address: IPv6Address, prefix_length: int) -> IPv4Address:
+    """The IPv4 address embedded in ``address`` under a NAT64 prefix of ``prefix_length``
+    (RFC 6052 §2.2: after the prefix, skipping bits 64-71, the "u" octet)."""
+    packed = address.packed
+    if prefix_length == 96:
+        return IPv4Address(packed[12:16])
+    without_u_octet = packed[:8] + packed[9:]
+    start = prefix_length // 8
+    return IPv4Address(without_u_octet[start : start + 4])
+
+
+def _is_localhost_name(host: str) -> bool:
+    """Whether ``host`` is in the ``localhost`` domain (RFC 6761), in any case, with or
+    without trailing dots."""
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")

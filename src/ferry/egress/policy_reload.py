@@ -1,6 +1,6 @@
 """The egress's destination policy from its settings, and re-reading it on SIGHUP.
 
-``ferry egress`` builds its :class:`~ferry.egress.policy.DestinationPolicy` from four
+``ferry egress`` builds its :class:`~ferry.egress.policy.DestinationPolicy` from five
 settings (:data:`POLICY_SETTINGS`); on SIGHUP a :class:`PolicyReloader` reads them again
 (the configuration file anew; flags and environment variables keep their values), and hands
 the new policy to the egress for the streams opened from then on. A bad file or rule keeps
@@ -10,6 +10,7 @@ the old policy. Logs give counts of rules only, never their addresses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ipaddress import IPv6Network
 from pathlib import Path
 from typing import Protocol
 
@@ -27,12 +28,18 @@ POLICY_SETTINGS = (
     "deny_destination",
     "deny_ports",
     "unsafe_allow_private_destinations",
+    "nat64_prefix",
 )
 """The settings (TOML keys) the destination policy is made of."""
 
 
 def destination_policy(
-    allow: Sequence[str], deny: Sequence[str], deny_ports: str, *, allow_private: bool
+    allow: Sequence[str],
+    deny: Sequence[str],
+    deny_ports: str,
+    *,
+    allow_private: bool,
+    nat64_prefixes: Sequence[str] = (),
 ) -> DestinationPolicy:
     """The policy of these settings' values; a :class:`ConfigError` naming a bad rule."""
     return DestinationPolicy(
@@ -40,7 +47,18 @@ def destination_policy(
         allowed_destinations=tuple(DestinationRule.parse(rule) for rule in allow),
         denied_destinations=tuple(DestinationRule.parse(rule) for rule in deny),
         denied_ports=parse_port_ranges(deny_ports),
+        nat64_prefixes=tuple(parse_nat64_prefix(prefix) for prefix in nat64_prefixes),
     )
+
+
+def parse_nat64_prefix(text: str) -> IPv6Network:
+    """An IPv6 NAT64 prefix written as ``64:ff9b:1::/96``; :class:`ConfigError` if bad."""
+    try:
+        return IPv6Network(text.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"NAT64 prefix {text!r}: write an IPv6 network such as 2001:db8:64::/96 ({exc})"
+        ) from None
 
 
 class PolicyHolder(Protocol):
@@ -91,6 +109,7 @@ class PolicyReloader:
                 settings.texts("deny_destination"),
                 settings.text("deny_ports"),
                 allow_private=settings.switch("unsafe_allow_private_destinations"),
+                nat64_prefixes=settings.texts("nat64_prefix"),
             )
         except ConfigError as exc:
             self.reloads.labels("kept_old").inc()

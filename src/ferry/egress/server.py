@@ -12,9 +12,11 @@ Each client-initiated QUIC stream carries one TCP connection: a stream request h
 policy check and the upstream connect (:mod:`ferry.egress.upstream`), a stream reply, then
 bytes both ways.
 
-Limits (all in :class:`EgressConfig`): sessions in total (a session over the cap completes
-its handshake and is closed at once with ``SESSION_ERROR_EGRESS_FULL``, so the client can say
-why), streams open per session (QUIC's MAX_STREAMS: the client cannot open more), bytes
+Limits (all in :class:`EgressConfig`): sessions in total, counted once their handshake
+completes (a session over the cap completes its handshake and is closed at once with
+``SESSION_ERROR_EGRESS_FULL``, so the client can say why), sessions in their handshake (their
+own cap, a timeout and a rate per relay WebSocket, so half-open sessions cannot fill the
+egress), streams open per session (QUIC's MAX_STREAMS: the client cannot open more), bytes
 buffered per session each way (QUIC credit withheld for data not yet written to destinations;
 destination sockets not read while too much waits to reach the client), and idle timeouts
 for sessions (no packet) and streams (no byte either way). Fair sharing: each copy loop reads
@@ -51,9 +53,11 @@ from prometheus_client.exposition import generate_latest
 
 from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
+from ferry.core.rate_limit import RateLimit, TokenBuckets
 from ferry.core.relay_shares import RelayShares, RelaySharesConfig
 from ferry.core.self_check_target import SELF_CHECK_ANSWER, SELF_CHECK_TARGET
 from ferry.core.stream_header import StreamRequestDecoder, encode_reply
+from ferry.egress.buffer_budget import BufferBudget
 from ferry.egress.identity import BRIDGE_LINE_FILE, EgressIdentity, load_or_create_identity
 from ferry.egress.policy import DestinationPolicy
 from ferry.egress.upstream import (
@@ -63,7 +67,13 @@ from ferry.egress.upstream import (
     UpstreamMetrics,
     connect_upstream,
 )
-from ferry.errors import ConfigError, ProtocolError, RemoteError, StreamRefusedError
+from ferry.errors import (
+    ConfigError,
+    ProtocolError,
+    RemoteError,
+    SessionError,
+    StreamRefusedError,
+)
 from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import DatagramChannel
@@ -110,11 +120,34 @@ class EgressConfig:
     relay_shares: RelaySharesConfig = field(default_factory=RelaySharesConfig)
     """How a session's replies are spread over the relays that carry it."""
     max_sessions: int = 10000
-    """Sessions at once. A new session beyond it is refused: its handshake completes and the
-    egress closes it with application error ``0x102`` ("egress full"), counted."""
+    """Sessions at once whose handshake completed (sessions still in their handshake are
+    bounded by ``max_handshakes``). A new session beyond it is refused: its handshake
+    completes and the egress closes it with application error ``0x102`` ("egress full"),
+    counted."""
     max_refusing_sessions: int = 64
     """Refused sessions whose handshakes run at once (to tell their clients why); Initial
     packets of further new sessions are dropped and counted (``too_many_sessions``)."""
+    max_handshakes: int = 256
+    """Sessions whose handshake is in progress at once (they do not count toward
+    ``max_sessions`` until it completes). An Initial of a new session beyond it is dropped and
+    counted (``limits_hit{kind="handshakes"}``); the client's QUIC retransmits it, so it gets
+    in once a slot frees. 256: a handshake takes a few round trips (well under a second even
+    over a slow volunteer), so an egress admitting ten new sessions a second has a handful in
+    progress; 256 half-open aioquic connections hold a few MiB."""
+    handshake_timeout: float = 10.0
+    """Seconds a new session has to complete its handshake; after it the half-open session is
+    dropped and counted (``limits_hit{kind="handshake_timeout"}``). A client gives up after its
+    own ``quic.handshake_timeout`` (15 s by default) anyway; 10 s is several times the
+    slowest round trips seen through volunteers."""
+    handshakes_per_relay_burst: int = 4
+    """New sessions (Initials with a connection ID the egress does not know) one relay
+    WebSocket may start at once; beyond it they are dropped and counted
+    (``limits_hit{kind="handshake_rate"}``). A volunteer relays one client over its
+    WebSocket, and a client opens one session at a time (one more after an egress restart
+    or a refusal), so a small burst suffices."""
+    handshakes_per_relay_per_second: float = 0.5
+    """New sessions one relay WebSocket may start per second once its burst is spent: one
+    every two seconds, faster than a client retries a failed session."""
     max_streams_per_session: int = 256
     """Streams one session may have open at once. QUIC's MAX_STREAMS keeps the client from
     opening more (its next stream waits until one closes); reaching it is counted."""
@@ -126,6 +159,20 @@ class EgressConfig:
     ``quic.max_stream_data`` and ``quic.stream_send_buffer``. Reaching it is counted per
     direction: ``session_receive_window`` (client to destinations) and
     ``session_send_buffer`` (destinations to client)."""
+    buffer_budget_bytes: int = 512 * 1024 * 1024
+    """Bytes all sessions together may hold read from destinations and not yet acknowledged
+    by their clients (``session_buffer_bytes`` bounds each one). Past half of it, sessions
+    holding more than an equal share of it stop reading their destinations; at it, all do
+    (except below ``buffer_budget_floor_bytes``), until their clients acknowledge
+    (backpressure: nothing is dropped). Counted as ``limits_hit{kind="buffer_budget"}`` each
+    time a stream waits (:mod:`ferry.egress.buffer_budget`). 512 MiB: 64 sessions with full
+    buffers, or about twenty times what a 1 Gbit/s egress has in flight at a 200 ms round
+    trip through volunteers; it fits a 2 GiB machine."""
+    buffer_budget_floor_bytes: int = 65536
+    """Bytes every session may hold whatever the buffer budget says, so that sessions whose
+    clients stopped acknowledging can slow the others but never stop them. The egress holds
+    at most ``buffer_budget_bytes`` plus this per session (plus one ``copy_chunk_bytes`` per
+    stream that was reading)."""
     session_idle_timeout: float = 30.0
     """Seconds without any packet from the client after which a session ends (QUIC idle
     timeout; the smaller of the client's and this one applies)."""
@@ -148,16 +195,34 @@ class EgressConfig:
     listener instead of failing (the command line's default address uses this)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_streams_per_session", "copy_chunk_bytes"):
+        for name in (
+            "max_sessions",
+            "max_streams_per_session",
+            "copy_chunk_bytes",
+            "max_handshakes",
+            "handshakes_per_relay_burst",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_refusing_sessions < 0:
             raise ConfigError("max_refusing_sessions must be 0 or more")
+        if self.buffer_budget_floor_bytes < 0:
+            raise ConfigError("buffer_budget_floor_bytes must be 0 or more")
+        if self.buffer_budget_bytes < 65536:
+            raise ConfigError(
+                f"buffer_budget_bytes must be at least 65536, got {self.buffer_budget_bytes}"
+            )
         if self.session_buffer_bytes < 65536:
             raise ConfigError(
                 f"session_buffer_bytes must be at least 65536, got {self.session_buffer_bytes}"
             )
-        for name in ("session_idle_timeout", "stream_idle_timeout", "request_timeout"):
+        for name in (
+            "session_idle_timeout",
+            "stream_idle_timeout",
+            "request_timeout",
+            "handshake_timeout",
+            "handshakes_per_relay_per_second",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
         if self.drain_seconds < 0:
@@ -179,7 +244,16 @@ class EgressMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.sessions = Gauge("ferry_egress_sessions", "QUIC sessions open", registry=registry)
+        self.sessions = Gauge(
+            "ferry_egress_sessions",
+            "QUIC sessions open (handshake completed)",
+            registry=registry,
+        )
+        self.handshakes = Gauge(
+            "ferry_egress_handshakes",
+            "New QUIC sessions whose handshake is in progress",
+            registry=registry,
+        )
         self.sessions_total = Counter(
             "ferry_egress_sessions_created", "QUIC sessions created", registry=registry
         )
@@ -205,15 +279,16 @@ class EgressMetrics:
         )
         self.refused = Counter(
             "ferry_egress_streams_refused",
-            "Stream requests refused, by reply code (or draining: the egress is shutting down)",
+            "Stream requests refused, by reply code (or draining: the egress is shutting "
+            "down; unidirectional: a unidirectional stream, refused with STOP_SENDING 0x104)",
             ["code"],
             registry=registry,
         )
         self.limits_hit = Counter(
             "ferry_egress_limits_hit",
-            "Times a limit stopped or slowed a client, by kind (sessions, "
-            "streams_per_session, session_send_buffer, session_receive_window, session_idle, "
-            "stream_idle)",
+            "Times a limit stopped or slowed a client, by kind (sessions, handshakes, "
+            "handshake_rate, handshake_timeout, streams_per_session, session_send_buffer, "
+            "session_receive_window, buffer_budget, session_idle, stream_idle)",
             ["kind"],
             registry=registry,
         )
@@ -293,6 +368,8 @@ class RoutedSession:
         self.relays: dict[int, DatagramChannel] = {}
         self.shares = RelayShares(router.config.relay_shares)
         self.connection_ids: set[bytes] = set()
+        self.established = False
+        """Whether the handshake completed and the session counts toward ``max_sessions``."""
         self.receive_window_full = False
         """Whether the client's data waiting in the egress had reached ``session_buffer_bytes``
         after the last packet (so reaching it is counted once, not once per packet)."""
@@ -302,7 +379,15 @@ class RoutedSession:
             send=self._send,
             on_stream=self._on_stream,
             on_event=self._on_event,
+            on_send_backlog=self._on_send_backlog,
+            on_refused_stream=self._on_refused_stream,
         )
+
+    def _on_refused_stream(self, stream_id: int) -> None:
+        self.router.metrics.refused.labels("unidirectional").inc()
+
+    def _on_send_backlog(self, backlog: int) -> None:
+        self.router.send_backlog_changed(self, backlog)
 
     def _on_stream(self, stream: QuicByteStream) -> None:
         if self.refusal is not None or self.quic.closed.is_set():
@@ -337,8 +422,11 @@ class RoutedSession:
         self.router.metrics.dropped.labels("no_relay").inc()
 
     def _on_event(self, event: QuicEvent) -> None:
-        if isinstance(event, HandshakeCompleted) and self.refusal is not None:
-            self.quic.close(self.refusal.reason, error_code=self.refusal.error_code)
+        if isinstance(event, HandshakeCompleted):
+            if self.refusal is not None:
+                self.quic.close(self.refusal.reason, error_code=self.refusal.error_code)
+            else:
+                self.router.handshake_completed(self)
         elif isinstance(event, ConnectionIdIssued):
             self.connection_ids.add(event.connection_id)
             self.router.sessions[event.connection_id] = self
@@ -381,6 +469,9 @@ class SessionRouter:
         self.resolver = resolver
         self.sessions: dict[bytes, RoutedSession] = {}
         self.live: set[RoutedSession] = set()
+        """Sessions whose handshake completed (they count toward ``max_sessions``)."""
+        self.handshaking: set[RoutedSession] = set()
+        """New sessions whose handshake is in progress (bounded by ``max_handshakes``)."""
         self.refusing: set[RoutedSession] = set()
         self.draining = False
         self.open_streams = 0
@@ -391,6 +482,19 @@ class SessionRouter:
         self._quic_configuration.certificate = identity.certificate
         self._quic_configuration.private_key = identity.private_key
         self._next_relay_id = 0
+        self.buffer_budget = BufferBudget(
+            config.buffer_budget_bytes, config.buffer_budget_floor_bytes
+        )
+        self._budget_freed = asyncio.Event()
+        """Set (and replaced) when a session's backlog shrinks while streams wait for the
+        buffer budget."""
+        self._budget_waiters = 0
+        self._new_sessions_per_relay = TokenBuckets(
+            RateLimit(
+                rate=config.handshakes_per_relay_per_second,
+                burst=config.handshakes_per_relay_burst,
+            )
+        )
 
     def new_relay_id(self) -> int:
         """A number that tells relays apart within this egress."""
@@ -409,7 +513,9 @@ class SessionRouter:
             return
         session = self.sessions.get(header.destination_cid)
         if session is None:
-            session = self._maybe_create(header.packet_type, header.version, datagram, header)
+            session = self._maybe_create(
+                header.packet_type, header.version, datagram, header, relay_id
+            )
             if session is None:
                 return
         known_relay = relay_id in session.relays
@@ -426,7 +532,12 @@ class SessionRouter:
             self.metrics.path_changes.labels("failed").inc()
 
     def _maybe_create(
-        self, packet_type: QuicPacketType, version: int | None, datagram: bytes, header: object
+        self,
+        packet_type: QuicPacketType,
+        version: int | None,
+        datagram: bytes,
+        header: object,
+        relay_id: int,
     ) -> RoutedSession | None:
         if packet_type != QuicPacketType.INITIAL or version is None:
             self.metrics.dropped.labels("unknown_connection").inc()
@@ -446,6 +557,13 @@ class SessionRouter:
         if refusal is not None and len(self.refusing) >= self.config.max_refusing_sessions:
             self.metrics.dropped.labels("too_many_sessions").inc()
             return None
+        if refusal is None and len(self.handshaking) >= self.config.max_handshakes:
+            self.metrics.limits_hit.labels("handshakes").inc()
+            return None
+        now = asyncio.get_running_loop().time()
+        if not self._new_sessions_per_relay.take(str(relay_id), now).allowed:
+            self.metrics.limits_hit.labels("handshake_rate").inc()
+            return None
         original_cid: bytes = header.destination_cid  # type: ignore[attr-defined]
         connection = self.quic_settings.new_connection(
             self._quic_configuration, original_destination_connection_id=original_cid
@@ -460,20 +578,70 @@ class SessionRouter:
             self.metrics.sessions_refused.labels(refusal.label).inc()
             log.debug("refusing a new session: %s", refusal.reason)
         else:
-            self.live.add(session)
-            self.metrics.sessions.inc()
-            self.metrics.sessions_total.inc()
+            self.handshaking.add(session)
+            self.metrics.handshakes.inc()
         self.tasks.spawn(self._watch(session), name="session")
         return session
 
+    def send_backlog_changed(self, session: RoutedSession, backlog: int) -> None:
+        """Called by a session after each flush with the bytes it holds for its client."""
+        if self.buffer_budget.update(session, backlog) and self._budget_waiters:
+            self._budget_freed.set()
+            self._budget_freed = asyncio.Event()
+
+    async def _wait_for_buffer_budget(self, session: RoutedSession) -> None:
+        """Wait until the global buffer budget lets a stream of ``session`` read again."""
+        self.metrics.limits_hit.labels("buffer_budget").inc()
+        self._budget_waiters += 1
+        try:
+            while not self.buffer_budget.may_read(session) and not session.quic.closed.is_set():
+                await self._budget_freed.wait()
+        finally:
+            self._budget_waiters -= 1
+
+    def handshake_completed(self, session: RoutedSession) -> None:
+        """Called by a session (not a refused one) when its handshake completes: it now counts
+        toward ``max_sessions``, or is refused if the egress is full or draining."""
+        if session not in self.handshaking:
+            return
+        self.handshaking.discard(session)
+        self.metrics.handshakes.dec()
+        refusal: SessionRefusal | None = None
+        if self.draining:
+            refusal = EGRESS_DRAINING
+        elif len(self.live) >= self.config.max_sessions:
+            refusal = EGRESS_FULL
+            self.metrics.limits_hit.labels("sessions").inc()
+        if refusal is not None:
+            session.refusal = refusal
+            self.refusing.add(session)
+            self.metrics.sessions_refused.labels(refusal.label).inc()
+            session.quic.close(refusal.reason, error_code=refusal.error_code)
+            return
+        session.established = True
+        self.live.add(session)
+        self.metrics.sessions.inc()
+        self.metrics.sessions_total.inc()
+
     async def _watch(self, session: RoutedSession) -> None:
         try:
+            with contextlib.suppress(SessionError):
+                # SessionError: the handshake failed or did not complete in time.
+                await session.quic.wait_handshake(self.config.handshake_timeout)
+            if not session.quic.closed.is_set() and not session.established:
+                if session.refusal is None:
+                    self.metrics.limits_hit.labels("handshake_timeout").inc()
+                session.quic.close("handshake timeout")
             await session.quic.closed.wait()
         finally:
             for connection_id in session.connection_ids:
                 if self.sessions.get(connection_id) is session:
                     del self.sessions[connection_id]
-            if session.refusal is not None:
+            self.send_backlog_changed(session, 0)
+            if session in self.handshaking:
+                self.handshaking.discard(session)
+                self.metrics.handshakes.dec()
+            if not session.established:
                 self.refusing.discard(session)
             else:
                 reason = session_end_reason(session.quic)
@@ -616,7 +784,12 @@ class SessionRouter:
     ) -> None:
         counted = self.metrics.bytes.labels("destination_to_client")
         send_buffer_hits = self.metrics.limits_hit.labels("session_send_buffer")
-        while data := await reader.read(self.config.copy_chunk_bytes):
+        while True:
+            if not self.buffer_budget.may_read(session):
+                await self._wait_for_buffer_budget(session)
+            data = await reader.read(self.config.copy_chunk_bytes)
+            if not data:
+                break
             active()
             if session.quic.send_buffer_full:
                 send_buffer_hits.inc()
@@ -627,7 +800,7 @@ class SessionRouter:
 
     def close(self) -> None:
         """Close every session."""
-        for session in list(self.live) + list(self.refusing):
+        for session in list(self.live) + list(self.handshaking) + list(self.refusing):
             session.quic.close("egress shutting down")
 
 
@@ -789,7 +962,9 @@ class Egress:
         return ws
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "sessions": len(self.router.live)})
+        # The relay listener is public: it says only that the egress is up. Counts (how busy
+        # the egress is, whether a flood works) are on the admin listener.
+        return web.json_response({"ok": True})
 
     def replace_policy(self, policy: DestinationPolicy) -> None:
         """Judge streams opened from now on by ``policy``; streams already open keep going."""

@@ -27,6 +27,9 @@ One deliberate dependency on aioquic internals: :func:`send_backlog` reads the s
 stream's send buffer (unsent plus unacknowledged bytes), which aioquic does not expose. It is
 the only way to apply backpressure to a writer; ``tests/unit/test_quic_internals.py`` pins it,
 so an aioquic upgrade that changes it fails loudly.
+:meth:`QuicSession._forget_peer_stream` reads which streams aioquic still keeps (its
+``_streams`` table), so that streams may open in any order while late data on a stream the
+session let go of is not taken for a new one (``docs/architecture.md``, issue 15).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 
 from aioquic.quic import recovery as aioquic_recovery
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 from aioquic.quic.events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
@@ -77,6 +80,11 @@ SESSION_ADDRESS = ("ferry-session", 0)
 
 STREAM_ERROR_ABORTED = 0x100
 """Application error code used when a stream is reset because its TCP side failed."""
+
+STREAM_ERROR_UNIDIRECTIONAL = 0x104
+"""Application error code of the STOP_SENDING with which the egress refuses a unidirectional
+stream: a ferry session carries each TCP connection on one bidirectional stream, and has no
+use for unidirectional ones."""
 
 SESSION_ERROR_IDENTITY = 0x101
 """Application error code used when the client closes a session over a wrong certificate."""
@@ -477,8 +485,12 @@ class QuicSession:
 
     ``send`` receives every datagram to transmit; ``on_stream`` (egress side) is called for
     each new peer-initiated stream; ``on_event`` sees every aioquic event after the session
-    handled it (the egress uses it for connection-ID routing). Call :meth:`close` to end it;
-    :attr:`closed` is set when the connection is terminated for any reason.
+    handled it (the egress uses it for connection-ID routing); ``on_send_backlog`` is told
+    the session's :meth:`send_backlog` after each flush (the egress's global buffer budget);
+    ``on_refused_stream`` is told of each unidirectional stream the peer opens, which the
+    session refuses itself (STOP_SENDING :data:`STREAM_ERROR_UNIDIRECTIONAL`). Call
+    :meth:`close` to end it; :attr:`closed` is set when the connection is terminated for any
+    reason.
     """
 
     def __init__(
@@ -489,8 +501,12 @@ class QuicSession:
         send: Callable[[bytes], None],
         on_stream: StreamHandler | None = None,
         on_event: Callable[[QuicEvent], None] | None = None,
+        on_send_backlog: Callable[[int], None] | None = None,
+        on_refused_stream: Callable[[int], None] | None = None,
     ) -> None:
         self.connection = connection
+        self._on_refused_stream = on_refused_stream
+        self._on_send_backlog = on_send_backlog
         self.settings = settings
         settings.apply_loss_detection()
         self._send = send
@@ -501,7 +517,9 @@ class QuicSession:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._streams: dict[int, QuicByteStream] = {}
-        self._highest_peer_stream = -1
+        self._forgotten_peer_streams: set[int] = set()
+        """Peer streams this session let go of while aioquic still keeps them (late data on
+        them is not a new stream); see :meth:`_is_new_peer_stream`."""
         self._handshake: asyncio.Future[None] = self._loop.create_future()
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -558,12 +576,15 @@ class QuicSession:
             self._send(data)
         finished = []
         session_backlog = self.send_backlog()
+        if self._on_send_backlog is not None:
+            self._on_send_backlog(session_backlog)
         for stream in self._streams.values():
             stream._update_writable(session_backlog)
             if stream.is_finished and self.stream_backlog(stream.stream_id) == 0:
                 finished.append(stream.stream_id)
         for stream_id in finished:
             del self._streams[stream_id]
+            self._forget_peer_stream(stream_id)
             if isinstance(self.connection, FlowControlledConnection):
                 self.connection.forget_stream(stream_id)
         self._arm_timer()
@@ -601,10 +622,12 @@ class QuicSession:
                 if (
                     self.connection.configuration.is_client
                     or self._on_stream is None
-                    or event.stream_id <= self._highest_peer_stream
+                    or not self._is_new_peer_stream(event.stream_id)
                 ):
                     return  # late data for a stream we already forgot
-                self._highest_peer_stream = event.stream_id
+                if stream_is_unidirectional(event.stream_id):
+                    self._refuse_unidirectional(event.stream_id)
+                    return
                 stream = QuicByteStream(self, event.stream_id)
                 self._streams[event.stream_id] = stream
                 self._track(event.stream_id)
@@ -632,6 +655,37 @@ class QuicSession:
             self._terminate(event.reason_phrase or f"error code {event.error_code:#x}")
         elif isinstance(event, ConnectionIdIssued | ConnectionIdRetired):
             pass
+
+    def _refuse_unidirectional(self, stream_id: int) -> None:
+        """Ask the peer to stop sending on a unidirectional stream; its data is ignored."""
+        with contextlib.suppress(AssertionError, ValueError):
+            self.connection.stop_stream(stream_id, STREAM_ERROR_UNIDIRECTIONAL)
+        self._forget_peer_stream(stream_id)
+        self._schedule_flush()
+        if self._on_refused_stream is not None:
+            self._on_refused_stream(stream_id)
+
+    def _is_new_peer_stream(self, stream_id: int) -> bool:
+        """Whether data on ``stream_id`` (not one of :attr:`_streams`) opens a new stream.
+
+        Streams may be opened in any order: a session striped over volunteers delivers the
+        first packet of stream 4 before that of stream 0 as a matter of course, so "higher
+        than the highest seen" would drop stream 0. aioquic gives events only for streams it
+        keeps; a stream it keeps that is not ours is new unless we forgot it ourselves.
+        """
+        return stream_id not in self._forgotten_peer_streams
+
+    def _forget_peer_stream(self, stream_id: int) -> None:
+        """Remember that we let go of ``stream_id``, for as long as aioquic keeps it (so the
+        set stays as small as aioquic's own table of open streams)."""
+        if stream_id in self._streams or self.connection.configuration.is_client:
+            return
+        kept = self.connection._streams
+        self._forgotten_peer_streams = {
+            forgotten for forgotten in self._forgotten_peer_streams if forgotten in kept
+        }
+        if stream_id in kept:
+            self._forgotten_peer_streams.add(stream_id)
 
     def _terminate(self, reason: str) -> None:
         if self.closed.is_set():
@@ -670,6 +724,7 @@ class QuicSession:
     def forget_stream(self, stream: QuicByteStream) -> None:
         """Drop our reference to a finished stream."""
         self._streams.pop(stream.stream_id, None)
+        self._forget_peer_stream(stream.stream_id)
         if isinstance(self.connection, FlowControlledConnection):
             self.connection.forget_stream(stream.stream_id)
 
@@ -725,6 +780,7 @@ class QuicSession:
 
     def _reset_stream(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        self._forget_peer_stream(stream_id)
         if self.closed.is_set():
             return
         with contextlib.suppress(AssertionError, ValueError):

@@ -257,3 +257,16 @@ async def test_no_volunteer_in_time_is_a_503_without_retry_after() -> None:
 def test_busy_retry_after_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="busy_retry_after"):
         _config(busy_retry_after=0.0)
+
+
+async def test_metrics_answer_only_local_requests_that_did_not_come_through_the_front() -> None:
+    config = _config(trusted_source_header="X-Forwarded-For")
+    async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as session:
+        async with session.get(broker.base_url + "/metrics") as local:
+            assert local.status == 200
+            assert "ferry_broker_offers_total" in await local.text()
+        fronted = {"X-Forwarded-For": "198.51.100.1"}
+        async with session.get(broker.base_url + "/metrics", headers=fronted) as outside:
+            assert outside.status == 404
+            assert "ferry_broker" not in await outside.text()
+        assert await _rejected(session, broker.base_url, "metrics", "not_local") == 1

@@ -783,6 +783,15 @@ class Broker:
         return web.Response(text="ok\n")
 
     async def _handle_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text, for the operator only: its counters are exact, so a series of
+        reads would show each client's arrival. Answered to requests from this machine that
+        did not come through the front (which sets ``trusted_source_header``); anyone else
+        gets 404, as if there were no such page."""
+        header = self.config.trusted_source_header
+        through_front = header is not None and header in request.headers
+        if through_front or not _is_loopback(request.remote or ""):
+            self._rejected.labels(endpoint="metrics", reason="not_local").inc()
+            raise web.HTTPNotFound(text="404: Not Found")
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

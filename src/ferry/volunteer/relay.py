@@ -210,6 +210,7 @@ class Volunteer:
         )
         """The volunteer's NAT behaviour, rediscovered periodically; sent in every poll."""
         self._http: aiohttp.ClientSession | None = None
+        self._broker: BrokerClient | None = None
         self._slots = asyncio.Semaphore(config.capacity)
         self.active = 0
         self.clients_served = 0
@@ -220,6 +221,11 @@ class Volunteer:
         """Start polling the broker."""
         scrub_library_loggers()
         self._http = aiohttp.ClientSession()
+        # One client for the poll loop and the ICE-server request: each BrokerClient
+        # registers its Retry-After counter on the volunteer's registry, once.
+        self._broker = BrokerClient(
+            self.config.broker_url, self._http, registry=self.metrics.registry
+        )
         if self.config.broker_ice_servers:
             self.nat.start_when_known(self._broker_stun_servers)
         else:
@@ -228,8 +234,8 @@ class Volunteer:
 
     async def _broker_stun_servers(self) -> tuple[StunServer, ...]:
         """The broker's STUN servers (``stun:`` over UDP), for NAT discovery."""
-        assert self._http is not None
-        broker = BrokerClient(self.config.broker_url, self._http, registry=self.metrics.registry)
+        broker = self._broker
+        assert broker is not None
         return tuple(
             StunServer(host=server.parsed.host, port=server.parsed.port)
             for server in self._usable_ice_servers(await broker.ice_servers())
@@ -257,8 +263,8 @@ class Volunteer:
         return tuple(kept)
 
     async def _poll_loop(self) -> None:
-        assert self._http is not None
-        broker = BrokerClient(self.config.broker_url, self._http, registry=self.metrics.registry)
+        broker = self._broker
+        assert broker is not None
         delay = self.config.poll_backoff_initial
         while True:
             quota_wait = self.limits.next_poll_delay(self._clock())

@@ -86,6 +86,8 @@ class FerryOnTheInternet:
         self.bridge = ""
         self.coturn: Coturn | None = None
         self.ferry = [sys.executable, "-m", "ferry"]
+        self.roles: list[NamespacedProcess] = []
+        """The processes :meth:`start_role` started since the last :meth:`stop_roles`."""
 
     # --- the internet's services ---
 
@@ -118,18 +120,30 @@ class FerryOnTheInternet:
 
     # --- roles ---
 
+    def start_role(
+        self, name: str, namespace: str, command: list[str], folder: Path
+    ) -> NamespacedProcess:
+        role = self.lab.start(name, namespace, command, folder, self.environment)
+        self.roles.append(role)
+        return role
+
+    def stop_roles(self) -> None:
+        """Stop (by PID) every role started since the last call, newest first."""
+        while self.roles:
+            self.roles.pop().stop()
+
     def start_broker(
         self, name: str, port: int, arguments: list[str], folder: Path
     ) -> tuple[NamespacedProcess, str]:
         """A broker on ``SERVICES:port`` with ``arguments`` added; it and its URL, once
         ready."""
         ready = folder / f"{name}.ready.json"
-        broker = self.lab.start(
+        broker = self.start_role(
             name, self.lab.internet,
             [*self.ferry, "broker", "--listen", f"{SERVICES}:{port}",
              "--egress", f"ws://{SERVICES}:{EGRESS_PORT}/v1/relay", *arguments,
              "--ready-file", str(ready)],
-            folder, self.environment,
+            folder,
         )  # fmt: skip
         broker.wait_for(ready)
         return broker, str(json.loads(ready.read_text())["broker"])
@@ -139,11 +153,11 @@ class FerryOnTheInternet:
     ) -> NamespacedProcess:
         """A Python volunteer in ``home``'s host, once it polls."""
         ready = folder / f"{name}.ready.json"
-        volunteer = self.lab.start(
+        volunteer = self.start_role(
             name, self.lab.home(home).host,
             [*self.ferry, "volunteer", "--broker", broker_url, *arguments,
              "--ready-file", str(ready)],
-            folder, self.environment,
+            folder,
         )  # fmt: skip
         volunteer.wait_for(ready)
         return volunteer
@@ -155,12 +169,12 @@ class FerryOnTheInternet:
         spare; it and its ready file (written once it is connected)."""
         ready = folder / f"{name}.ready.json"
         ready.unlink(missing_ok=True)
-        client = self.lab.start(
+        client = self.start_role(
             name, self.lab.home(home).host,
             [*self.ferry, "client", "--broker", broker_url, "--bridge", self.bridge,
              "--listen", SOCKS, "--volunteers", "1", "--spare-volunteers", "0",
              "--status-every", "0", *arguments, "--ready-file", str(ready)],
-            folder, self.environment,
+            folder,
         )  # fmt: skip
         return client, ready
 
@@ -204,10 +218,14 @@ class FerryOnTheInternet:
     def widget_in_chromium(self, home: str, broker_url: str, folder: Path) -> Iterator[Path]:
         """Debian's Chromium in ``home``'s host showing a website (served by the origin)
         that embeds ``broker_url``'s widget, switched on: a visitor's browser, with no
-        DevTools session and ferry's quiet headless flags only (mDNS host candidates, as by
-        default). Started in its own session; its whole process group is stopped on exit.
-        Yields its log's path."""
-        from ferry.transport.browser_webrtc import NO_NAME_LOOKUPS, QUIET_HEADLESS_CHROMIUM
+        DevTools session and ferry's quiet headless flags (mDNS host candidates, as by
+        default). Name lookups answer "not found" (no resolver answers in the lab) except
+        for ``SERVICES``: ferry's ``NO_NAME_LOOKUPS`` rule (``MAP * ~NOTFOUND, EXCLUDE
+        127.0.0.1``) maps IP literals too, so with it Chromium fails to load any page off
+        loopback (``net::ERR_NAME_NOT_RESOLVED`` for ``http://198.18.0.1:8000/``). Started
+        in its own session; its whole process group is stopped on exit. Yields its log's
+        path."""
+        from ferry.transport.browser_webrtc import QUIET_HEADLESS_CHROMIUM
 
         page = f"widget-{folder.name}.html"
         (self.site / page).write_text(widget_page(broker_url))
@@ -215,7 +233,8 @@ class FerryOnTheInternet:
         with log_path.open("wb") as log:
             browser = subprocess.Popen(
                 ["ip", "netns", "exec", self.lab.home(home).host, CHROMIUM,
-                 *QUIET_HEADLESS_CHROMIUM, NO_NAME_LOOKUPS,
+                 *QUIET_HEADLESS_CHROMIUM,
+                 f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {SERVICES}",
                  f"--user-data-dir={folder / 'chromium-profile'}",
                  f"http://{SERVICES}:{ORIGIN_PORT}/{page}#switch-on"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

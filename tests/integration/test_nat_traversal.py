@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from ..host_tools import require_host
-from ..support_internet import STUN_ADDRESSES, InternetLab, NamespacedProcess
+from ..support_internet import STUN_ADDRESSES, InternetLab, NamespacedProcess, RelayUsage
 from ..support_traversal import (
     STUN_URLS,
     TURN_URL,
@@ -63,6 +63,12 @@ def internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerryOnTheInt
         (folder / "turn-secret").write_text(ferry.secret + "\n")
         (folder / "wrong-turn-secret").write_text(secrets.token_hex(20) + "\n")
         yield ferry
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_tests_roles(internet: FerryOnTheInternet) -> Iterator[None]:
+    yield
+    internet.stop_roles()
 
 
 def secret_file(internet: FerryOnTheInternet, wrong: bool = False) -> str:
@@ -105,7 +111,7 @@ def assert_secret_nowhere(internet: FerryOnTheInternet, *texts: str) -> None:
         assert internet.secret not in text
 
 
-def relayed_sessions(internet: FerryOnTheInternet, usernames: set[str]) -> list[object]:
+def relayed_sessions(internet: FerryOnTheInternet, usernames: set[str]) -> list[RelayUsage]:
     assert internet.coturn is not None
     return [usage for usage in internet.coturn.relay_usage() if usage.username in usernames]
 
@@ -170,12 +176,13 @@ def test_a_symmetric_client_connects_through_turn(
     client.stop()
     volunteer.stop()
     wait_until(
-        lambda: relayed_sessions(internet, usernames),
-        "coturn logs the relay usage of the session's allocations",
+        lambda: {u.username for u in relayed_sessions(internet, usernames)} == usernames,
+        "coturn logs the relay usage of each of the session's allocations",
         timeout=30,
     )
+    time.sleep(1)  # an allocation may log more than one "peer usage" line (each a delta)
     usage = relayed_sessions(internet, usernames)
-    relayed = sum(u.bytes_from_peers + u.bytes_to_peers for u in usage)  # type: ignore[attr-defined]
+    relayed = sum(u.bytes_from_peers + u.bytes_to_peers for u in usage)
     # The whole file crossed the relay (and the QUIC packets around it).
     assert relayed >= len(internet.content), usage
     assert_secret_nowhere(internet, broker.log(), volunteer.log(), client.log())
@@ -187,7 +194,9 @@ def test_without_turn_a_symmetric_client_and_a_cone_volunteer_do_not_connect(
     port = next(_broker_ports)
     broker, url = internet.start_broker("broker", port, ["--ice-server", STUN_URLS[0]], tmp_path)
     internet.start_volunteer("volunteer", "cone_volunteer", url, [], tmp_path)
-    client, ready = internet.start_client("client", "symmetric_client", url, PYTHON_CLIENT, tmp_path)
+    client, ready = internet.start_client(
+        "client", "symmetric_client", url, PYTHON_CLIENT, tmp_path
+    )
     wait_until(
         lambda: "data channel did not open" in client.log(),
         "the client gives up on the data channel",
@@ -207,7 +216,9 @@ def test_turn_credentials_signed_with_the_wrong_secret_are_refused(
         "broker", port, stun_and_turn(internet, wrong_secret=True), tmp_path
     )
     internet.start_volunteer("volunteer", "symmetric_volunteer", url, [], tmp_path)
-    client, ready = internet.start_client("client", "symmetric_client", url, PYTHON_CLIENT, tmp_path)
+    client, ready = internet.start_client(
+        "client", "symmetric_client", url, PYTHON_CLIENT, tmp_path
+    )
     wait_until(
         lambda: "refused the credentials (401" in client.log(),
         "the client logs the TURN server's refusal",

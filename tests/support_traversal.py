@@ -120,6 +120,11 @@ class FerryOnTheInternet:
 
     # --- roles ---
 
+    def namespace(self, place: str) -> str:
+        """The host namespace of the home named ``place``, or the internet namespace itself
+        for ``"internet"`` (no NAT at all)."""
+        return self.lab.internet if place == "internet" else self.lab.home(place).host
+
     def start_role(
         self, name: str, namespace: str, command: list[str], folder: Path
     ) -> NamespacedProcess:
@@ -154,7 +159,7 @@ class FerryOnTheInternet:
         """A Python volunteer in ``home``'s host, once it polls."""
         ready = folder / f"{name}.ready.json"
         volunteer = self.start_role(
-            name, self.lab.home(home).host,
+            name, self.namespace(home),
             [*self.ferry, "volunteer", "--broker", broker_url, *arguments,
              "--ready-file", str(ready)],
             folder,
@@ -170,7 +175,7 @@ class FerryOnTheInternet:
         ready = folder / f"{name}.ready.json"
         ready.unlink(missing_ok=True)
         client = self.start_role(
-            name, self.lab.home(home).host,
+            name, self.namespace(home),
             [*self.ferry, "client", "--broker", broker_url, "--bridge", self.bridge,
              "--listen", SOCKS, "--volunteers", "1", "--spare-volunteers", "0",
              "--status-every", "0", *arguments, "--ready-file", str(ready)],
@@ -178,15 +183,17 @@ class FerryOnTheInternet:
         )  # fmt: skip
         return client, ready
 
-    def download(self, home: str, target: Path, timeout: float = 60) -> float:
-        """curl ``FILE_NAME`` from the origin in ``home``'s host through ``SOCKS`` into
+    def download(
+        self, home: str, target: Path, timeout: float = 60, name: str = FILE_NAME
+    ) -> float:
+        """curl ``name`` from the origin in ``home``'s host through ``SOCKS`` into
         ``target``; curl's time to first byte (``time_starttransfer``, seconds). Fails with
         curl's error unless curl succeeds."""
         curl = subprocess.run(
-            ["ip", "netns", "exec", self.lab.home(home).host, "/usr/bin/curl", "--silent",
+            ["ip", "netns", "exec", self.namespace(home), "/usr/bin/curl", "--silent",
              "--show-error", "--max-time", str(timeout), "--socks5-hostname", SOCKS,
              "-o", str(target), "-w", "%{time_starttransfer}",
-             f"http://{SERVICES}:{ORIGIN_PORT}/{FILE_NAME}"],
+             f"http://{SERVICES}:{ORIGIN_PORT}/{name}"],
             capture_output=True, text=True, timeout=timeout + 30, check=False,
         )  # fmt: skip
         if curl.returncode != 0:

@@ -44,11 +44,27 @@ def redact(value: object) -> str:
     return str(value) if _unsafe_logging else REDACTED
 
 
-def scrub(text: str) -> str:
-    """Replace every IPv4/IPv6 address (with optional port) in ``text``, unless unsafe."""
+PUBLIC_ADDRESSES = "ferry_public_addresses"
+"""The ``extra=`` key of a record whose message names public servers by IP address (a STUN or
+TURN server that did not answer): :class:`ScrubbingFilter` leaves those addresses, and only
+those, in that record's message. Never a peer's or a destination's address."""
+
+
+def scrub(text: str, keep: frozenset[str] = frozenset()) -> str:
+    """Replace every IPv4/IPv6 address (with optional port) in ``text``, unless unsafe; the
+    addresses in ``keep`` (without port or brackets) stay."""
     if _unsafe_logging:
         return text
-    return _ADDRESS.sub(REDACTED, text)
+    if not keep:
+        return _ADDRESS.sub(REDACTED, text)
+    return _ADDRESS.sub(lambda found: found[0] if _host(found[0]) in keep else REDACTED, text)
+
+
+def _host(address: str) -> str:
+    """``address`` without its port and brackets."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.partition(":")[0] if address.count(":") == 1 else address
 
 
 _STANDARD_RECORD_FIELDS = frozenset(
@@ -95,7 +111,7 @@ class ScrubbingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not _unsafe_logging:
-            message = scrub(record.getMessage())
+            message = scrub(record.getMessage(), frozenset(getattr(record, PUBLIC_ADDRESSES, ())))
             record.msg, record.args = message, None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))

@@ -37,10 +37,14 @@ ROOT = Path(__file__).parents[2]
 
 def lab_environment() -> dict[str, str]:
     """This process's environment without FERRY_* settings, importing this tree's ferry and
-    the tests package."""
+    the tests package: the repository's own ``src`` comes first, so a git worktree's
+    subprocesses run the worktree's code even where another checkout's ferry is installed
+    (editable) in the interpreter that runs pytest."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-    source = str(Path(ferry.__file__).parents[1])
-    environment["PYTHONPATH"] = os.pathsep.join([source, str(ROOT)])
+    source = ROOT / "src"
+    if not (source / "ferry").is_dir():  # an installed ferry, tested from an sdist's tests
+        source = Path(ferry.__file__).parents[1]
+    environment["PYTHONPATH"] = os.pathsep.join([str(source), str(ROOT)])
     environment["NO_COLOR"] = "1"
     return environment
 

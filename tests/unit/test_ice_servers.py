@@ -69,6 +69,10 @@ def test_a_users_turn_server_carries_its_credentials_before_the_at_sign() -> Non
     assert server == IceServer(
         "turn:turn.example:3478?transport=udp", username="alice", credential="pa:ss"
     )
+    # A TURN REST user name carries a colon of its own; its base64 password has none.
+    assert parse_user_ice_server("turn:1767225600:ab12:q0sd+Z/w=@198.18.0.20") == IceServer(
+        "turn:198.18.0.20", username="1767225600:ab12", credential="q0sd+Z/w="
+    )
     assert parse_user_ice_server("stun:stun.example") == IceServer("stun:stun.example")
     with pytest.raises(IceServerError, match="USER:PASSWORD@HOST"):
         parse_user_ice_server("turn:alice@turn.example")

@@ -40,3 +40,17 @@ def test_library_chatter_is_quiet_by_default_and_heard_when_verbose() -> None:
     logs.configure(verbose=True)
     for name in LIBRARY_NAMES:
         assert logging.getLogger(name).isEnabledFor(logging.INFO), name
+
+
+def test_a_record_may_name_public_servers_and_nothing_else_is_kept() -> None:
+    record = logging.LogRecord(
+        "ferry.transport.ice_probe", logging.WARNING, "", 0,
+        "the STUN server stun:%s is left out; peer %s, [2001:db8::1]:3478", ("198.18.0.12:3478",
+        "198.18.0.120:5000"), None,
+    )  # fmt: skip
+    record.__dict__[logs.PUBLIC_ADDRESSES] = ("198.18.0.12",)
+    assert logs.ScrubbingFilter().filter(record)
+    assert record.getMessage() == (
+        "the STUN server stun:198.18.0.12:3478 is left out; peer [redacted], [redacted]"
+    )
+    assert logs.scrub("stun:198.18.0.12:3478") == "stun:[redacted]"

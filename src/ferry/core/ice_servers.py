@@ -215,11 +215,19 @@ class IceServer:
 def parse_user_ice_server(value: str) -> IceServer:
     """An ICE server given by a user on the command line: a STUN URL, or a TURN URL written
     ``turn:USER:PASSWORD@HOST[:PORT][?transport=...]`` (ferry's own notation for a server the
-    user brings with static credentials; the part before ``@`` is removed from the URL)."""
+    user brings with static credentials; the part before ``@`` is removed from the URL).
+    The password may contain ``:``, except after a TURN REST user name
+    (``<unix seconds>:<random>``, which always has one): ``turn:1767225600:ab:PASS@HOST`` is
+    user ``1767225600:ab`` with password ``PASS`` (a REST credential is base64, without
+    ``:``)."""
     scheme, separator, rest = value.partition(":")
     if separator and scheme in ("turn", "turns") and "@" in rest:
         credentials, _, location = rest.rpartition("@")
-        username, colon, credential = credentials.partition(":")
+        expiry, _, after_expiry = credentials.partition(":")
+        if expiry.isdigit() and ":" in after_expiry:
+            username, colon, credential = credentials.rpartition(":")
+        else:
+            username, colon, credential = credentials.partition(":")
         if not colon or not username or not credential:
             raise IceServerError(
                 f"the TURN server {scheme}:…@{location} must be written "

@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.ice_servers import IceServer, IceServerError
 from ferry.errors import ChannelClosedError, ConfigError, LocalError, ProtocolError
-from ferry.logs import get_logger
+from ferry.logs import PUBLIC_ADDRESSES, get_logger
 from ferry.tasks import TaskOwner
 from ferry.transport.datagram import (
     CloseHandler,
@@ -636,7 +636,13 @@ class BrowserEngine:
             )
         else:
             why = f"it failed with code {code} ({text[:100]})"
-        log.warning("the %s server %s: %s", kind, server.url, why)
+        log.warning(
+            "the %s server %s: %s",
+            kind,
+            server.url,
+            why,
+            extra={PUBLIC_ADDRESSES: (server.parsed.host.strip("[]"),)},
+        )
 
     # peers and datagrams
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from aioice import stun, turn
 
 from ferry.core.ice_servers import IceServer
-from ferry.logs import get_logger
+from ferry.logs import PUBLIC_ADDRESSES, get_logger
 from ferry.tasks import TaskOwner
 
 log = get_logger(__name__)
@@ -189,7 +189,9 @@ class IceServerProbe:
     def _silent(self, server: IceServer, why: str) -> None:
         kind = "TURN" if server.is_turn else "STUN"
         self._silent_until[server.url] = time.monotonic() + self.config.remember_silent
-        log.warning("the %s server %s is left out: %s", kind, server.url, why)
+        log.warning(
+            "the %s server %s is left out: %s", kind, server.url, why, extra=_naming(server)
+        )
 
     def explain_turn_failure(self, server: IceServer) -> None:
         """Allocate once on ``server`` (in the background, bounded) and log why it fails; at
@@ -202,7 +204,9 @@ class IceServerProbe:
 
     async def _explain_turn_failure(self, server: IceServer) -> None:
         why = await self.turn_error(server)
-        log.warning("the TURN server %s gave no relay candidate: %s", server.url, why)
+        log.warning(
+            "the TURN server %s gave no relay candidate: %s", server.url, why, extra=_naming(server)
+        )
 
     async def turn_error(self, server: IceServer) -> str:
         """Why an allocation on ``server`` fails (or ``"it allocated now"``), in words."""
@@ -233,6 +237,12 @@ class IceServerProbe:
     async def close(self) -> None:
         """Stop the probes still running in the background."""
         await self._tasks.close()
+
+
+def _naming(server: IceServer) -> dict[str, tuple[str, ...]]:
+    """The ``extra=`` that lets the log name ``server`` by its address (a public server the
+    broker or the user gave, not a peer: the scrubber would redact it otherwise)."""
+    return {PUBLIC_ADDRESSES: (server.parsed.host.strip("[]"),)}
 
 
 def _refusal_words(server: IceServer, error: stun.TransactionFailed) -> str:

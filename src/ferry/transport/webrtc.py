@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import ipaddress
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -340,11 +341,17 @@ _host_address_wrapper_installed = _install_host_address_wrapper()
 
 
 @contextlib.contextmanager
-def _candidate_policy(config: WebRtcConfig) -> Iterator[None]:
-    """Apply ``config``'s host-candidate choice to the gathering done inside the block."""
+def _candidate_policy(config: WebRtcConfig, servers: tuple[IceServer, ...]) -> Iterator[None]:
+    """Apply ``config``'s host-candidate choice to the gathering done inside the block.
+
+    No ``127.0.0.1`` candidate when every STUN/TURN server is off loopback: aioice asks each
+    server from each host candidate, and a request from 127.0.0.1 never leaves the machine,
+    so gathering waited for aioice's whole STUN timeout (5 s measured, on each peer, in
+    the internet lab of tests/support_internet.py) before the offer or answer could go."""
+    servers_off_loopback = bool(servers) and not any(_on_loopback(server) for server in servers)
     token = _host_address_policy.set(
         _HostAddressPolicy(
-            include_loopback=config.include_loopback_candidates,
+            include_loopback=config.include_loopback_candidates and not servers_off_loopback,
             only=config.host_candidate_addresses,
         )
     )
@@ -352,6 +359,16 @@ def _candidate_policy(config: WebRtcConfig) -> Iterator[None]:
         yield
     finally:
         _host_address_policy.reset(token)
+
+
+def _on_loopback(server: IceServer) -> bool:
+    host = server.parsed.host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _raise_socket_buffers(peer_connection: RTCPeerConnection, size: int) -> None:
@@ -955,7 +972,7 @@ class OfferingPeer:
             peer_connection, data_channel, self._config, self._metrics
         )
         offer = await peer_connection.createOffer()
-        with _candidate_policy(self._config):
+        with _candidate_policy(self._config, servers):
             await peer_connection.setLocalDescription(offer)
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
         sdp = _local_sdp(peer_connection, self._config)
@@ -1033,7 +1050,7 @@ class AnsweringPeer:
             await _apply_remote_description(peer_connection, offer_sdp, "offer", self._config)
             _delay_sctp_acknowledgements(peer_connection, self._config)
             answer = await peer_connection.createAnswer()
-            with _candidate_policy(self._config):
+            with _candidate_policy(self._config, servers):
                 await peer_connection.setLocalDescription(answer)
         except ProtocolError:
             await peer_connection.close()

@@ -913,6 +913,27 @@ def volunteer(
     unsafe_allow_internal_ice_servers: Annotated[
         bool, _unsafe_internal_ice_servers_option("VOLUNTEER")
     ] = False,
+    egress_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--egress-allow",
+            envvar="FERRY_VOLUNTEER_EGRESS_ALLOW",
+            metavar="URL_OR_HOST",
+            help="Relay only to this egress: a full URL (wss://egress.example/v1/relay) or a "
+            "host (egress.example), repeatable. Default: any egress the broker names, except "
+            "on loopback, private, link-local and other internal addresses.",
+        ),
+    ] = None,
+    unsafe_allow_internal_egress: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-allow-internal-egress",
+            envvar="FERRY_VOLUNTEER_UNSAFE_ALLOW_INTERNAL_EGRESS",
+            help="Relay to egresses on loopback, private and link-local addresses (tests and "
+            "private networks only: a hostile broker could send this volunteer into its own "
+            "machine or network).",
+        ),
+    ] = False,
     pairing: Annotated[
         str | None,
         typer.Option(
@@ -956,6 +977,8 @@ def volunteer(
             stun_servers=_stun_servers(stun),
             broker_ice_servers=broker_ice_servers,
             allow_internal_ice_servers=unsafe_allow_internal_ice_servers,
+            egress_allow=tuple(egress_allow or ()),
+            allow_internal_egress=unsafe_allow_internal_egress,
         )
         volunteer_webrtc = _webrtc_mode(webrtc)
         engine_config = BrowserEngineConfig(executable=browser)

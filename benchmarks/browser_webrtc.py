@@ -86,6 +86,7 @@ def start_network(
             "volunteer",
             [
                 *("--broker", broker_url, "--capacity", "2", "--ice-address", LOOPBACK),
+                "--unsafe-allow-internal-egress",
                 *("--webrtc", volunteer_webrtc),
             ],
             folder,

@@ -678,7 +678,10 @@ def start_ferry(
         )
         volunteer = throughput.start_role(
             "volunteer",
-            ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK],
+            [
+                *("--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK),
+                "--unsafe-allow-internal-egress",
+            ],
             folder,
         )
         started["volunteer"] = volunteer

@@ -863,7 +863,11 @@ def start_network(
 
         volunteer = start_role(
             "volunteer",
-            ["--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK, *role_arguments],
+            [
+                *("--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK),
+                "--unsafe-allow-internal-egress",
+                *role_arguments,
+            ],
             folder,
             cpu=volunteer_cpu,
         )

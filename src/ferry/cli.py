@@ -156,6 +156,7 @@ def _webrtc_config(
     ice_addresses: list[str] | None,
     sctp_packets_per_ack: int | None = None,
     ice_servers: list[str] | None = None,
+    offer_local_candidates: bool = False,
 ) -> WebRtcConfig:
     import dataclasses
 
@@ -164,10 +165,21 @@ def _webrtc_config(
     config = WebRtcConfig(
         host_candidate_addresses=tuple(ice_addresses) if ice_addresses else None,
         ice_servers=tuple(_ice_server_values(ice_servers, "--ice-server", user=True)),
+        offer_local_candidates=offer_local_candidates,
     )
     if sctp_packets_per_ack is None:
         return config
     return dataclasses.replace(config, sctp_packets_per_acknowledgement=sctp_packets_per_ack)
+
+
+def _offer_local_candidates_option(role: str) -> object:
+    return typer.Option(
+        "--offer-local-candidates",
+        envvar=f"FERRY_{role}_OFFER_LOCAL_CANDIDATES",
+        help="Python WebRTC: announce this host's LAN, loopback and (client) IPv6 addresses "
+        "in the SDP even when a STUN or TURN address is known (LAN-only networks). Default: "
+        "left out, so the broker and the other peer do not learn them.",
+    )
 
 
 def _sctp_packets_per_ack_option(role: str) -> object:
@@ -982,11 +994,33 @@ def volunteer(
     ] = 0,
     ice_address: Annotated[list[str] | None, _ice_address_option("VOLUNTEER")] = None,
     sctp_packets_per_ack: Annotated[int | None, _sctp_packets_per_ack_option("VOLUNTEER")] = None,
+    offer_local_candidates: Annotated[bool, _offer_local_candidates_option("VOLUNTEER")] = False,
     stun: Annotated[list[str] | None, _stun_option("VOLUNTEER")] = None,
     ice_server: Annotated[list[str] | None, _ice_server_option("VOLUNTEER")] = None,
     broker_ice_servers: Annotated[bool, _broker_ice_servers_option("VOLUNTEER")] = True,
     unsafe_allow_internal_ice_servers: Annotated[
         bool, _unsafe_internal_ice_servers_option("VOLUNTEER")
+    ] = False,
+    egress_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--egress-allow",
+            envvar="FERRY_VOLUNTEER_EGRESS_ALLOW",
+            metavar="URL_OR_HOST",
+            help="Relay only to this egress: a full URL (wss://egress.example/v1/relay) or a "
+            "host (egress.example), repeatable. Default: any egress the broker names, except "
+            "on loopback, private, link-local and other internal addresses.",
+        ),
+    ] = None,
+    unsafe_allow_internal_egress: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-allow-internal-egress",
+            envvar="FERRY_VOLUNTEER_UNSAFE_ALLOW_INTERNAL_EGRESS",
+            help="Relay to egresses on loopback, private and link-local addresses (tests and "
+            "private networks only: a hostile broker could send this volunteer into its own "
+            "machine or network).",
+        ),
     ] = False,
     pairing: Annotated[
         str | None,
@@ -1026,11 +1060,15 @@ def volunteer(
                 corrupt=test_impair_corrupt,
                 seed=test_impair_seed,
             ),
-            webrtc=_webrtc_config(ice_address, sctp_packets_per_ack, ice_server),
+            webrtc=_webrtc_config(
+                ice_address, sctp_packets_per_ack, ice_server, offer_local_candidates
+            ),
             pairing=pairing,
             stun_servers=_stun_servers(stun),
             broker_ice_servers=broker_ice_servers,
             allow_internal_ice_servers=unsafe_allow_internal_ice_servers,
+            egress_allow=tuple(egress_allow or ()),
+            allow_internal_egress=unsafe_allow_internal_egress,
         )
         volunteer_webrtc = _webrtc_mode(webrtc)
         engine_config = BrowserEngineConfig(executable=browser)
@@ -1134,6 +1172,7 @@ def client(
     ] = 30.0,
     ice_address: Annotated[list[str] | None, _ice_address_option("CLIENT")] = None,
     sctp_packets_per_ack: Annotated[int | None, _sctp_packets_per_ack_option("CLIENT")] = None,
+    offer_local_candidates: Annotated[bool, _offer_local_candidates_option("CLIENT")] = False,
     stun: Annotated[list[str] | None, _stun_option("CLIENT")] = None,
     ice_server: Annotated[list[str] | None, _ice_server_option("CLIENT")] = None,
     broker_ice_servers: Annotated[bool, _broker_ice_servers_option("CLIENT")] = True,
@@ -1242,7 +1281,9 @@ def client(
         if pairing is not None:
             _check_pairing_option(pairing)
         stun_servers = _stun_servers(stun)
-        webrtc_config = _webrtc_config(ice_address, sctp_packets_per_ack, ice_server)
+        webrtc_config = _webrtc_config(
+            ice_address, sctp_packets_per_ack, ice_server, offer_local_candidates
+        )
         if front is not None:
             fronted_url(broker_url, front)  # check it now, not at the first rendezvous
         broker_ssl_context(broker_ca)

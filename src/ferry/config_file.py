@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -257,6 +258,28 @@ def render_settings(role: str, settings: Sequence[ResolvedSetting], header: str)
             lines.append(f"# {key} is not set  # {origin}")
         elif setting.spec.secret:
             lines.append(f"# {key} = (secret, not shown)  # {origin}")
+        elif (hidden := without_passwords(setting.value)) != setting.value:
+            lines.append(f"# {key} = {toml_value(hidden)}  (password not shown)  # {origin}")
         else:
             lines.append(f"{key} = {toml_value(setting.value)}  # {origin}")
     return "\n".join(lines) + "\n"
+
+
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*(?=@)")
+_ICE_PASSWORD = re.compile(r"^(?P<head>turns?:[^:@/]+:)[^@]*(?=@)")
+
+
+def without_passwords(value: SettingValue) -> SettingValue:
+    """``value`` with the password of every URL in it replaced by ``***``
+    (``redis://:***@host``, ``turn:user:***@host``), so that ``--print-config`` shows none."""
+    if isinstance(value, list):
+        return [_scalar_without_password(item) for item in value]
+    return _scalar_without_password(value)
+
+
+def _scalar_without_password(value: Scalar) -> Scalar:
+    if not isinstance(value, str):
+        return value
+    for pattern in (_URL_PASSWORD, _ICE_PASSWORD):
+        value = pattern.sub(lambda match: match["head"] + "***", value, count=1)
+    return value

@@ -53,7 +53,7 @@ class LoopbackNetworkConfig:
     """Sees every datagram the volunteers relay (tests)."""
     volunteer_config: VolunteerConfig | None = None
     """Settings of every volunteer (tests); its broker URL and WebRTC settings are replaced
-    by the network's own (loopback only)."""
+    by the network's own (loopback only), and it relays to the internal (loopback) egress."""
     volunteer_clock: Clock | None = None
     """The volunteers' clock for their limits (tests; default ``time.time``)."""
     tunnel: TunnelConfig | None = None
@@ -121,6 +121,7 @@ class LoopbackNetwork:
                     config.volunteer_config or VolunteerConfig(broker_url=""),
                     broker_url=self.broker_url,
                     webrtc=LOOPBACK_WEBRTC,
+                    allow_internal_egress=True,  # the egress is on 127.0.0.1
                 ),
                 tap=config.volunteer_tap,
                 clock=config.volunteer_clock or time.time,

@@ -8,6 +8,7 @@ tests/integration/test_browser_webrtc_chain.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from ferry.transport.browser_webrtc import (
     WebRtcMode,
     WebRtcStack,
     browser_arguments,
+    sandbox_arguments,
 )
 from ferry.transport.webrtc import AnsweringPeer, OfferingPeer
 
@@ -40,6 +42,18 @@ def _refused(registry: CollectorRegistry, reason: str) -> float:
 
 def _exists(path: str) -> bool:
     return Path(path).exists()
+
+
+def _command_lines(pid: int) -> list[bytes]:
+    """``/proc/PID/cmdline`` of ``pid`` and of its descendants (what any local user reads)."""
+    lines, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            lines.append(Path(f"/proc/{current}/cmdline").read_bytes())
+            for children in Path(f"/proc/{current}/task").glob("*/children"):
+                pending += [int(child) for child in children.read_text().split()]
+    return lines
 
 
 def _alive(pid: int) -> bool:
@@ -78,6 +92,39 @@ async def test_only_the_engine_page_with_the_secret_gets_the_socket() -> None:
         assert _refused(registry, "origin") == 2
         assert _refused(registry, "second_socket") == 1
         assert engine.alive  # nothing above disturbed the real page
+    finally:
+        await stack.close()
+
+
+def test_the_sandbox_is_off_only_as_root() -> None:
+    assert sandbox_arguments(0) == ["--no-sandbox"]
+    assert sandbox_arguments(1000) == []
+    assert ("--no-sandbox" in browser_arguments(LOOPBACK_WEBRTC)) is (os.geteuid() == 0)
+
+
+async def test_the_secret_is_not_on_the_browser_command_line() -> None:
+    """Issue 15, item 8: other local users read ``/proc/PID/cmdline``; the secret is in a
+    file only this user can read, gone once the page connected."""
+    registry = CollectorRegistry()
+    stack = WebRtcStack(
+        WebRtcMode.BROWSER,
+        LOOPBACK_WEBRTC,
+        BrowserEngineConfig(executable=CHROMIUM),
+        registry=registry,
+    )
+    await stack.start()
+    engine = stack.engine
+    assert engine is not None and engine.pid is not None
+    try:
+        secret = engine._secret  # read-only: the value to look for
+        command_lines = _command_lines(engine.pid)
+        assert len(command_lines) > 1  # the browser and its helper processes
+        assert all(secret.encode() not in line for line in command_lines)
+        arguments = command_lines[0].split(b"\0")
+        page = next(argument for argument in arguments if argument.startswith(b"file://"))
+        assert b"#" not in page
+        assert not _exists(page.decode()[len("file://") :])  # removed once connected
+        assert (b"--no-sandbox" in arguments) is (os.geteuid() == 0)
     finally:
         await stack.close()
 

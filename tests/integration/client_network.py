@@ -85,7 +85,11 @@ class ClientNetwork:
 
     def start_volunteer(self) -> Volunteer:
         """A Python volunteer (loopback WebRTC); closed with the network."""
-        volunteer = Volunteer(VolunteerConfig(broker_url=self.broker_url, webrtc=LOOPBACK_WEBRTC))
+        volunteer = Volunteer(
+            VolunteerConfig(
+                broker_url=self.broker_url, webrtc=LOOPBACK_WEBRTC, allow_internal_egress=True
+            )
+        )
         volunteer.start()
         self.volunteers.append(volunteer)
         return volunteer

@@ -181,6 +181,7 @@ class Network:
                 self.broker_url,
                 "--ice-address",
                 "127.0.0.1",
+                "--unsafe-allow-internal-egress",
                 *self.volunteer_arguments,
             ],
         )

@@ -283,7 +283,10 @@ async def test_broker_restarted_mid_poll_loses_its_volunteer_for_at_most_one_pol
     port = int((await polled.start()).rsplit(":", 1)[1])
     volunteer = Volunteer(
         VolunteerConfig(
-            broker_url=polled.base_url, webrtc=LOOPBACK_WEBRTC, poll_backoff_initial=0.5
+            broker_url=polled.base_url,
+            webrtc=LOOPBACK_WEBRTC,
+            poll_backoff_initial=0.5,
+            allow_internal_egress=True,
         )
     )
     peer = OfferingPeer(LOOPBACK_WEBRTC)
@@ -351,6 +354,7 @@ async def test_broker_killed_mid_poll_loses_its_volunteer_for_at_most_one_poll_i
                     webrtc=LOOPBACK_WEBRTC,
                     poll_backoff_initial=0.5,
                     poll_backoff_max=1.0,  # back within a second of the restart
+                    allow_internal_egress=True,
                 )
             )
             volunteer.start()
@@ -405,7 +409,11 @@ async def test_whole_chain_through_two_brokers_sharing_redis(
         await volunteer_side.start()
         for _ in range(2):
             volunteer = Volunteer(
-                VolunteerConfig(broker_url=volunteer_side.base_url, webrtc=LOOPBACK_WEBRTC)
+                VolunteerConfig(
+                    broker_url=volunteer_side.base_url,
+                    webrtc=LOOPBACK_WEBRTC,
+                    allow_internal_egress=True,
+                )
             )
             volunteer.start()
             volunteers.append(volunteer)

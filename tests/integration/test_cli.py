@@ -488,7 +488,15 @@ def test_four_roles_as_processes_carry_socks5_and_http_connect_without_logging_d
         assert broker_url.startswith("http://127.0.0.1:")
 
         ferry.start(
-            "volunteer", ["volunteer", "--broker", broker_url, "--ice-address", "127.0.0.1"]
+            "volunteer",
+            [
+                "volunteer",
+                "--broker",
+                broker_url,
+                "--ice-address",
+                "127.0.0.1",
+                "--unsafe-allow-internal-egress",
+            ],
         )
         client = ferry.start(
             "client",

@@ -153,6 +153,33 @@ def test_secrets_are_never_printed(tmp_path: Path) -> None:
     assert "password" not in table and "pairing" not in table
 
 
+def test_passwords_in_urls_are_never_printed() -> None:
+    """Issue 15: a Redis password given in --redis, and a TURN password in --ice-server."""
+    result = ferry(
+        "broker",
+        "--redis",
+        "redis://:hunter2-redis@127.0.0.1:6379/0",
+        "--egress",
+        "ws://127.0.0.1:1/v1/relay",
+        "--print-config",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2-redis" not in result.stdout
+    assert 'redis = "redis://:***@127.0.0.1:6379/0"  (password not shown)' in result.stdout
+    result = ferry(
+        "volunteer",
+        "--broker",
+        "https://b.example",
+        "--ice-server",
+        "turn:alice:hunter2-turn@turn.example:3478",
+        "--print-config",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2-turn" not in result.stdout
+    assert "turn:alice:***@turn.example:3478" in result.stdout
+    tomllib.loads(result.stdout)  # still a valid config file
+
+
 @pytest.mark.parametrize(
     ("role", "content", "message"),
     [

@@ -103,7 +103,11 @@ async def test_a_fronted_client_downloads_through_the_whole_chain(tmp_path: Path
             broker_behind_nginx(tmp_path, bridge.url) as setup,
         ):
             volunteer = Volunteer(
-                VolunteerConfig(broker_url=setup.broker_url, webrtc=LOOPBACK_WEBRTC)
+                VolunteerConfig(
+                    broker_url=setup.broker_url,
+                    webrtc=LOOPBACK_WEBRTC,
+                    allow_internal_egress=True,
+                )
             )
             volunteer.start()
             client = ClientApp(

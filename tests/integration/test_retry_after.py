@@ -141,7 +141,12 @@ async def test_volunteer_sends_no_poll_before_the_429s_retry_after(
     seen = record_requests(broker)
     async with broker:
         volunteer = Volunteer(
-            VolunteerConfig(broker.base_url, poll_backoff_initial=0.3, webrtc=LOOPBACK_WEBRTC),
+            VolunteerConfig(
+                broker.base_url,
+                poll_backoff_initial=0.3,
+                webrtc=LOOPBACK_WEBRTC,
+                allow_internal_egress=True,
+            ),
             registry=registry,
         )
         volunteer.start()
@@ -165,7 +170,12 @@ async def test_volunteer_falls_back_to_its_backoff_and_counts_a_malformed_retry_
     record_requests(broker, set_retry_after(429, "-5"))
     async with broker:
         volunteer = Volunteer(
-            VolunteerConfig(broker.base_url, poll_backoff_initial=0.3, webrtc=LOOPBACK_WEBRTC),
+            VolunteerConfig(
+                broker.base_url,
+                poll_backoff_initial=0.3,
+                webrtc=LOOPBACK_WEBRTC,
+                allow_internal_egress=True,
+            ),
             registry=registry,
         )
         volunteer.start()

@@ -157,7 +157,12 @@ async def test_offers_carry_the_class_the_client_knows_at_that_moment() -> None:
 async def test_a_volunteer_with_stun_reports_its_class_in_its_polls() -> None:
     async with stun_server() as server, recording_broker() as (url, _, polls):
         volunteer = Volunteer(
-            VolunteerConfig(broker_url=url, stun_servers=(server,), nat_discovery=QUICK)
+            VolunteerConfig(
+                broker_url=url,
+                stun_servers=(server,),
+                nat_discovery=QUICK,
+                allow_internal_egress=True,
+            )
         )
         volunteer.start()
         try:

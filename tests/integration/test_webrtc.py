@@ -154,6 +154,18 @@ async def test_include_loopback_candidates_controls_the_offer(include_loopback: 
     assert bool(loopback_lines) is include_loopback
 
 
+async def test_the_default_offer_announces_no_loopback_candidate() -> None:
+    """Issue 15, item 7: loopback is announced only where a test or the demo asks for it."""
+    peer = OfferingPeer(WebRtcConfig())
+    try:
+        offer = await peer.create_offer()
+    finally:
+        await peer.close()
+    candidates = [line for line in offer.splitlines() if line.startswith("a=candidate")]
+    assert not [line for line in candidates if " 127.0.0.1 " in line or " ::1 " in line]
+    assert "c=IN IP4 127.0.0.1" not in offer
+
+
 async def test_close_on_one_side_fires_on_close_on_the_other(pair: ConnectedPair) -> None:
     client_recorder, volunteer_recorder = Recorder(), Recorder()
     pair.client.start(client_recorder.on_datagram, client_recorder.on_close)

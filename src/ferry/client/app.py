@@ -9,6 +9,7 @@ the process (:meth:`ClientApp.reconnect`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,11 +39,29 @@ from ferry.core.nat_behaviour import NatClass, NatDiscoveryConfig, StunServer
 from ferry.errors import BrokerError, ConfigError, FerryError, LocalError, RemoteError
 from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
-from ferry.transport.broker_http import exchange_with_broker
+from ferry.transport.broker_http import exchange_with_broker, plain_http_warning
 from ferry.transport.browser_webrtc import BrowserEngineConfig, WebRtcMode, WebRtcStack
 from ferry.transport.stun import NatBehaviourMonitor, RefusedStunReplies, discover_with_servers
 
 log = get_logger(__name__)
+
+
+def open_proxy_warning(host: str) -> str | None:
+    """A warning for the log when the proxy listens on ``host`` other than loopback, else
+    ``None``: the proxy has no password, so everyone who reaches that address uses this
+    client's volunteers and egress (and its traffic looks like this client's)."""
+    name = host.strip("[]").rstrip(".").lower()
+    try:
+        loopback = ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = name == "localhost"
+    if loopback:
+        return None
+    return (
+        f"the proxy listens on {host}, not on loopback: anyone who can reach this machine on "
+        "that address can use the proxy, without a password; listen on 127.0.0.1 unless that "
+        "is what you want"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +294,12 @@ class ClientApp:
         volunteers; returns the proxy address. Raises :class:`~ferry.errors.LocalError` if
         ``webrtc_mode`` is ``browser`` and no browser starts."""
         scrub_library_loggers()
+        for warning in (
+            plain_http_warning(self.config.broker_url),
+            open_proxy_warning(self.config.proxy.host),
+        ):
+            if warning is not None:
+                log.warning("%s", warning)
         await self.webrtc.start()
         try:
             if self.config.broker_ice_servers:

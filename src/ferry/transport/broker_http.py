@@ -10,10 +10,12 @@ A ``host_header`` different from the URL's host is how a request is domain-front
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
@@ -124,3 +126,28 @@ async def exchange_with_broker(
         raise BrokerError(
             "could not reach the broker; check the broker URL and the network"
         ) from exc
+
+
+def plain_http_warning(broker_url: str) -> str | None:
+    """A warning for the log when ``broker_url`` is ``http://`` to a host other than this
+    machine's loopback, else ``None``.
+
+    Without TLS, everyone on the path reads and changes what the broker and this peer say:
+    the SDP (addresses), the pairing code, the egress a volunteer is sent to. ``http://`` is
+    expected only on loopback (tests, ``ferry demo``).
+    """
+    parts = urlsplit(broker_url)
+    if parts.scheme != "http":
+        return None
+    host = (parts.hostname or "").rstrip(".").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if loopback:
+        return None
+    return (
+        f"the broker URL {broker_url} is plain http://: anyone on the path can read and change "
+        "the messages (addresses in the WebRTC offers and answers, pairing codes, the egress "
+        "named); use https:// (http:// is meant for loopback tests only)"
+    )

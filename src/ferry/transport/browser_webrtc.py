@@ -11,11 +11,18 @@ stack implements.
 
 Nobody else can use the engine's socket:
 
-* the page's URL carries a random per-run secret in its *fragment* (never sent over HTTP);
-  the WebSocket's first message must repeat it, compared in constant time;
-* the WebSocket upgrade is refused unless its ``Origin`` is the engine's own page and its
-  ``Host`` is the engine's own address (no other web page, no DNS rebinding);
+* the engine page is a file in a folder only this user can read (mode 0700, the file 0600),
+  holding a random per-run secret; the browser is started on its ``file://`` URL, so the
+  secret is never on a command line (``/proc/PID/cmdline`` is readable by every local user)
+  nor on the loopback port, and the file is deleted once the page has connected;
+* the WebSocket's first message must repeat the secret, compared in constant time;
+* the WebSocket upgrade is refused unless its ``Origin`` is ``null`` (a ``file://`` page;
+  every web page has its own origin) and its ``Host`` is the engine's own address (no DNS
+  rebinding);
 * once the page is in, any second socket is refused.
+
+Chromium's sandbox is on, except as root, where Chromium refuses to start with it
+(:func:`sandbox_arguments`; the engine logs that it runs without).
 
 Every refusal is counted in ``ferry_browser_engine_refused{reason}`` and logged.
 
@@ -42,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
+from pathlib import Path
 
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter
@@ -156,7 +164,6 @@ class BrowserEngineConfig:
 
 QUIET_HEADLESS_CHROMIUM = (
     "--headless",
-    "--no-sandbox",
     "--disable-gpu",
     "--no-first-run",
     "--disable-background-networking",
@@ -168,6 +175,28 @@ tests/browser/support.py, whose browsers use the same flags)."""
 
 NO_NAME_LOOKUPS = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 """Every host name resolves to "not found" inside the browser (pages use IP literals)."""
+
+
+ENGINE_PAGE_ORIGIN = "null"
+"""The ``Origin`` a ``file://`` page sends (measured with Chromium 156): the only one the
+engine's socket accepts."""
+
+
+def sandbox_arguments(euid: int) -> list[str]:
+    """Chromium's sandbox flags for a process running as ``euid``: none (the sandbox on),
+    except as root (0), where Chromium does not start sandboxed: ``--no-sandbox``."""
+    return ["--no-sandbox"] if euid == 0 else []
+
+
+def engine_page(socket_url: str, secret: str) -> str:
+    """The engine page's HTML: the socket's URL and the secret, then the engine script."""
+    settings = json.dumps({"socket": socket_url, "secret": secret}).replace("</", "<\\/")
+    script = resources.files("ferry").joinpath("web/webrtc-engine.js").read_text("utf-8")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ferry</title></head><body>"
+        f"<script>const FERRY_ENGINE = {settings};</script><script>{script}</script>"
+        "</body></html>"
+    )
 
 
 def browser_arguments(webrtc: WebRtcConfig) -> list[str]:
@@ -183,6 +212,7 @@ def browser_arguments(webrtc: WebRtcConfig) -> list[str]:
     """
     arguments = [
         *QUIET_HEADLESS_CHROMIUM,
+        *sandbox_arguments(os.geteuid()),
         "--disable-default-apps",
         "--disable-extensions",
         "--mute-audio",
@@ -390,6 +420,7 @@ class BrowserEngine:
         self._host = ""
         self._process: asyncio.subprocess.Process | None = None
         self._profile: str | None = None
+        self._page_folder: str | None = None
         self._socket: web.WebSocketResponse | None = None
         self._connected: asyncio.Future[None] | None = None
         self._channels: dict[int, BrowserDataChannel] = {}
@@ -418,8 +449,9 @@ class BrowserEngine:
 
     @property
     def origin(self) -> str:
-        """The engine page's origin, the only ``Origin`` its socket accepts."""
-        return self._origin
+        """The engine page's origin (``null``: a ``file://`` page), the only ``Origin`` its
+        socket accepts."""
+        return ENGINE_PAGE_ORIGIN
 
     @property
     def profile(self) -> str | None:
@@ -444,8 +476,6 @@ class BrowserEngine:
                 + " and PATH); install one or give --browser PATH"
             )
         app = web.Application()
-        app.router.add_get("/engine", self._serve_page)
-        app.router.add_get("/engine.js", self._serve_script)
         app.router.add_get("/engine/socket", self._serve_socket)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -456,12 +486,15 @@ class BrowserEngine:
         self._origin = f"http://{self._host}"
         self._connected = asyncio.get_running_loop().create_future()
         self._profile = tempfile.mkdtemp(prefix="ferry-browser-")
+        page = self._write_page()
+        if os.geteuid() == 0:
+            log.info("running as root: the browser engine's Chromium runs without its sandbox")
         try:
             self._process = await asyncio.create_subprocess_exec(
                 self.executable,
                 *browser_arguments(self.webrtc),
                 f"--user-data-dir={self._profile}",
-                f"{self._origin}/engine#{self._secret}",
+                page.as_uri(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
@@ -491,25 +524,28 @@ class BrowserEngine:
             self._profile,
         )
 
+    def _write_page(self) -> Path:
+        """Write the engine page into a folder only this user can read; its path."""
+        self._page_folder = tempfile.mkdtemp(prefix="ferry-engine-")  # mode 0700
+        path = Path(self._page_folder) / "engine.html"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(engine_page(f"ws://{self._host}/engine/socket", self._secret))
+        return path
+
+    def _remove_page(self) -> None:
+        if self._page_folder is not None:
+            shutil.rmtree(self._page_folder, ignore_errors=True)
+            self._page_folder = None
+
     # HTTP side
-
-    async def _serve_page(self, request: web.Request) -> web.Response:
-        html = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>ferry</title></head>"
-            '<body><script src="/engine.js"></script></body></html>'
-        )
-        return web.Response(text=html, content_type="text/html")
-
-    async def _serve_script(self, request: web.Request) -> web.Response:
-        script = resources.files("ferry").joinpath("web/webrtc-engine.js").read_bytes()
-        return web.Response(body=script, content_type="text/javascript")
 
     def _refuse(self, reason: str, what: str) -> None:
         self.metrics.refused.labels(reason).inc()
         log.warning("refused a connection to the browser engine: %s", what)
 
     async def _serve_socket(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Origin") != self._origin:
+        if request.headers.get("Origin") != ENGINE_PAGE_ORIGIN:
             self._refuse("origin", "it came from another web page or program (wrong Origin)")
             return web.Response(status=403, text="forbidden")
         if request.host != self._host:
@@ -537,6 +573,7 @@ class BrowserEngine:
             return socket
         self._socket = socket
         self._connected.set_result(None)
+        self._remove_page()  # loaded and connected: the secret is no longer needed on disk
         try:
             async for message in socket:
                 if message.type == WSMsgType.BINARY:
@@ -804,6 +841,7 @@ class BrowserEngine:
         if self._profile is not None:
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
+        self._remove_page()
 
 
 # --- the choice between the two stacks --------------------------------------------------------

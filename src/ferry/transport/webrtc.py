@@ -38,6 +38,12 @@ aiortc's SCTP acknowledges every second packet instead of every packet (RFC 4960
 aiortc's ``bufferedAmount`` gives no backpressure (``send()`` never blocks), so
 :meth:`DataChannelDatagramChannel.send` drops datagrams above the high-water mark itself.
 
+What this peer announces is narrowed by :func:`announced_candidates` (``docs/architecture.md``,
+"What a peer announces"): no loopback candidate unless asked for, and, once a
+server-reflexive or relay candidate exists, no host candidate on an internal address (nor,
+in the client's offer, on IPv6). aioice still answers connectivity checks on every socket it
+bound; the point is what the broker and the other peer are told.
+
 Remote peers that offer only mDNS (``.local``) candidates, as Chromium does by default,
 still connect: their checks arrive from a peer-reflexive address, which aioice accepts.
 Remote ``.local`` candidates are removed from the peer's SDP before aiortc sees it: an mDNS
@@ -82,6 +88,7 @@ from OpenSSL._util import lib as openssl_lib
 from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.ice_servers import IceServer
+from ferry.core.volunteer_egress import internal_address_class
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
 from ferry.transport.datagram import (
@@ -111,6 +118,7 @@ __all__ = [
     "PythonPeers",
     "WebRtcConfig",
     "WebRtcStackStatus",
+    "announced_candidates",
     "browser_like_certificate",
     "browser_like_sdp",
     "browser_like_x509_certificate",
@@ -202,14 +210,25 @@ class WebRtcConfig:
     """Seconds to wait, after the answer is applied or the offer answered, for ICE and DTLS
     to connect and the data channel to open."""
 
-    include_loopback_candidates: bool = True
+    include_loopback_candidates: bool = False
     """Offer ``127.0.0.1`` as a host candidate too (aioice leaves it out), so peers on one
-    machine connect with no other usable interface."""
+    machine connect with no other usable interface. Off by default: loopback is of use only
+    to a peer on the same machine, and announcing it tells the other side (the broker, a
+    volunteer or client that may be the censor) that this is a ferry peer on loopback.
+    ``ferry demo`` and the tests name their addresses with ``host_candidate_addresses``."""
 
     host_candidate_addresses: tuple[str, ...] | None = None
     """If set, gather host candidates on exactly these local addresses instead of every
     interface (e.g. ``("127.0.0.1",)`` for tests and ``ferry demo``, which must stay on
-    loopback). ``None``: every address aioice finds, plus loopback as configured above."""
+    loopback), and announce them all (``--ice-address``). ``None``: every address aioice
+    finds, plus loopback as configured above, announced as ``offer_local_candidates``
+    says."""
+
+    offer_local_candidates: bool = False
+    """Announce every host candidate gathered (``--offer-local-candidates``: LAN-only
+    networks). Off: once the SDP holds a server-reflexive or relay candidate, host candidates
+    on loopback, private, link-local and other internal addresses are left out of it, and so
+    are the client's IPv6 host candidates (see :func:`announced_candidates`)."""
 
     max_retransmits: int | None = None
     """``maxRetransmits`` of the data channel the client creates (the volunteer takes what
@@ -899,11 +918,84 @@ async def _apply_remote_description(
         ) from error
 
 
-def _local_sdp(peer_connection: RTCPeerConnection, config: WebRtcConfig) -> str:
+def announced_candidates(sdp: str, *, keep_public_ipv6_hosts: bool) -> str:
+    """``sdp`` with only the candidates a remote peer needs (``docs/architecture.md``, "What
+    a peer announces").
+
+    When the SDP holds a server-reflexive (``srflx``) or relay candidate, host candidates on
+    internal addresses (loopback, private, link-local, carrier-grade NAT, ...: the table of
+    :mod:`ferry.core.volunteer_egress`) are removed, and so are IPv6 host candidates unless
+    ``keep_public_ipv6_hosts`` (the volunteer's answer keeps them, the client's offer does
+    not). Without one, the host candidates are all there is and are kept. The ``raddr``
+    and ``rport`` of server-reflexive and relay candidates, which name the local address they
+    were gathered from, become ``0.0.0.0 0`` as browsers write them.
+    """
+    lines = sdp.split("\r\n")
+    kinds = {_candidate_field(line, 7) for line in lines if line.startswith("a=candidate:")}
+    reflexive = bool(kinds & {"srflx", "relay"})
+    kept: list[str] = []
+    announced: list[tuple[str, str]] = []  # (address, port) of the candidates kept
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            fields = line.split(" ")
+            kind = _candidate_field(line, 7)
+            public = _announced_host(fields[4], keep_public_ipv6_hosts)
+            if kind == "host" and reflexive and not public:
+                continue
+            if kind in ("srflx", "relay", "prflx") and "raddr" in fields:
+                at = fields.index("raddr")
+                if len(fields) > at + 3 and fields[at + 2] == "rport":
+                    fields[at + 1], fields[at + 3] = "0.0.0.0", "0"
+                line = " ".join(fields)
+            announced.append((_candidate_field(line, 4), _candidate_field(line, 5)))
+        kept.append(line)
+    return "\r\n".join(_default_candidate(kept, announced))
+
+
+def _default_candidate(lines: list[str], announced: list[tuple[str, str]]) -> list[str]:
+    """``lines`` with a default candidate (the ``c=`` address and ``m=`` port) that is
+    announced: left alone if it is, else the first candidate kept, or ``0.0.0.0`` port 9
+    without any."""
+    connection = next((line.split(" ") for line in lines if line.startswith("c=IN ")), None)
+    if connection is None or len(connection) != 3:
+        return lines
+    if connection[2] in {address for address, _ in announced}:
+        return lines
+    address, port = announced[0] if announced else ("0.0.0.0", "9")
+    result: list[str] = []
+    for line in lines:
+        if line.startswith("c=IN "):
+            line = f"c=IN {'IP6' if ':' in address else 'IP4'} {address}"
+        elif line.startswith("m=") and " " in line:
+            media, _, rest = line.split(" ", 2)
+            line = f"{media} {port} {rest}"
+        result.append(line)
+    return result
+
+
+def _candidate_field(line: str, index: int) -> str:
+    fields = line.split(" ")
+    return fields[index] if len(fields) > index else ""
+
+
+def _announced_host(address: str, keep_public_ipv6: bool) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # an mDNS name or garbage: of no use across the internet
+    if internal_address_class(parsed) is not None:
+        return False
+    return keep_public_ipv6 or parsed.version == 4
+
+
+def _local_sdp(peer_connection: RTCPeerConnection, config: WebRtcConfig, *, offer: bool) -> str:
     description = peer_connection.localDescription
     if description is None:
         raise ChannelClosedError("the WebRTC peer connection closed while gathering candidates")
-    return browser_like_sdp(description.sdp) if config.browser_like_sdp else description.sdp
+    sdp = description.sdp
+    if not config.offer_local_candidates and config.host_candidate_addresses is None:
+        sdp = announced_candidates(sdp, keep_public_ipv6_hosts=not offer)
+    return browser_like_sdp(sdp) if config.browser_like_sdp else sdp
 
 
 async def _usable_ice_servers(
@@ -975,7 +1067,7 @@ class OfferingPeer:
         with _candidate_policy(self._config, servers):
             await peer_connection.setLocalDescription(offer)
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        sdp = _local_sdp(peer_connection, self._config)
+        sdp = _local_sdp(peer_connection, self._config, offer=True)
         _check_relay_candidate(sdp, servers, self._probe)
         return sdp
 
@@ -1062,7 +1154,7 @@ class AnsweringPeer:
                 reason="sdp_unanswerable",
             ) from error
         _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
-        sdp = _local_sdp(peer_connection, self._config)
+        sdp = _local_sdp(peer_connection, self._config, offer=False)
         _check_relay_candidate(sdp, servers, self._probe)
         return sdp
 

@@ -18,22 +18,29 @@ reordering and corruption into what it relays.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ferry.core.broker_messages import MatchOffer, MessageError, PollResponse, check_pairing
 from ferry.core.ice_servers import IceServer, is_internal_address
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.retry_after import retry_delay
+from ferry.core.volunteer_egress import EgressChoice, EgressRefusal
 from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
 from ferry.errors import BrokerError, ConfigError, FerryError, ProtocolError
 from ferry.logs import get_logger, scrub_library_loggers
 from ferry.tasks import TaskOwner
+from ferry.transport.broker_http import plain_http_warning
 from ferry.transport.datagram import DatagramChannel
 from ferry.transport.stun import NatBehaviourMonitor
 from ferry.transport.webrtc import PeerFactory, PythonPeers, WebRtcConfig
@@ -100,9 +107,23 @@ class VolunteerConfig:
     private networks: ``--unsafe-allow-internal-ice-servers``)."""
     nat_discovery: NatDiscoveryConfig = field(default_factory=NatDiscoveryConfig)
     """Timing of NAT discovery (including how often it runs again)."""
+    egress_allow: tuple[str, ...] = ()
+    """The only egresses this volunteer relays to (``--egress-allow``), each a full URL
+    (``wss://egress.example/v1/relay``) or a host (``egress.example``); empty: any egress the
+    broker names that is not on an internal address (:mod:`ferry.core.volunteer_egress`)."""
+    allow_internal_egress: bool = False
+    """Relay to egresses on loopback, private, link-local and other internal addresses
+    (``--unsafe-allow-internal-egress``: tests, ``ferry demo`` and private networks; a
+    hostile broker could otherwise send this volunteer into its own network)."""
+    egress_resolve_timeout: float = 5.0
+    """Longest wait, in seconds, for the egress's name to resolve before it is checked (a
+    name that does not resolve in time is left to the connection, which checks again)."""
 
     def __post_init__(self) -> None:
         _ = self.limits  # building the limits' config validates them: fail here, not later
+        _ = self.egress_choice
+        if not self.egress_resolve_timeout > 0:
+            raise ConfigError("egress_resolve_timeout must be a positive number of seconds")
         if not self.quota_recheck_interval > 0:
             raise ConfigError("quota_recheck_interval must be a positive number of seconds")
         if not self.retry_after_max >= 0:
@@ -112,6 +133,11 @@ class VolunteerConfig:
                 check_pairing(self.pairing, "pairing")
             except MessageError as exc:
                 raise ConfigError(f"the pairing code is not valid: {exc}") from exc
+
+    @property
+    def egress_choice(self) -> EgressChoice:
+        """The egress rules in the form the sans-IO check takes."""
+        return EgressChoice(allowed=self.egress_allow, allow_internal=self.allow_internal_egress)
 
     @property
     def limits(self) -> VolunteerLimitsConfig:
@@ -210,6 +236,9 @@ class Volunteer:
         )
         """The volunteer's NAT behaviour, rediscovered periodically; sent in every poll."""
         self._http: aiohttp.ClientSession | None = None
+        self._egress_http: aiohttp.ClientSession | None = None
+        self._egress_choice = config.egress_choice
+        self._refused_egresses: set[str] = set()
         self._broker: BrokerClient | None = None
         self._slots = asyncio.Semaphore(config.capacity)
         self.active = 0
@@ -220,7 +249,15 @@ class Volunteer:
     def start(self) -> None:
         """Start polling the broker."""
         scrub_library_loggers()
+        warning = plain_http_warning(self.config.broker_url)
+        if warning is not None:
+            log.warning("%s", warning)
         self._http = aiohttp.ClientSession()
+        # Egress WebSockets get their own session: every socket it opens is checked against
+        # the egress rules at the address it connects to (names, DNS rebinding, redirects).
+        self._egress_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(socket_factory=self._egress_socket)
+        )
         self._broker = BrokerClient(
             self.config.broker_url, self._http, registry=self.metrics.registry
         )
@@ -258,6 +295,53 @@ class Volunteer:
                 continue
             kept.append(server)
         return tuple(kept)
+
+    def _refused_egress(self, refusal: EgressRefusal, url: str) -> None:
+        """Count a refused egress; log it once per URL."""
+        self.metrics.rejected.labels(refusal.reason).inc()
+        self.last_error = refusal.message
+        if url not in self._refused_egresses:
+            self._refused_egresses.add(url)
+            log.warning("%s", refusal.message)
+
+    async def _egress_refusal(self, url: str) -> EgressRefusal | None:
+        """Why the egress ``url`` is refused, checking what its name resolves to; ``None``
+        when it may be connected to (the socket is checked again, see ``_egress_socket``)."""
+        choice = self._egress_choice
+        refusal = choice.refuse_url(url)
+        if refusal is not None or choice.allow_internal:
+            return refusal
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            return None  # an address: refuse_url judged it
+        except ValueError:
+            pass
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.config.egress_resolve_timeout):
+                found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError):
+            return None  # the connection will fail and say so
+        for *_, address in found:
+            refusal = choice.refuse_address(url, ipaddress.ip_address(address[0]))
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _egress_socket(self, addr_info: AddrInfoType) -> socket.socket:
+        """The socket for one egress connection, refused (``OSError``) when its address is
+        internal: the last check, on the address actually connected to."""
+        family, kind, protocol, _, address = addr_info
+        refusal = self._egress_choice.refuse_address(
+            "(the address it resolved or redirected to)", ipaddress.ip_address(address[0])
+        )
+        if refusal is not None:
+            self.metrics.rejected.labels(refusal.reason).inc()
+            raise OSError(errno.EACCES, refusal.message)
+        return socket.socket(family, kind, protocol)
 
     async def _poll_loop(self) -> None:
         assert self._broker is not None
@@ -349,6 +433,19 @@ class Volunteer:
         self, broker: BrokerClient, match: MatchOffer, ice_servers: tuple[IceServer, ...]
     ) -> None:
         """Relay for one matched client; ``active`` was counted up by the caller."""
+        try:
+            refusal = await self._egress_refusal(match.egress)
+        except BaseException:
+            self.active -= 1
+            self._slots.release()
+            raise
+        if refusal is not None:
+            # Not answered: the broker gives the client to another volunteer once its
+            # answer timeout passes.
+            self._refused_egress(refusal, match.egress)
+            self.active -= 1
+            self._slots.release()
+            return
         peer = self.peers.answering_peer(ice_servers)
         egress: DatagramChannel | None = None
         try:
@@ -356,14 +453,14 @@ class Volunteer:
             if not await broker.answer(match.id, answer):
                 log.info("the client gave up before our answer arrived")
                 return
-            assert self._http is not None
+            assert self._egress_http is not None
             # The data channel and the WebSocket open side by side; datagrams the client sends
             # meanwhile are held by the channel until the relay starts.
             try:
                 async with asyncio.TaskGroup() as group:
                     client_task = group.create_task(peer.wait_channel())
                     egress_task = group.create_task(
-                        connect_websocket_channel(match.egress, self._http)
+                        connect_websocket_channel(match.egress, self._egress_http)
                     )
             finally:
                 if (
@@ -508,6 +605,9 @@ class Volunteer:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._egress_http is not None:
+            await self._egress_http.close()
+            self._egress_http = None
         impairment = self.config.impairment
         if impairment is not None and impairment.active:
             injected = {

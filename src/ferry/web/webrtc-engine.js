@@ -1,9 +1,10 @@
 // ferry's WebRTC engine page: the browser owns the RTCPeerConnections, Python owns the rest.
 //
-// Loaded by the page ferry.transport.browser_webrtc serves on 127.0.0.1 to the browser it
-// starts itself. The page connects back to the same origin's WebSocket, proves it was
-// opened by that browser with the secret in its URL fragment (never sent over HTTP), then
-// obeys the control messages of docs/protocol.md §8 and carries the session's datagrams:
+// Inlined by ferry.transport.browser_webrtc into the engine page, a file only this user can
+// read, which the browser it starts opens; the page sets FERRY_ENGINE = {socket, secret}.
+// The page connects to the engine's loopback WebSocket, proves it was opened from that file
+// with the secret, then obeys the control messages of docs/protocol.md §8 and carries the
+// session's datagrams:
 //
 //   text   {"op": "offer",  "peer": N, "config": {...}}   make an offer (client side)
 //          {"op": "answer", "peer": N, "sdp": "..."}      apply the answer to it
@@ -19,9 +20,8 @@
   const PROTOCOL = "ferry-quic/1";
   const FRAME_HEADER = 6;
 
-  const secret = decodeURIComponent(location.hash.slice(1));
-  history.replaceState(null, "", location.pathname); // the secret leaves the address bar
-  const socket = new WebSocket(`ws://${location.host}/engine/socket`);
+  const { secret } = FERRY_ENGINE; // eslint-disable-line no-undef
+  const socket = new WebSocket(FERRY_ENGINE.socket); // eslint-disable-line no-undef
   socket.binaryType = "arraybuffer";
   const peers = new Map();
   let outgoing = [];

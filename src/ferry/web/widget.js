@@ -946,6 +946,84 @@
 
   const limits = Object.freeze({ VolunteerLimits, parseByteCount, utcDay, LimitsError });
 
+  // --- egresses: as src/ferry/core/volunteer_egress.py (tests/vectors/volunteer_egress.json)
+
+  /** [network address >>> (32 - bits), bits, label]: the internal IPv4 networks. */
+  const INTERNAL_V4 = [[0, 8, "unspecified"], [127, 8, "loopback"], [10, 8, "private"],
+    [0xac1, 12, "private"], [0xc0a8, 16, "private"], [0x191, 10, "shared_address_space"],
+    [0xa9fe, 16, "link_local"], [0xe, 4, "multicast"], [0xf, 4, "reserved"]];
+  const v4Class = (n) => INTERNAL_V4.find(([top, bits]) => n >>> (32 - bits) === top)?.[2] ?? null;
+
+  /** The internal class of a host as URL writes it, null when public, undefined for a name. */
+  function internalHostClass(host) {
+    if (isIpv4(host)) return v4Class(host.split(".").reduce((n, part) => n * 256 + Number(part), 0));
+    if (!isIpv6(host) || /[.%]/.test(host)) return undefined;
+    const [head, tail = []] = host.split("::").map((half) => (half ? half.split(":").map((x) => parseInt(x, 16)) : []));
+    const g = [...head, ...Array(8 - head.length - tail.length).fill(0), ...tail];
+    const zeros = (from, to) => g.slice(from, to).every((x) => x === 0);
+    const mapped = zeros(0, 5) && g[5] === 0xffff;
+    const nat64 = g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6);
+    if (mapped || nat64) return v4Class(g[6] * 65536 + g[7]);
+    if (zeros(0, 7) && g[7] < 2) return g[7] ? "loopback" : "unspecified";
+    if (g[0] >> 9 === 0xfc >> 1) return "private"; // fc00::/7
+    return { 0x3fa: "link_local", 0x3fb: "site_local" }[g[0] >> 6] || (g[0] >> 8 === 0xff ? "multicast" : null);
+  }
+
+  const namesThisHost = (host) => /(^|\.)localhost$/.test(host);
+  /** A host without IPv6 brackets and final dots. */
+  const bareHost = (host) => host.replace(/^\[|\]$/g, "").replace(/\.+$/, "");
+  /** A host as the browser connects to it (URL's parser: lower case, canonical addresses). */
+  function normalHost(host) {
+    const inner = bareHost(host);
+    return bareHost(new URL(`ws://${inner.includes(":") ? `[${inner}]` : inner}`).hostname);
+  }
+
+  function normalUrl(value) {
+    const url = new URL(value);
+    const port = url.port || (url.protocol === "wss:" ? "443" : "80");
+    return `${url.protocol}//${url.hostname.replace(/\.+$/, "")}:${port}${url.pathname}${url.search}`;
+  }
+
+  class EgressSettingError extends Error {}
+
+  /** One data-egress entry (a ws/wss URL or a host); throws EgressSettingError. */
+  function parseAllowEntry(text) {
+    const entry = text.trim();
+    try {
+      if (entry.includes("://")) {
+        checkEgressUrl(entry, "data-egress");
+        return { url: normalUrl(entry) };
+      }
+      if (entry && !/[/?#@ ]/.test(entry)) return { host: normalHost(entry) };
+      throw new Error("write an egress URL or a host");
+    } catch (error) {
+      throw new EgressSettingError(`egress allowlist entry "${text}": ${error.message}`);
+    }
+  }
+
+  /** {reason, message, addressClass} when the egress ``url`` is refused, else null; as
+   * EgressChoice.refuse_url, but names are not resolved (docs/widget.md). */
+  function refuseEgress(url, allowed, allowInternal) {
+    const host = normalHost(new URL(url).hostname);
+    const refuse = (reason, why, addressClass = null) => ({ reason, message: `refusing egress ${url}: ${why}`, addressClass });
+    if (allowed.length && !allowed.map(parseAllowEntry).some((e) => e.url === normalUrl(url) || e.host === host)) {
+      return refuse("egress_not_allowed", "it is not on this volunteer's egress allowlist");
+    }
+    if (allowInternal) return null;
+    const label = internalHostClass(host) ?? (namesThisHost(host) ? "this_host" : null);
+    if (!label) return null;
+    const special = { shared_address_space: "carrier-grade NAT addresses", this_host: "names of this host", private: "private network addresses" };
+    return refuse("egress_internal_address", `${special[label] || `${label.replace("_", "-")} addresses`} are not egresses`, label);
+  }
+
+  /** Whether a page or broker on ``host`` is this machine (loopback tests and demos). */
+  function isLoopbackHost(host) {
+    const label = internalHostClass(normalHost(host)) ?? (namesThisHost(normalHost(host)) ? "this_host" : null);
+    return label === "loopback" || label === "this_host";
+  }
+
+  const egressChoice = Object.freeze({ refuseEgress, parseAllowEntry, isLoopbackHost, EgressSettingError });
+
   // --- ICE: the servers a match came with, and gathering ----------------------------------
 
   /** The RTCPeerConnection shape (``{urls, username?, credential?}``) of decoded broker ICE
@@ -1114,6 +1192,11 @@
       this.broker = options.broker.replace(/\/+$/, "");
       this.capacity = options.capacity;
       this.pairing = options.pairing;
+      this.egressAllow = options.egressAllow;
+      this.allowInternalEgress = options.allowInternalEgress;
+      /** Matches not answered because of their egress; the egresses already logged. */
+      this.egressRefused = 0;
+      this.loggedEgresses = new Set();
       /** ICE servers the host page configured (RTCPeerConnection shape), used for every
        * answer after the ones the broker sends with each match. */
       this.iceServers = options.iceServers;
@@ -1229,8 +1312,27 @@
         if (this.state === "error") this.setState(this.relays.size ? "helping" : "looking");
         // A match that arrives as the quota runs out is not answered: the broker gives the
         // client to another volunteer after its answer timeout.
+        if (match) {
+          // not answered: the broker gives the client to another volunteer
+          const refusal = refuseEgress(match.egress, this.egressAllow, this.allowInternalEgress);
+          if (refusal) {
+            this.refusedEgress(refusal, match.egress);
+            continue;
+          }
+        }
         if (match && this.limits.canTakeClient(this.relays.size, Date.now() / 1000)) this.serve(match, iceServers);
       }
+    }
+
+    /** Counts a refused egress; says why in the console once per egress. */
+    refusedEgress(refusal, url) {
+      this.egressRefused += 1;
+      this.lastError = refusal.message;
+      if (!this.loggedEgresses.has(url)) {
+        this.loggedEgresses.add(url);
+        console.warn(`ferry-widget: ${refusal.message}`);
+      }
+      this.onChange();
     }
 
     /** Whether a datagram of ``size`` bytes may be relayed now (rate and quota). */
@@ -1388,6 +1490,21 @@ a { color: var(--link); word-break: break-all; }
       };
     }
 
+    /** data-egress, and internal egresses only with page and broker on loopback; throws LimitsError. */
+    get egressSettings() {
+      const entries = (this.dataset.egress || "").split(/[\s,]+/).filter(Boolean);
+      for (const entry of entries) {
+        try {
+          parseAllowEntry(entry);
+        } catch (error) {
+          if (error instanceof EgressSettingError) throw new LimitsError(error.message, "data-egress");
+          throw error;
+        }
+      }
+      const broker = new URL(this.settings.broker).hostname;
+      return { egressAllow: entries, allowInternalEgress: isLoopbackHost(location.hostname) && isLoopbackHost(broker) };
+    }
+
     /** data-max-rate and data-quota in bytes (0: none); throws LimitsError naming the attribute. */
     get byteLimits() {
       const read = (name, value) => (value === undefined ? 0 : parseByteCount(value, name));
@@ -1413,6 +1530,7 @@ a { color: var(--link); word-break: break-all; }
         meteredHold: this.meteredHold,
         quotaReached: Boolean(volunteer && volunteer.quotaReached),
         settingsError: this.settingsError,
+        egressRefused: volunteer ? volunteer.egressRefused : 0,
       };
     }
 
@@ -1458,7 +1576,7 @@ a { color: var(--link); word-break: break-all; }
       this.meteredHold = false;
       let settings;
       try {
-        settings = { ...this.settings, ...this.byteLimits };
+        settings = { ...this.settings, ...this.byteLimits, ...this.egressSettings };
         this.settingsError = null;
       } catch (error) {
         if (!(error instanceof LimitsError)) throw error;
@@ -1642,6 +1760,7 @@ a { color: var(--link); word-break: break-all; }
 
   FerryWidget.protocol = protocol;
   FerryWidget.limits = limits;
+  FerryWidget.egressChoice = egressChoice;
   FerryWidget.LIMITS = LIMITS;
   FerryWidget.languages = Object.keys(MESSAGES);
   customElements.define("ferry-widget", FerryWidget);

@@ -237,7 +237,10 @@ class BrowserSetup:
     @property
     def chromium_command(self) -> str:
         """How to start Chromium or Chrome through ferry."""
-        return f"chromium --proxy-pac-url={self.pac_url}"
+        return (
+            f"chromium --proxy-pac-url={self.pac_url} "
+            "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"
+        )
 
 
 def browser_setup(proxy: tuple[str, int], page_url: str) -> BrowserSetup:
@@ -262,6 +265,8 @@ def format_browser_setup(setup: BrowserSetup, words: Catalogue) -> str:
             f"    {setup.pac_url}",
             "",
             words.text("setup.no_direct"),
+            "",
+            words.text("setup.webrtc_leak"),
         ]
     )
 
@@ -512,6 +517,7 @@ class LocalPage:
   <p>{t("setup.chromium")}</p><p><code dir="ltr">{html.escape(setup.chromium_command)}</code></p>
   <p>{t("setup.system")}</p><p><code dir="ltr">{html.escape(setup.pac_url)}</code></p>
   <p>{t("setup.no_direct")}</p>
+  <p>{t("setup.webrtc_leak")}</p>
 </section>
 </main>
 <script type="application/json" id="ferry-data">{data}</script>

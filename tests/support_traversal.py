@@ -147,7 +147,7 @@ class FerryOnTheInternet:
             name, self.lab.internet,
             [*self.ferry, "broker", "--listen", f"{SERVICES}:{port}",
              "--egress", f"ws://{SERVICES}:{EGRESS_PORT}/v1/relay", *arguments,
-             "--ready-file", str(ready)],
+             "--metrics-allow", f"{SERVICES}/32", "--ready-file", str(ready)],
             folder,
         )  # fmt: skip
         broker.wait_for(ready)
@@ -232,7 +232,7 @@ class FerryOnTheInternet:
         loopback (``net::ERR_NAME_NOT_RESOLVED`` for ``http://198.18.0.1:8000/``). Started
         in its own session; its whole process group is stopped on exit. Yields its log's
         path."""
-        from ferry.transport.browser_webrtc import QUIET_HEADLESS_CHROMIUM
+        from ferry.transport.browser_webrtc import QUIET_HEADLESS_CHROMIUM, sandbox_arguments
 
         page = f"widget-{folder.name}.html"
         (self.site / page).write_text(widget_page(broker_url))
@@ -240,7 +240,8 @@ class FerryOnTheInternet:
         with log_path.open("wb") as log:
             browser = subprocess.Popen(
                 ["ip", "netns", "exec", self.lab.home(home).host, CHROMIUM,
-                 *QUIET_HEADLESS_CHROMIUM,
+                 *QUIET_HEADLESS_CHROMIUM, *sandbox_arguments(os.geteuid()),
+                 "--enable-logging=stderr", "--log-level=0",
                  f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {SERVICES}",
                  f"--user-data-dir={folder / 'chromium-profile'}",
                  f"http://{SERVICES}:{ORIGIN_PORT}/{page}#switch-on"],

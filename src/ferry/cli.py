@@ -571,6 +571,15 @@ def broker(
             help="Seconds a minted TURN credential stays valid (60..86400).",
         ),
     ] = 3600.0,
+    metrics_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="FERRY_BROKER_METRICS_ALLOW",
+            metavar="NETWORK",
+            help="A network (CIDR) whose requests GET /metrics answers (repeatable; default: "
+            "loopback and private networks). Requests through the front never get it.",
+        ),
+    ] = None,
     ready_file: Annotated[Path | None, _ready_file_option("BROKER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("BROKER")] = False,
     verbose: Annotated[bool, _verbose_option("BROKER")] = False,
@@ -578,7 +587,7 @@ def broker(
     """Run a broker: matches clients with volunteers."""
     from prometheus_client import CollectorRegistry
 
-    from ferry.broker.server import Broker, BrokerConfig
+    from ferry.broker.server import DEFAULT_METRICS_ALLOW, Broker, BrokerConfig
 
     _logging(verbose, unsafe_logging)
     if not egress:
@@ -607,6 +616,7 @@ def broker(
             ice_servers_per_peer=ice_servers_per_peer,
             turn_secret=read_turn_secret(turn_secret_file) if turn_secret_file else None,
             turn_credential_ttl=turn_credential_ttl,
+            metrics_allow=tuple(metrics_allow) if metrics_allow else DEFAULT_METRICS_ALLOW,
         )
     except ConfigError as exc:
         console.print(f"[bold red]ferry broker:[/] {exc}")

@@ -24,6 +24,7 @@ Chromium is confined to loopback:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -40,7 +41,11 @@ from ferry.client.session import TunnelConfig
 from ferry.core.bridge_line import BridgeLine
 from ferry.demo import LOOPBACK_WEBRTC
 from ferry.egress.server import Egress
-from ferry.transport.browser_webrtc import NO_NAME_LOOKUPS, QUIET_HEADLESS_CHROMIUM
+from ferry.transport.browser_webrtc import (
+    NO_NAME_LOOKUPS,
+    QUIET_HEADLESS_CHROMIUM,
+    sandbox_arguments,
+)
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
 
 from ..integration.chain import Origin, egress_and_broker
@@ -48,6 +53,7 @@ from ..integration.chain import Origin, egress_and_broker
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     *QUIET_HEADLESS_CHROMIUM,
+    *sandbox_arguments(os.geteuid()),  # Playwright adds --no-sandbox itself; a plain start not
     NO_NAME_LOOKUPS,
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]

@@ -251,7 +251,6 @@ async def test_clients_and_volunteers_gather_with_the_brokers_stun_servers(
                         ),
                         proxy=LocalProxyConfig(host="127.0.0.1", port=0),
                         allow_internal_ice_servers=allow_internal,
-                        allow_internal_egress=True,
                     ),
                     registry=registry,
                 )

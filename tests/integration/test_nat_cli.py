@@ -44,9 +44,12 @@ def run_ferry(*arguments: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("role", "words"),
     [
-        ("client", ("--stun", "FERRY_CLIENT_STUN", "--front", "FERRY_CLIENT_FRONT")),
+        ("client", ("--nat-stun", "FERRY_CLIENT_NAT_STUN", "--front", "FERRY_CLIENT_FRONT")),
         ("client", ("--broker-ca", "FERRY_CLIENT_BROKER_CA")),
-        ("volunteer", ("--stun", "FERRY_VOLUNTEER_STUN")),
+        ("client", ("--ice-server", "FERRY_CLIENT_ICE_SERVER", "--no-broker-ice-servers")),
+        ("volunteer", ("--nat-stun", "FERRY_VOLUNTEER_NAT_STUN")),
+        ("volunteer", ("--ice-server", "FERRY_VOLUNTEER_ICE_SERVER")),
+        ("broker", ("--ice-server", "--turn-secret-file", "FERRY_BROKER_TURN_SECRET_FILE")),
         ("nat", ("--stun", "FERRY_NAT_STUN", "--json", "FERRY_NAT_JSON")),
     ],
 )

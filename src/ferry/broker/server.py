@@ -138,6 +138,17 @@ def _page_security_policy(page: bytes) -> str:
     )
 
 
+DEFAULT_METRICS_ALLOW = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+"""Where ``GET /metrics`` is answered by default: this machine and private networks."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """Everything a broker needs to know, with the defaults of ``docs/protocol.md`` §2."""
@@ -180,6 +191,11 @@ class BrokerConfig:
     front sets to the client's address (``X-Forwarded-For``: its last entry is used, the one
     the front added). ``None``: the source is the peer address. Only set it when every
     request comes through the front, or clients can choose their source."""
+    metrics_allow: tuple[str, ...] = DEFAULT_METRICS_ALLOW
+    """Networks whose requests ``GET /metrics`` answers (the operator's Prometheus: this
+    machine and private networks by default). Requests that came through the front (they
+    carry ``trusted_source_header``) get 404 wherever they come from: the counters are exact,
+    and a series of reads would show each client's arrival."""
     quiet_about_loopback_peers: bool = False
     """Do not warn when requests come from loopback without ``trusted_source_header`` (the
     in-process ``ferry demo`` and test networks, where loopback peers are the real peers)."""
@@ -249,7 +265,20 @@ class BrokerConfig:
                 raise ConfigError(f"allowed egress {url!r}: {exc}") from exc
         self.matchmaker_config()  # validates the timeouts and bounds
         self.ice_server_plan()  # validates the ICE servers and the TURN settings
+        self.metrics_networks()
         RateLimit(self.ice_rate, self.ice_burst)
+
+    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """:attr:`metrics_allow` parsed; :class:`ConfigError` naming a bad entry."""
+        networks = []
+        for entry in self.metrics_allow:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"metrics_allow: {entry!r} is not a network such as 10.0.0.0/8"
+                ) from None
+        return tuple(networks)
 
     def ice_server_plan(self) -> IceServerPlan:
         """How this broker chooses ICE servers and mints TURN credentials."""
@@ -356,6 +385,7 @@ class Broker:
         self._held_offers = 0
         self._warned_loopback_peer = config.quiet_about_loopback_peers
         self._ice_plan = config.ice_server_plan()
+        self._metrics_networks = config.metrics_networks()
         self._ice_chooser = random.SystemRandom()
         self._ice_buckets = TokenBuckets(RateLimit(config.ice_rate, config.ice_burst))
         self._ice_salt = random.SystemRandom().randbytes(16)
@@ -782,14 +812,23 @@ class Broker:
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    def _metrics_peer(self, remote: str) -> bool:
+        try:
+            address = ipaddress.ip_address(remote.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._metrics_networks)
+
     async def _handle_metrics(self, request: web.Request) -> web.Response:
         """Prometheus text, for the operator only: its counters are exact, so a series of
-        reads would show each client's arrival. Answered to requests from this machine that
-        did not come through the front (which sets ``trusted_source_header``); anyone else
-        gets 404, as if there were no such page."""
+        reads would show each client's arrival. Answered to requests from ``metrics_allow``
+        that did not come through the front (which sets ``trusted_source_header``); anyone
+        else gets 404, as if there were no such page."""
         header = self.config.trusted_source_header
         through_front = header is not None and header in request.headers
-        if through_front or not _is_loopback(request.remote or ""):
+        if through_front or not self._metrics_peer(request.remote or ""):
             self._rejected.labels(endpoint="metrics", reason="not_local").inc()
             raise web.HTTPNotFound(text="404: Not Found")
         return web.Response(

@@ -29,6 +29,7 @@ from ferry.command_settings import (
     config_option,
     print_config_option,
 )
+from ferry.core.addresses import is_loopback_host
 from ferry.core.ice_servers import IceServer, IceServerError, parse_user_ice_server
 from ferry.errors import ConfigError, FerryError, LocalError
 from ferry.logs import configure as configure_logging
@@ -622,7 +623,7 @@ def broker(
         console.print(f"[bold red]ferry broker:[/] {exc}")
         raise typer.Exit(2) from None
 
-    if trusted_source_header is None and _is_loopback_host(host):
+    if trusted_source_header is None and is_loopback_host(host):
         console.print(
             "[yellow]The broker listens on loopback: if a reverse proxy or CDN front forwards "
             "to it, set --trusted-source-header X-Forwarded-For (and have the front set it), or "
@@ -643,17 +644,6 @@ def broker(
             await server.close()
 
     run_until_signal(main)
-
-
-def _is_loopback_host(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _ice_summary(config: BrokerConfig) -> str:

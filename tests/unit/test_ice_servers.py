@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from ferry.core.addresses import is_loopback_host
 from ferry.core.ice_servers import (
     MAX_PER_PEER,
     IceServer,
@@ -159,3 +160,23 @@ def test_a_plan_refuses_turn_without_credentials_or_secret() -> None:
 )
 def test_internal_addresses_are_told_apart(url: str, internal: bool) -> None:
     assert is_internal_address(IceServer(url)) is internal
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("::1%lo", True),
+        ("198.18.0.1", False),
+        ("10.0.0.1", False),
+        ("localhost.example", False),
+        ("", False),
+    ],
+)
+def test_loopback_hosts_are_recognised(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback

@@ -60,6 +60,7 @@ from ferry.broker.store import (
     StoreUnavailableError,
     hash_source,
 )
+from ferry.core.addresses import is_loopback_host
 from ferry.core.broker_messages import (
     MAX_BODY_BYTES,
     NAT_TYPES,
@@ -317,13 +318,6 @@ class BrokerConfig:
         )
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def _json_response(message: BrokerMessage, status: int = 200) -> web.Response:
     return web.Response(status=status, body=encode(message), content_type=_JSON)
 
@@ -560,7 +554,7 @@ class Broker:
             if value:
                 return source_key(value)
         peer = request.remote or "unknown"
-        if header is None and not self._warned_loopback_peer and _is_loopback(peer):
+        if header is None and not self._warned_loopback_peer and is_loopback_host(peer):
             self._warned_loopback_peer = True
             logger.warning(
                 "a request came from this machine's loopback: if a reverse proxy or CDN front "

@@ -55,3 +55,18 @@ class Target:
         if self.address_type is AddressType.IPV6:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name, an IP address, a bracketed IPv6 address, an address with a
+    zone) is this machine: ``localhost`` or a loopback address, an IPv4-mapped one included."""
+    text = host.strip().strip("[]").split("%", 1)[0].rstrip(".").lower()
+    if text == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

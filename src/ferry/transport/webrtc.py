@@ -87,6 +87,7 @@ from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 from prometheus_client import CollectorRegistry, Counter
 
+from ferry.core.addresses import is_loopback_host
 from ferry.core.ice_servers import IceServer
 from ferry.core.volunteer_egress import internal_address_class
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
@@ -381,13 +382,7 @@ def _candidate_policy(config: WebRtcConfig, servers: tuple[IceServer, ...]) -> I
 
 
 def _on_loopback(server: IceServer) -> bool:
-    host = server.parsed.host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(server.parsed.host)
 
 
 def _raise_socket_buffers(peer_connection: RTCPeerConnection, size: int) -> None:

@@ -1124,7 +1124,15 @@ def main(argv: list[str] | None = None) -> int:
             latency_broker = ready_text(wait_ready(broker, arguments.ready_timeout), "broker", "b")
             volunteer = start_role(
                 "volunteer",
-                ["--broker", latency_broker, "--capacity", "50", "--ice-address", LOOPBACK],
+                [
+                    "--broker",
+                    latency_broker,
+                    "--capacity",
+                    "50",
+                    "--ice-address",
+                    LOOPBACK,
+                    "--unsafe-allow-internal-egress",
+                ],
                 folder,
                 name="latency-volunteer",
             )

@@ -35,6 +35,7 @@ from ferry.client.self_check import (
 from ferry.client.session import PrefixedStream, TunnelClient, TunnelConfig, TunnelStatus
 from ferry.core.addresses import Target
 from ferry.core.bridge_line import BridgeLine
+from ferry.core.ice_servers import nat_discovery_servers
 from ferry.core.nat_behaviour import NatClass, NatDiscoveryConfig, StunServer
 from ferry.errors import BrokerError, ConfigError, FerryError, LocalError, RemoteError
 from ferry.logs import get_logger, scrub_library_loggers
@@ -275,12 +276,7 @@ class ClientApp:
 
     async def _broker_stun_servers(self) -> tuple[StunServer, ...]:
         """The broker's STUN servers (``stun:`` over UDP), for NAT discovery."""
-        servers = await self._rendezvous_channel().ice_servers()
-        return tuple(
-            StunServer(host=server.parsed.host, port=server.parsed.port)
-            for server in servers
-            if server.parsed.scheme == "stun"
-        )
+        return nat_discovery_servers(await self._rendezvous_channel().ice_servers())
 
     def _new_tunnel(self) -> TunnelClient:
         return TunnelClient(

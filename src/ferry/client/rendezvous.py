@@ -44,7 +44,7 @@ from ferry.core.broker_messages import (
     decode_ice_servers_response,
     nat_type,
 )
-from ferry.core.ice_servers import IceServer, is_internal_address
+from ferry.core.ice_servers import IceServer, without_internal
 from ferry.core.nat_behaviour import NatClass
 from ferry.errors import BrokerError, BrokerRateLimitedError, ConfigError, NoVolunteerError
 from ferry.logs import get_logger
@@ -240,19 +240,18 @@ class HttpRendezvous:
             self._ice_refused.labels("malformed").inc()
             self._ice_unavailable(f"its answer is malformed: {exc}")
             return ()
-        kept = []
-        for server in decoded.ice_servers:
-            if is_internal_address(server) and not self.config.allow_internal_ice_servers:
-                self._ice_refused.labels("internal_address").inc()
-                log.warning(
-                    "the broker named the %s server %s on an internal address; it is not used "
-                    "(a broker may not send a client's packets into its own network)",
-                    "TURN" if server.is_turn else "STUN",
-                    server.url,
-                )
-                continue
-            kept.append(server)
-        self._ice_servers = tuple(kept)
+        kept, refused = without_internal(
+            decoded.ice_servers, allow_internal=self.config.allow_internal_ice_servers
+        )
+        for server in refused:
+            self._ice_refused.labels("internal_address").inc()
+            log.warning(
+                "the broker named the %s server %s on an internal address; it is not used "
+                "(a broker may not send a client's packets into its own network)",
+                "TURN" if server.is_turn else "STUN",
+                server.url,
+            )
+        self._ice_servers = kept
         self._ice_servers_until = time.monotonic() + decoded.ttl
         return self._ice_servers
 

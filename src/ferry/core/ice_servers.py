@@ -32,6 +32,7 @@ This module is sans-IO: ``now`` and the random source are passed in.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -41,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ferry.core.nat_behaviour import StunServer
 from ferry.errors import ConfigError
 
 MAX_URL_LENGTH = 256
@@ -115,9 +117,11 @@ class IceServerUrl:
             return None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_url(url: str) -> IceServerUrl:
     """Parse a STUN or TURN URL; raise :class:`IceServerError` (``bad_url``) naming the
-    problem."""
+    problem. Cached: every :class:`IceServer` property reads it, and a role sees the same few
+    URLs again and again."""
 
     def refuse(why: str) -> IceServerError:
         return IceServerError(f"the ICE server URL {url[:80]!r} {why}", reason="bad_url")
@@ -345,3 +349,24 @@ def is_internal_address(server: IceServer) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in INTERNAL_NETWORKS)
+
+
+def without_internal(
+    servers: Sequence[IceServer], *, allow_internal: bool
+) -> tuple[tuple[IceServer, ...], tuple[IceServer, ...]]:
+    """``servers`` split into those a peer may use and those it refuses because a broker named
+    them on an internal address (none refused with ``allow_internal``)."""
+    if allow_internal:
+        return tuple(servers), ()
+    kept = tuple(server for server in servers if not is_internal_address(server))
+    refused = tuple(server for server in servers if is_internal_address(server))
+    return kept, refused
+
+
+def nat_discovery_servers(servers: Sequence[IceServer]) -> tuple[StunServer, ...]:
+    """The plain ``stun:`` servers of ``servers``, for RFC 5780 NAT discovery."""
+    return tuple(
+        StunServer(host=server.parsed.host, port=server.parsed.port)
+        for server in servers
+        if server.parsed.scheme == "stun"
+    )

@@ -54,7 +54,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter
 
-from ferry.core.ice_servers import IceServer, IceServerError
+from ferry.core.ice_servers import IceServer, IceServerError, parse_url
 from ferry.errors import ChannelClosedError, ConfigError, LocalError, ProtocolError
 from ferry.logs import PUBLIC_ADDRESSES, get_logger
 from ferry.tasks import TaskOwner
@@ -652,14 +652,11 @@ class BrowserEngine:
             self.metrics.refused.labels("malformed_control").inc()
             return
         try:
-            server = IceServer(url)
+            server = parse_url(url)
         except IceServerError:
-            try:
-                server = IceServer(url, username="-", credential="-")
-            except IceServerError:
-                self.metrics.refused.labels("malformed_control").inc()
-                return
-        key = (server.url, code)
+            self.metrics.refused.labels("malformed_control").inc()
+            return
+        key = (url, code)
         if key in self._ice_errors_logged or len(self._ice_errors_logged) > 64:
             return
         self._ice_errors_logged.add(key)
@@ -676,9 +673,9 @@ class BrowserEngine:
         log.warning(
             "the %s server %s: %s",
             kind,
-            server.url,
+            url,
             why,
-            extra={PUBLIC_ADDRESSES: (server.parsed.host.strip("[]"),)},
+            extra={PUBLIC_ADDRESSES: (server.host,)},
         )
 
     # peers and datagrams

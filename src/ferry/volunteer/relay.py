@@ -32,7 +32,7 @@ from aiohappyeyeballs import AddrInfoType
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ferry.core.broker_messages import MatchOffer, MessageError, PollResponse, check_pairing
-from ferry.core.ice_servers import IceServer, is_internal_address
+from ferry.core.ice_servers import IceServer, nat_discovery_servers, without_internal
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.retry_after import retry_delay
 from ferry.core.volunteer_egress import EgressChoice, EgressRefusal
@@ -270,31 +270,26 @@ class Volunteer:
     async def _broker_stun_servers(self) -> tuple[StunServer, ...]:
         """The broker's STUN servers (``stun:`` over UDP), for NAT discovery."""
         assert self._broker is not None
-        return tuple(
-            StunServer(host=server.parsed.host, port=server.parsed.port)
-            for server in self._usable_ice_servers(await self._broker.ice_servers())
-            if server.parsed.scheme == "stun"
-        )
+        return nat_discovery_servers(self._usable_ice_servers(await self._broker.ice_servers()))
 
     def _usable_ice_servers(self, servers: tuple[IceServer, ...]) -> tuple[IceServer, ...]:
         """The broker's ICE servers this volunteer may use: none with
         ``broker_ice_servers`` off, and none on internal addresses (counted, logged once)."""
         if not self.config.broker_ice_servers:
             return ()
-        kept = []
-        for server in servers:
-            if is_internal_address(server) and not self.config.allow_internal_ice_servers:
-                self.metrics.ice_servers_refused.labels("internal_address").inc()
-                if server.url not in self._refused_ice_servers:
-                    self._refused_ice_servers.add(server.url)
-                    log.warning(
-                        "the broker named the ICE server %s on an internal address; it is not "
-                        "used (a broker may not send a volunteer's packets into its network)",
-                        server.url,
-                    )
-                continue
-            kept.append(server)
-        return tuple(kept)
+        kept, refused = without_internal(
+            servers, allow_internal=self.config.allow_internal_ice_servers
+        )
+        for server in refused:
+            self.metrics.ice_servers_refused.labels("internal_address").inc()
+            if server.url not in self._refused_ice_servers:
+                self._refused_ice_servers.add(server.url)
+                log.warning(
+                    "the broker named the ICE server %s on an internal address; it is not "
+                    "used (a broker may not send a volunteer's packets into its network)",
+                    server.url,
+                )
+        return kept
 
     def _refused_egress(self, refusal: EgressRefusal, url: str) -> None:
         """Count a refused egress; log it once per URL."""

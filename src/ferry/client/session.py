@@ -21,6 +21,7 @@ from ferry.core.bridge_line import BridgeLine
 from ferry.core.codes import DEFAULT_MESSAGE, ReplyCode
 from ferry.core.path_policy import PathPolicy, PathPolicyConfig, PathStatus
 from ferry.core.retry_after import retry_delay
+from ferry.core.route_key import new_route_key, with_route_key
 from ferry.core.stream_header import StreamReply, StreamReplyDecoder, encode_request
 from ferry.errors import (
     BrokerError,
@@ -102,10 +103,14 @@ class TunnelConfig:
 class VolunteerPath:
     """One open data channel to a volunteer."""
 
-    def __init__(self, number: int, channel: DatagramChannel, peer: OfferingEndpoint) -> None:
+    def __init__(
+        self, number: int, channel: DatagramChannel, peer: OfferingEndpoint, route_key: str
+    ) -> None:
         self.number = number
         self.channel = channel
         self.peer = peer
+        self.route_key = route_key
+        """The routing key its offer carried (:mod:`ferry.core.route_key`)."""
 
 
 class PathPool:
@@ -154,6 +159,9 @@ class PathPool:
         self.newest_path_opened_at: float | None = None
         self._broker_quiet_until = 0.0
         """Loop time before which no rendezvous goes to the broker (its Retry-After)."""
+        self.route_key = new_route_key()
+        """The routing key every new path's offer carries: all paths of one session reach
+        the same egress process behind a balancer (:mod:`ferry.core.route_key`)."""
 
     def start(self) -> None:
         """Begin opening paths in the background."""
@@ -174,7 +182,10 @@ class PathPool:
                     ice_servers = await self._rendezvous.ice_servers()
                     peer = self.peers.offering_peer(ice_servers)
                     offer = await peer.create_offer()
-                    answer = await self._rendezvous.exchange(offer, self._config.bridge.url)
+                    route_key = self.route_key
+                    answer = await self._rendezvous.exchange(
+                        with_route_key(offer, route_key), self._config.bridge.url
+                    )
                     try:
                         channel = await peer.accept_answer(answer)
                     except ChannelClosedError:
@@ -194,7 +205,11 @@ class PathPool:
                     if peer is not None:
                         await peer.close()
                     raise
-                self._add(channel, peer)
+                if route_key != self.route_key:  # a new session began meanwhile: start over
+                    await channel.close()
+                    await peer.close()
+                    continue
+                self._add(channel, peer, route_key)
                 return
         finally:
             self.policy.opening(-1)
@@ -217,10 +232,10 @@ class PathPool:
                 return
             await asyncio.sleep(remaining)
 
-    def _add(self, channel: DatagramChannel, peer: OfferingEndpoint) -> None:
+    def _add(self, channel: DatagramChannel, peer: OfferingEndpoint, route_key: str) -> None:
         self._next_number += 1
         number = self._next_number
-        path = VolunteerPath(number, channel, peer)
+        path = VolunteerPath(number, channel, peer, route_key)
         self.paths[number] = path
         self.newest_path_opened_at = self._loop.time()
         self.policy.add(number, self.newest_path_opened_at)
@@ -253,6 +268,17 @@ class PathPool:
         if not self._closing:
             self._tasks.spawn(self._close_path(path), name="close-path")
             self._open_more(self.policy.wanted())
+
+    def new_route_key(self) -> None:
+        """Draw a new routing key for the next session and drop the paths of the old one.
+
+        Called when the session is lost: its paths may lead to an egress process that no
+        longer holds it, and a new session must not be split between that process and the one
+        the balancer picks for the new key. Replacements open at once.
+        """
+        self.route_key = new_route_key()
+        for number in [n for n, path in self.paths.items() if path.route_key != self.route_key]:
+            self._forget(number, "belonged to the lost session")
 
     async def _close_path(self, path: VolunteerPath) -> None:
         await path.channel.close()
@@ -457,6 +483,7 @@ class TunnelClient:
                     now - session.last_received_at,
                 )
                 session.close("the egress stopped answering; it may have restarted")
+                self.pool.new_route_key()
                 self._tasks.spawn(self._reconnect(), name="reconnect")
 
     async def _reconnect(self) -> None:

@@ -35,6 +35,7 @@ from ferry.core.broker_messages import MatchOffer, MessageError, PollResponse, c
 from ferry.core.ice_servers import IceServer, nat_discovery_servers, without_internal
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.retry_after import retry_delay
+from ferry.core.route_key import relay_url_with_route, route_key_of
 from ferry.core.volunteer_egress import EgressChoice, EgressRefusal
 from ferry.core.volunteer_limits import Admission, VolunteerLimits, VolunteerLimitsConfig
 from ferry.errors import BrokerError, ConfigError, FerryError, ProtocolError
@@ -444,6 +445,9 @@ class Volunteer:
         peer = self.peers.answering_peer(ice_servers)
         egress: DatagramChannel | None = None
         try:
+            # The client's routing key keeps all its paths on one egress process behind a
+            # balancer (core/route_key.py); a malformed one refuses the client (ProtocolError).
+            egress_url = relay_url_with_route(match.egress, route_key_of(match.offer))
             answer = await peer.accept_offer(match.offer)
             if not await broker.answer(match.id, answer):
                 log.info("the client gave up before our answer arrived")
@@ -455,7 +459,7 @@ class Volunteer:
                 async with asyncio.TaskGroup() as group:
                     client_task = group.create_task(peer.wait_channel())
                     egress_task = group.create_task(
-                        connect_websocket_channel(match.egress, self._egress_http)
+                        connect_websocket_channel(egress_url, self._egress_http)
                     )
             finally:
                 if (

@@ -1092,6 +1092,28 @@
     });
   }
 
+  // --- the routing key (core/route_key.py; vectors: tests/vectors/route_keys.json) --------
+
+  /** The offer's ``a=x-ferry-route:KEY`` (one, in the session section): the key, null when
+   * absent (an older client), undefined when malformed (the client is not served). */
+  function routeKeyOf(sdp) {
+    const lines = sdp.split(/\r\n|\r|\n/);
+    const media = lines.findIndex((line) => line.startsWith("m="));
+    const found = lines.map((line, index) => [line, index]).filter(([line]) => line.startsWith("a=x-ferry-route"));
+    if (found.length === 0) return null;
+    const [line, index] = found[0];
+    const match = /^a=x-ferry-route:([A-Za-z0-9_-]{21}[AQgw])$/.exec(line);
+    return found.length === 1 && match && (media < 0 || index < media) ? match[1] : undefined;
+  }
+
+  /** The egress URL with ``route=KEY`` appended to its query (unchanged without a key). */
+  function relayUrlWithRoute(url, key) {
+    if (key === null) return url;
+    return `${url}${url.includes("?") ? "&" : "?"}route=${key}`; // egress URLs have no #fragment
+  }
+
+  const routeKey = Object.freeze({ routeKeyOf, relayUrlWithRoute });
+
   // --- the relay: one client ---------------------------------------------------------------
 
   class ClientRelay {
@@ -1134,7 +1156,9 @@
       channel.binaryType = "arraybuffer";
       channel.onmessage = (event) => this.toEgress(event.data);
       channel.onclose = () => this.close();
-      const socket = new WebSocket(this.match.egress);
+      const route = routeKey.routeKeyOf(this.match.offer); // docs/protocol.md §3.1
+      if (route === undefined) return this.close(); // a malformed key: refused, as in Python
+      const socket = new WebSocket(routeKey.relayUrlWithRoute(this.match.egress, route));
       this.socket = socket;
       socket.binaryType = "arraybuffer";
       socket.onopen = () => {
@@ -1761,6 +1785,7 @@ a { color: var(--link); word-break: break-all; }
   FerryWidget.protocol = protocol;
   FerryWidget.limits = limits;
   FerryWidget.egressChoice = egressChoice;
+  FerryWidget.routeKey = routeKey;
   FerryWidget.LIMITS = LIMITS;
   FerryWidget.languages = Object.keys(MESSAGES);
   customElements.define("ferry-widget", FerryWidget);

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ferry.client.messages import Catalogue
     from ferry.client.self_check import StepResult
     from ferry.core.nat_behaviour import StunServer
+    from ferry.egress.server import EgressConfig
     from ferry.transport.browser_webrtc import WebRtcMode
     from ferry.transport.webrtc import WebRtcConfig
 
@@ -846,6 +847,14 @@ def egress_command(
     ready_file: Annotated[Path | None, _ready_file_option("EGRESS")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("EGRESS")] = False,
     verbose: Annotated[bool, _verbose_option("EGRESS")] = False,
+    workers: Annotated[
+        str,
+        typer.Option(
+            envvar="FERRY_EGRESS_WORKERS",
+            help="Egress processes to run behind nginx on --listen, each on its own loopback "
+            "port, sharing --state-dir (a number, or auto: one per core); needs nginx.",
+        ),
+    ] = "1",
 ) -> None:
     """Run an egress: the exit from ferry to the internet."""
     from prometheus_client import CollectorRegistry
@@ -895,6 +904,9 @@ def egress_command(
         console.print(f"[bold red]ferry egress:[/] {exc}")
         raise typer.Exit(2) from None
 
+    if _run_egress_workers(workers, config, ready_file, event_loop):
+        return
+
     async def main(stop: asyncio.Event) -> None:
         server = Egress(config, registry=CollectorRegistry())
         bridge = await server.start()
@@ -937,6 +949,41 @@ def egress_command(
             await server.close()
 
     run_until_signal(main, event_loop)
+
+
+def _run_egress_workers(
+    workers: str, config: EgressConfig, ready_file: Path | None, event_loop: EventLoop
+) -> bool:
+    """Run ``--workers N`` egress processes behind nginx (:mod:`ferry.egress.workers`);
+    ``False`` when one process is wanted."""
+    import sys
+
+    from ferry.egress.workers import run_workers, workers_config
+
+    try:
+        settings = workers_config(
+            workers,
+            host=config.host,
+            port=config.port,
+            state_dir=config.state_dir,
+            public_url=config.public_url,
+            drain_seconds=config.drain_seconds,
+            arguments=sys.argv[1:],
+        )
+    except ConfigError as exc:
+        console.print(f"[bold red]ferry egress:[/] {exc}")
+        raise typer.Exit(2) from None
+    if settings is None:
+        return False
+
+    def ready(state: dict[str, object]) -> None:
+        console.print(f"ferry egress: {settings.count} processes behind nginx at {state['egress']}")
+        console.print(f"Workers, PIDs and metrics: {config.state_dir / 'workers.json'}")
+        typer.echo(str(state["bridge"]))
+        write_ready_file(ready_file, state)
+
+    run_until_signal(lambda stop: run_workers(settings, stop, ready), event_loop)
+    return True
 
 
 def _check_pairing_option(code: str) -> None:

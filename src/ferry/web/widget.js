@@ -1131,6 +1131,8 @@
 
     async run() {
       const volunteer = this.volunteer;
+      this.route = routeKey.routeKeyOf(this.match.offer); // docs/protocol.md §3.1
+      if (this.route === undefined) return this.close(); // a malformed key: refused, as in Python
       // this match's servers from the broker, then any the host page configured
       const iceServers = [...rtcIceServers(this.iceServers), ...volunteer.iceServers];
       const peer = new RTCPeerConnection({ iceServers });
@@ -1156,9 +1158,7 @@
       channel.binaryType = "arraybuffer";
       channel.onmessage = (event) => this.toEgress(event.data);
       channel.onclose = () => this.close();
-      const route = routeKey.routeKeyOf(this.match.offer); // docs/protocol.md §3.1
-      if (route === undefined) return this.close(); // a malformed key: refused, as in Python
-      const socket = new WebSocket(routeKey.relayUrlWithRoute(this.match.egress, route));
+      const socket = new WebSocket(routeKey.relayUrlWithRoute(this.match.egress, this.route));
       this.socket = socket;
       socket.binaryType = "arraybuffer";
       socket.onopen = () => {

@@ -33,7 +33,7 @@ class WorkerNetwork:
         self.folder = folder
         self.roles: list[Role] = []
         self.port = free_port()
-        self.egress = self._start(
+        self.egress = self.start_role(
             "egress",
             [
                 "egress",
@@ -49,8 +49,8 @@ class WorkerNetwork:
         )
         ready = self.egress.wait_ready(90)
         self.bridge = str(ready["bridge"])
-        self.workers: list[dict[str, str]] = list(ready["workers"])  # type: ignore[arg-type]
-        broker = self._start(
+        self.workers: list[dict[str, str]] = list(ready.get("workers", []))  # type: ignore[arg-type]
+        broker = self.start_role(
             "broker",
             ["broker", "--listen", "127.0.0.1:0", "--egress", f"{self.relay_url}"],
         )
@@ -62,7 +62,8 @@ class WorkerNetwork:
         """nginx's relay URL: the one in the bridge line."""
         return f"ws://127.0.0.1:{self.port}/v1/relay"
 
-    def _start(self, name: str, arguments: list[str]) -> Role:
+    def start_role(self, name: str, arguments: list[str]) -> Role:
+        """Start one more ferry process (stopped with the network)."""
         role = Role(name, arguments, self.folder)
         self.roles.append(role)
         return role
@@ -70,7 +71,7 @@ class WorkerNetwork:
     def add_volunteers(self, count: int) -> None:
         """Start ``count`` Python volunteers and wait until each is ready."""
         started = [
-            self._start(
+            self.start_role(
                 f"volunteer{len(self.volunteers) + n + 1}",
                 [
                     "volunteer",

@@ -31,6 +31,7 @@ class WorkerNetwork:
 
     def __init__(self, folder: Path, *, workers: int, egress_arguments: tuple[str, ...] = ()):
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.roles: list[Role] = []
         self.port = free_port()
         self.egress = self.start_role(
@@ -52,7 +53,17 @@ class WorkerNetwork:
         self.workers: list[dict[str, str]] = list(ready.get("workers", []))  # type: ignore[arg-type]
         broker = self.start_role(
             "broker",
-            ["broker", "--listen", "127.0.0.1:0", "--egress", f"{self.relay_url}"],
+            # Every client and volunteer comes from 127.0.0.1: the per-source limits of a
+            # public broker would hold back this one "source" of many.
+            [
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--egress",
+                self.relay_url,
+                *("--offer-rate", "100", "--offer-burst", "500"),
+                *("--poll-rate", "100", "--poll-burst", "500"),
+            ],
         )
         self.broker_url = broker.wait_ready()["broker"]
         self.volunteers: list[Role] = []

@@ -1,6 +1,6 @@
 """Three egress processes behind Debian's nginx (``ferry egress --workers 3``): every path of a
-session reaches the one process that holds it, and a process that dies takes only its own
-clients down, who reconnect to a live one.
+session reaches the one process that holds it, and a process that dies (SIGKILL) or drains
+(SIGTERM) takes only its own clients away, who reconnect through a live one.
 
 Six clients (in this process, each with two volunteer paths and a spare over five Python
 volunteer processes) carry routing keys that nginx was seen to send two to each worker, so
@@ -113,6 +113,24 @@ async def test_three_workers_behind_nginx_keep_sessions_whole_and_survive_a_kill
                 state = json.loads((tmp_path / "egress-state" / "workers.json").read_text())
                 assert state["workers"][0]["restarts"] == 1
                 assert state["workers"][0]["pid"] != victim
+
+                # SIGTERM drains worker 2 (--drain-seconds 2): its clients move to a new key
+                # and a live process, the others carry on.
+                drained = [c for c, home in zip(clients, homes, strict=True) if home == 1]
+                others = [c for c, home in zip(clients, homes, strict=True) if home == 2]
+                os.kill(int(state["workers"][1]["pid"]), signal.SIGTERM)
+                drained_at = time.monotonic()
+                moved = await asyncio.gather(
+                    *(_retry_until_intact(c, port, SIZE, drained_at + 60) for c in drained),
+                    *(_download_checked(c, port, SIZE) for c in others),
+                )
+                assert moved[len(drained) :] == [sha256(body[:SIZE])] * len(others)
+                assert all(c.tunnel.pool.route_key not in owner for c in drained)
+                assert all(c.tunnel.pool.route_key in owner for c in others)
+                print(
+                    "after the drain, intact again in",
+                    [f"{seconds:.1f} s ({n} tries)" for n, seconds in moved[: len(drained)]],
+                )
     finally:
         for client in clients:
             await client.close()

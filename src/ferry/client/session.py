@@ -400,6 +400,12 @@ class TunnelStatus:
     """Which WebRTC stack carries the paths (browser engine or aiortc), with any warning."""
 
 
+LEAVE_PROCESS = frozenset({"egress shutting down", "egress draining"})
+"""Reasons an egress gives for ending or refusing a session after which the client's next
+session takes a new routing key (and new paths): the process is draining or stopping, and
+behind a balancer another process can serve it."""
+
+
 class TunnelClient:
     """One QUIC session to the egress over a pool of volunteer paths; a ``StreamOpener``."""
 
@@ -512,6 +518,10 @@ class TunnelClient:
         async with self._session_lock:
             if self.session is not None:
                 return self.session
+            if self._session is not None and self._session.close_reason in LEAVE_PROCESS:
+                # That egress process is going away: the next session goes where the
+                # balancer sends a new routing key (docs/operating.md, several processes).
+                self.pool.new_route_key()
             await self.pool.wait_for_path(self.config.volunteer_wait)
             connection = self.config.quic.new_connection(
                 self.config.quic.configuration(is_client=True)
@@ -535,6 +545,7 @@ class TunnelClient:
             if session.closed.is_set():
                 # An egress refuses a session right after the handshake when it is full or
                 # shutting down (docs/protocol.md §5); the reason phrase says which.
+                self._session = session  # so that the next attempt sees why
                 raise SessionError(f"the egress refused the session: {session.close_reason}")
             self._session = session
             self._session_started_at = self._loop.time()

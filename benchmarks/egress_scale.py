@@ -46,6 +46,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / TICKS, total / TICKS
+
+
 def child_pids(pid: int) -> list[int]:
     """The direct children of ``pid`` (nginx's worker process)."""
     try:
@@ -81,7 +89,8 @@ def sessions_per_worker(net: WorkerNetwork) -> list[int]:
 
 
 def run(folder: Path, workers: int, port: int, size: int) -> tuple[float, dict[str, float]]:
-    """One configuration: (aggregate MB/s, CPU share per process)."""
+    """One configuration: (aggregate MB/s, CPU share per process; ``machine busy`` and
+    ``machine others`` are the whole machine's busy cores and those not used by ferry)."""
     net = WorkerNetwork(folder, workers=workers)
     try:
         ready: dict[str, object] = {"nginx_pid": None}
@@ -111,6 +120,7 @@ def run(folder: Path, workers: int, port: int, size: int) -> tuple[float, dict[s
             print(f"  sessions per worker: {sessions_per_worker(net)}")
         pids = processes(net, ready)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_before = machine_cpu()
         started = time.monotonic()
         outputs = [folder / f"download{n}.bin" for n in range(CLIENTS)]
         curls = [
@@ -122,6 +132,13 @@ def run(folder: Path, workers: int, port: int, size: int) -> tuple[float, dict[s
             assert curl.returncode == 0, error.decode()
         elapsed = time.monotonic() - started
         cpu = {name: (cpu_seconds(pid) - before[name]) / elapsed for name, pid in pids.items()}
+        machine_after = machine_cpu()
+        cores = (machine_after[1] - machine_before[1]) / elapsed
+        busy = (machine_after[0] - machine_before[0]) / elapsed
+        ours = sum(cpu.values())
+        cpu["machine busy"] = busy
+        cpu["machine others"] = max(0.0, busy - ours)
+        print(f"  {cores:.1f} cores, {busy:.2f} busy, of which ferry {ours:.2f}")
         expected = hashlib.sha256(payload(size)).hexdigest()
         for output in outputs:
             assert hashlib.sha256(output.read_bytes()).hexdigest() == expected

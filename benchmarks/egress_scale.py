@@ -160,8 +160,9 @@ def main() -> None:
             results[workers] = run(Path(folder) / f"workers{workers}", workers, port, size)
             throughput, cpu = results[workers]
             print(f"  aggregate {throughput:.1f} MB/s")
+            print("  CPU (cores busy; ms of CPU per MB delivered):")
             for name, share in sorted(cpu.items(), key=lambda item: -item[1]):
-                print(f"  CPU {share:5.2f}  {name}")
+                print(f"  {share:5.3f}  {1000 * share / throughput:6.1f} ms/MB  {name}")
     print(f"ratio (2 processes / 1 process): {results[2][0] / results[1][0]:.2f}")
     print(f"cores on this machine: {os.cpu_count()}")
 

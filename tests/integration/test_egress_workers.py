@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from ferry.errors import FerryError
 
 from .egress_workers import RoutedClient, WorkerNetwork, keys_per_worker, sha256, worker_metrics
-from .processes import origin_server, payload
+from .processes import ferry_command, origin_server, payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -60,6 +61,10 @@ async def test_three_workers_behind_nginx_keep_sessions_whole_and_survive_a_kill
         net.add_volunteers(5)
         with origin_server(body) as port, origin_server(body, rate=1.2e6) as slow_port:
             async with aiohttp.ClientSession() as http:
+                # One identity, created once, owner-only; every worker serves its bridge line.
+                state_dir = tmp_path / "egress-state"
+                assert (state_dir / "egress-key.pem").stat().st_mode & 0o777 == 0o600
+                assert (state_dir / "bridge-line").read_text().strip() == net.bridge
                 keys = await keys_per_worker(http, net, per_worker=2)
                 owner = {key: n for n, found in enumerate(keys) for key in found}
                 clients = [RoutedClient(net, key) for key in owner]
@@ -135,3 +140,18 @@ async def test_three_workers_behind_nginx_keep_sessions_whole_and_survive_a_kill
         for client in clients:
             await client.close()
         net.close()
+
+
+def test_a_bad_worker_count_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*ferry_command(), "egress", "--workers", "0", "--state-dir", str(tmp_path / "s")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, output
+    assert "--workers must be between 1 and 256 (or auto)" in output
+    assert "Traceback" not in output

@@ -1,6 +1,6 @@
 """``ferry egress --workers``: the pieces that need no process (count, nginx lookup, the
 workers' command line, the nginx configuration). The processes themselves are tested in
-tests/integration/test_egress_workers.py and test_egress_workers_cli.py."""
+tests/integration/test_egress_workers.py."""
 
 from __future__ import annotations
 

@@ -131,7 +131,8 @@ def nginx_config(
 ) -> str:
     """An nginx configuration listening on ``host:port`` that routes every WebSocket to
     ``/v1/relay`` to one of the egress processes on ``127.0.0.1:upstream_ports`` by the
-    hash of its ``route`` parameter (no access log: it would hold volunteers' addresses)."""
+    hash of its ``route`` parameter. No access log and only critical errors: both would hold
+    volunteers' addresses."""
     servers = "\n".join(
         f"        server 127.0.0.1:{upstream} max_fails=1 fail_timeout=5s;"
         for upstream in upstream_ports
@@ -145,7 +146,8 @@ def nginx_config(
 {user}daemon off;
 worker_processes 1;
 pid {folder / "nginx.pid"};
-error_log stderr warn;
+# crit: nginx's [error] lines name the volunteer's address ("client: ...").
+error_log stderr crit;
 events {{ worker_connections 16384; }}
 http {{
     access_log off;
@@ -168,8 +170,8 @@ http {{
             proxy_buffering off;
             proxy_connect_timeout 2s;
             proxy_next_upstream error timeout;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
+            proxy_read_timeout 120s;  # WebSocket pings come every 20 s
+            proxy_send_timeout 120s;
         }}
         location / {{ return 404; }}
     }}

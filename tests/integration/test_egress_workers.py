@@ -46,7 +46,8 @@ async def _retry_until_intact(
         try:
             if await _download_checked(client, port, size) == expected:
                 return attempt, time.monotonic() - started
-        except (FerryError, AssertionError, TimeoutError):
+        except (FerryError, AssertionError, TimeoutError) as exc:
+            print(f"attempt {attempt}: {type(exc).__name__}: {exc}"[:200])
             await asyncio.sleep(0.5)
     raise AssertionError("30 attempts, none intact")
 

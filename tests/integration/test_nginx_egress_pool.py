@@ -1,6 +1,7 @@
 """``deploy/nginx-ferry-egress-pool.conf`` under Debian's nginx, with TLS from a test CA, in
 front of three WebSocket servers standing in for egress processes: every WebSocket with one
-routing key reaches the same process, the keys spread over all three, and when one process is
+routing key reaches the same process, the keys spread over all three, WebSockets without a key
+(older clients) all reach one process, and when one process is
 gone its keys move to the others while every other key stays where it was (consistent
 hashing)."""
 
@@ -74,9 +75,11 @@ def _nginx_config(folder: Path, port: int, upstreams: list[int], cert: Path, key
 
 
 async def _which_process(
-    session: aiohttp.ClientSession, url: str, key: str, context: ssl.SSLContext
+    session: aiohttp.ClientSession, url: str, key: str | None, context: ssl.SSLContext
 ) -> int:
-    async with session.ws_connect(f"{url}?route={key}", ssl=context) as socket:
+    """The stand-in that took a WebSocket with ``key`` (``None``: an older client's URL)."""
+    target = url if key is None else f"{url}?route={key}"
+    async with session.ws_connect(target, ssl=context) as socket:
         message = await socket.receive(timeout=10)
         return int(message.data)
 
@@ -122,6 +125,9 @@ async def test_the_deploy_config_keeps_each_key_on_one_process_and_moves_only_a_
                 assert placed == again
                 assert sorted(set(placed)) == [0, 1, 2]
                 assert [seen[k] for k in keys] == placed
+                # An older client's volunteers send no key: one fixed process, which works.
+                keyless = {await _which_process(session, url, None, context) for _ in range(5)}
+                assert len(keyless) == 1
                 # Process 1 is gone: its keys go elsewhere, no other key moves.
                 await sites[1].stop()
                 after = [await _which_process(session, url, k, context) for k in keys]

@@ -90,7 +90,8 @@ def test_the_public_url_defaults_to_the_address_nginx_listens_on() -> None:
 
 def test_the_configuration_hashes_the_route_over_every_worker(tmp_path: Path) -> None:
     text = nginx_config(host="::", port=8443, upstream_ports=[4001, 4002], folder=tmp_path)
-    assert "hash $arg_route consistent;" in text
+    assert "hash $ferry_route consistent;" in text
+    assert 'map $arg_route $ferry_route { default $arg_route; "" none; }' in text
     assert "server 127.0.0.1:4001 " in text and "server 127.0.0.1:4002 " in text
     assert "listen [::]:8443;" in text
     assert "access_log off;" in text

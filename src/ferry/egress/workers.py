@@ -9,7 +9,7 @@ One egress process uses one core. With ``--workers N`` the command becomes a sma
    own admin port for ``/metrics``;
 3. it writes an nginx configuration (``STATE_DIR/nginx/nginx.conf``) that listens on
    ``--listen`` and routes each volunteer WebSocket by its ``route`` parameter
-   (``hash $arg_route consistent``, :mod:`ferry.core.route_key`), and runs Debian's nginx on it;
+   (``hash $ferry_route consistent``, :mod:`ferry.core.route_key`), and runs Debian's nginx;
 4. it restarts a worker that exits (on the same port, so nginx's configuration stays right),
    and on SIGTERM passes SIGTERM to every worker (each drains for ``--drain-seconds``), then
    stops nginx.
@@ -154,10 +154,12 @@ http {{
     access_log off;
 {temp}
     map $http_upgrade $ferry_connection_upgrade {{ default upgrade; "" close; }}
+    # nginx balances an empty hash key round-robin, which would scatter an older client's
+    # paths (they carry no key): give them one fixed key, so they all reach one process.
+    map $arg_route $ferry_route {{ default $arg_route; "" none; }}
     upstream ferry_egress {{
         # Every WebSocket of one client session carries the same route key: the same process.
-        # No key (an older client): the empty string, always the same process.
-        hash $arg_route consistent;
+        hash $ferry_route consistent;
 {servers}
     }}
     server {{

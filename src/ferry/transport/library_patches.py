@@ -33,7 +33,7 @@ import contextlib
 import importlib.metadata
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +101,7 @@ class LibraryPatch:
 _AIORTC = ("aiortc", "1.16.0", "1.17")
 _AIOICE = ("aioice", "0.13.0", "0.14")
 _AIOQUIC = ("aioquic", "1.7.0", "1.8")
-_PYOPENSSL = ("pyopenssl", "25.0.0", "27")
+_PYOPENSSL = ("pyopenssl", "26.0.0", "27")
 
 PATCHES: tuple[LibraryPatch, ...] = (
     LibraryPatch(
@@ -282,16 +282,31 @@ def enabled(name: str, version: str | None = None) -> bool:
 _installed: dict[str, bool] = {}
 
 
-def install() -> dict[str, bool]:
+def install(versions: Mapping[str, str] | None = None) -> dict[str, bool]:
     """Apply every process-wide patch of :data:`PATCHES` whose version gate allows it
-    (idempotent); return, per patch name, whether it is in effect."""
-    if not _installed:
-        _installed["sctp-delayed-acknowledgements"] = _install_sctp_acknowledgements()
-        _installed["sctp-max-user-data"] = _install_sctp_max_user_data()
-        _installed["srtp-profile-order"] = _install_srtp_profile_order()
-        _installed["host-addresses"] = _install_host_address_wrapper()
-        _installed["stun-request-order"] = _install_stun_request_order()
-    return dict(_installed)
+    (idempotent); return, per patch name, whether it is in effect.
+
+    ``versions`` (library name to version) replaces the installed versions in the gate, for
+    tests that show what happens with another version; such a call is not remembered."""
+    if versions is None and _installed:
+        return dict(_installed)
+
+    def allowed(name: str) -> bool:
+        if versions is None:
+            return enabled(name)
+        return enabled(name, versions.get(_BY_NAME[name].library, ""))
+
+    result = {
+        "sctp-delayed-acknowledgements": allowed("sctp-delayed-acknowledgements")
+        and _install_sctp_acknowledgements(),
+        "sctp-max-user-data": allowed("sctp-max-user-data") and _install_sctp_max_user_data(),
+        "srtp-profile-order": allowed("srtp-profile-order") and _install_srtp_profile_order(),
+        "host-addresses": allowed("host-addresses") and _install_host_address_wrapper(),
+        "stun-request-order": allowed("stun-request-order") and _install_stun_request_order(),
+    }
+    if versions is None:
+        _installed.update(result)
+    return dict(result)
 
 
 def _install_sctp_acknowledgements() -> bool:
@@ -300,8 +315,6 @@ def _install_sctp_acknowledgements() -> bool:
         DelayedAcknowledgementSctpTransport,
     )
 
-    if not enabled("sctp-delayed-acknowledgements"):
-        return False
     missing = [
         name for name in OVERRIDDEN_METHODS if not hasattr(aiortc_sctp.RTCSctpTransport, name)
     ]
@@ -336,8 +349,6 @@ no configuration can change what another association in the process uses."""
 
 
 def _install_sctp_max_user_data() -> bool:
-    if not enabled("sctp-max-user-data"):
-        return False
     if not isinstance(getattr(aiortc_sctp, "USERDATA_MAX_LENGTH", None), int):
         logger.warning("aiortc has no USERDATA_MAX_LENGTH: its SCTP chunk size is left as is")
         return False
@@ -357,8 +368,6 @@ captured by tests/browser/test_dtls_fingerprint.py). aiortc offers 0x0008, 0x000
 def _install_srtp_profile_order() -> bool:
     """Reorder aiortc's SRTP profiles, in place, to Chromium's order (aiortc reads the list
     for every DTLS transport; the same for all)."""
-    if not enabled("srtp-profile-order"):
-        return False
     profiles = getattr(aiortc_dtls, "SRTP_PROFILES", None)
     if not isinstance(profiles, list):
         logger.warning("aiortc has no SRTP_PROFILES list: SRTP profile order left as it is")
@@ -399,8 +408,6 @@ def host_address_policy(*, include_loopback: bool, only: tuple[str, ...] | None)
 def _install_host_address_wrapper() -> bool:
     """Wrap ``aioice.ice.get_host_addresses``; other users of aioice in the process see the
     original behaviour (the wrapper only acts under :func:`host_address_policy`)."""
-    if not enabled("host-addresses"):
-        return False
     original: Callable[[bool, bool], list[str]] | None = getattr(
         aioice.ice, "get_host_addresses", None
     )
@@ -455,8 +462,6 @@ GOOG_NETWORK_INFO_VALUE = bytes.fromhex("000003e7")
 def _install_stun_request_order() -> bool:
     """Wrap ``aioice.ice.Connection.build_request`` and register GOOG-NETWORK-INFO in aioice's
     attribute tables so that it is written (and parsed when a browser sends it)."""
-    if not enabled("stun-request-order"):
-        return False
     connection_class = getattr(aioice.ice, "Connection", None)
     original = getattr(connection_class, "build_request", None)
     by_name = getattr(aioice.stun, "ATTRIBUTES_BY_NAME", None)

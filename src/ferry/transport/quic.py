@@ -36,7 +36,7 @@ each with a safe fallback outside the versions it was checked against):
 * ``quic-peer-certificate`` and ``quic-accepted-packets``: :func:`peer_certificate_fingerprint`
   and :func:`accepted_packet_marker`.
 
-``tests/unit/test_quic_internals.py`` pins them, so an aioquic upgrade that changes them fails
+``tests/unit/test_library_patches.py`` pins them, so an aioquic upgrade that changes them fails
 loudly.
 """
 

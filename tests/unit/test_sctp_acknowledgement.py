@@ -10,6 +10,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from ferry.errors import ConfigError
+from ferry.transport import library_patches
 from ferry.transport.sctp_acknowledgement import (
     OVERRIDDEN_METHODS,
     READ_ATTRIBUTES,
@@ -17,7 +18,6 @@ from ferry.transport.sctp_acknowledgement import (
     SctpAcknowledgementPolicy,
     installed,
 )
-from ferry.transport import library_patches
 from ferry.transport.webrtc import WebRtcConfig
 
 

@@ -564,6 +564,14 @@ three TLS 1.3 suites, which DTLS 1.2 cannot offer). aiortc offers four (0xc02b, 
 0xc009, 0xc00a). The suites beyond ECDSA are offered, never chosen: both certificates are
 ECDSA, and the server picks."""
 
+_SECURITY_LEVEL = b":@SECLEVEL=0"
+"""OpenSSL's security level for aiortc's DTLS: 0, so that OpenSSL offers RSA+SHA1 as the
+ninth signature algorithm, as Chromium does (levels 1 and up leave SHA-1 signatures out).
+Nothing weak can be negotiated: the cipher suites and groups above are all strong, both
+peers' certificates are ECDSA P-256 keys pinned by fingerprint in the SDP (so RSA+SHA1 is
+never chosen), and what crosses the data channel is QUIC, encrypted end to end to the egress
+whatever the DTLS layer does."""
+
 CHROMIUM_SIGNATURE_ALGORITHMS = (
     b"ECDSA+SHA256:rsa_pss_rsae_sha256:RSA+SHA256:ECDSA+SHA384:rsa_pss_rsae_sha384:"
     b"RSA+SHA384:rsa_pss_rsae_sha512:RSA+SHA512:RSA+SHA1"
@@ -590,7 +598,7 @@ def align_dtls_context(context: SSL.Context) -> list[str]:
         return ["all (aiortc version)"]
     lost = []
     try:
-        context.set_cipher_list(CHROMIUM_CIPHER_SUITES)
+        context.set_cipher_list(CHROMIUM_CIPHER_SUITES + _SECURITY_LEVEL)
     except SSL.Error:
         lost.append("cipher suites")
     context.set_options(_SSL_OP_NO_ENCRYPT_THEN_MAC)

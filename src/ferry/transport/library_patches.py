@@ -50,6 +50,10 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from ferry.logs import get_logger
+from ferry.transport.sctp_acknowledgement import (
+    OVERRIDDEN_METHODS,
+    DelayedAcknowledgementSctpTransport,
+)
 
 __all__ = [
     "CHROMIUM_CIPHER_SUITES",
@@ -202,7 +206,8 @@ PATCHES: tuple[LibraryPatch, ...] = (
         *_AIOQUIC,
         "aioquic QuicConnection._spaces (read: largest_received_packet, ack_queue)",
         "tell which volunteer paths carry authenticated packets; off: every datagram is "
-        "taken as accepted",
+        "taken as accepted, so a volunteer injecting packets could attract a session's "
+        "replies (sessions still work)",
     ),
     LibraryPatch(
         "quic-loss-thresholds",
@@ -310,11 +315,6 @@ def install(versions: Mapping[str, str] | None = None) -> dict[str, bool]:
 
 
 def _install_sctp_acknowledgements() -> bool:
-    from ferry.transport.sctp_acknowledgement import (
-        OVERRIDDEN_METHODS,
-        DelayedAcknowledgementSctpTransport,
-    )
-
     missing = [
         name for name in OVERRIDDEN_METHODS if not hasattr(aiortc_sctp.RTCSctpTransport, name)
     ]

@@ -173,9 +173,10 @@ def module_source(name: str) -> str:
     return resources.files("ferry").joinpath("web", "widget", name).read_text("utf-8")
 
 
-def bundle(modules: Sequence[str], *, header: str = HEADER) -> bytes:
-    """``modules`` (names in ``web/widget/``) concatenated in order inside one IIFE, minified."""
-    body = "\n".join(module_source(name) for name in modules)
+def bundle(modules: Sequence[str], *, header: str = HEADER, tail: str = "") -> bytes:
+    """``modules`` (names in ``web/widget/``), then ``tail`` (a script of their user, such as
+    the browser extension's), concatenated in order inside one IIFE, minified."""
+    body = "\n".join([*(module_source(name) for name in modules), tail])
     script = f'(() => {{\n"use strict";\n{body}\n}})();\n'
     return (header + minify(script)).encode("utf-8")
 

@@ -48,6 +48,14 @@ async function run() {
   if (quotaUsed && quotaUsed.day === utcDay(now)) volunteer.limits.restoreQuota(quotaUsed.day, quotaUsed.used);
   volunteer.start();
   flush();
+  // "only on unmetered connections": stop while the connection is metered, start again after
+  if (stored.unmeteredOnly && navigator.connection) {
+    navigator.connection.addEventListener("change", () => {
+      if (volunteerApi.isMetered()) volunteer.stop();
+      else volunteer.start();
+      send({ ...report, state: volunteer.state === "off" ? "metered" : volunteer.state, helping: volunteer.helping });
+    });
+  }
 }
 
 run().catch((error) => console.error(`ferry: ${error.message}`));

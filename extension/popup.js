@@ -89,6 +89,14 @@ async function show() {
   $("session").textContent = counts(own.session, session.helped, session.bytes);
   $("all-time").textContent = counts(own.allTime, totals.helped, totals.bytes);
   $("pair").textContent = settings.pairing ? text.pairStop : text.pairButton;
+  // the widget's private link: the broker's page with the code, for the people to help
+  $("pairing").hidden = !settings.pairing;
+  if (settings.pairing) {
+    const link = `${settings.broker.replace(/\/+$/, "")}/#pairing=${settings.pairing}`;
+    $("pairing-text").textContent = text.pairOn(settings.pairing);
+    $("pairing-link").href = link;
+    $("pairing-link").textContent = link;
+  }
   for (const name of ["broker", "capacity", "maxRate", "quota", "pairing"]) {
     if (document.activeElement !== form.elements[name]) form.elements[name].value = settings[name];
   }

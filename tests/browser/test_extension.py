@@ -225,6 +225,10 @@ async def test_the_extension_keeps_its_settings_when_it_starts_again(tmp_path: P
             worker, "(await chrome.storage.local.get()).pairing && chrome.storage.local.get()"
         )
         assert isinstance(stored, dict)
+        link = popup.locator("#pairing-link")
+        assert (
+            await link.get_attribute("href") == f"{net.broker_url}/#pairing=pair_0123456789ABCDEF"
+        )
         # a bad value is refused with the widget's words, and not stored
         await popup.locator("input[name=quota]").fill("2.5M")
         await popup.locator("input[name=quota]").press("Enter")

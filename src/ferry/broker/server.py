@@ -13,7 +13,7 @@ Routes (``docs/protocol.md`` §2)::
     GET  /metrics              Prometheus text from the broker's registry
     GET  /status               an HTML page of the same figures and the last hour (no script)
     GET  /openapi.json         the OpenAPI 3.1 description of this API (broker/openapi.py)
-    GET  /widget.js            the browser volunteer widget (src/ferry/web/widget.js)
+    GET  /widget.js            the browser volunteer widget (src/ferry/web/widget/, bundled)
     GET  /                     a page showing the widget and the live state (web/index.html)
 
 The volunteer endpoints, ``/v1/egresses`` and ``/v1/stats`` allow cross-origin requests from
@@ -88,6 +88,7 @@ from ferry.core.network_stats import NetworkActivity, round_up_for_privacy
 from ferry.core.rate_limit import RateLimit, TokenBuckets, source_key
 from ferry.errors import BrokerError, ConfigError, LocalError
 from ferry.logs import get_logger, scrub_library_loggers
+from ferry.web.bundle import widget_js
 
 logger = get_logger(__name__)
 
@@ -371,7 +372,7 @@ class Broker:
         self.store = store if store is not None else config.new_store()
         self._activity = NetworkActivity()
         self._last_hour = MinuteSeries()
-        self._widget_js = _web_file("widget.js")
+        self._widget_js = widget_js()
         self._index_html = _web_file("index.html")
         self._index_policy = _page_security_policy(self._index_html)
         self._openapi = json.dumps(openapi_document(), indent=1).encode("utf-8")

@@ -15,7 +15,8 @@ One egress process uses one core. With ``--workers N`` the command becomes a sma
    stops nginx.
 
 Worker ports, PIDs and admin URLs are written to ``STATE_DIR/workers.json`` and to the ready
-file. Without nginx the command stops with a clear message (see :func:`find_nginx`).
+file. :class:`EgressWorkersRole` is the role app ``ferry egress`` runs for it. Without nginx
+the command stops with a clear message (see :func:`find_nginx`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import typer
+
 from ferry.egress.identity import load_or_create_identity
 from ferry.errors import ConfigError, LocalError
 from ferry.logs import get_logger
+from ferry.roles import console
 
 log = get_logger(__name__)
 
@@ -329,14 +333,9 @@ class EgressWorkers:
         temporary.replace(self.config.state_dir / "workers.json")
         return state
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Restart workers that exit until ``stop`` is set or nginx exits; then drain."""
-        try:
-            await self._supervise(stop)
-        finally:
-            await self.close()
-
-    async def _supervise(self, stop: asyncio.Event) -> None:
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart workers that exit until ``stop`` is set; :class:`LocalError` if nginx
+        exits. :meth:`close` stops everything afterwards."""
         while True:  # one round per worker exit; ends on stop (or nginx's exit)
             waits = {
                 asyncio.create_task(process.wait()): worker
@@ -371,9 +370,9 @@ class EgressWorkers:
                     await self._start_worker(worker)
             self.write_state()
 
-    async def close(self) -> None:
-        """SIGTERM every worker (they drain), SIGKILL what is left after ``drain_seconds``
-        and a margin, then stop nginx."""
+    async def close(self, *, at_once: bool = False) -> None:
+        """SIGTERM every worker (they drain; SIGINT with ``at_once``: they stop now), SIGKILL
+        what is left after ``drain_seconds`` and a margin, then stop nginx."""
         running = [
             process
             for worker in self.workers
@@ -381,7 +380,7 @@ class EgressWorkers:
         ]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGINT if at_once else signal.SIGTERM)
         await _wait_or_kill(running, self.config.drain_seconds + 10.0)
         if self.nginx is not None and self.nginx.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -421,21 +420,46 @@ def workers_config(
     )
 
 
-async def run_workers(
-    config: WorkersConfig, stop: asyncio.Event, on_ready: Callable[[dict[str, object]], None]
-) -> None:
-    """Start the workers and nginx, call ``on_ready`` with ``workers.json``'s content, and
-    supervise until ``stop`` is set; every process is stopped on the way out."""
-    supervisor = EgressWorkers(config)
-    try:
+class EgressWorkersRole:
+    """``ferry egress --workers N`` as a role app (:class:`ferry.roles.RoleApp`): the first
+    SIGTERM drains every worker, SIGINT or a second SIGTERM stops them at once."""
+
+    def __init__(self, config: WorkersConfig) -> None:
+        self.config = config
+        self.supervisor = EgressWorkers(config)
+        self._at_once = False
+
+    async def start(self) -> dict[str, object]:
+        """Start the workers and nginx; the ready file is ``workers.json``'s content."""
+        supervisor = self.supervisor
         await supervisor.start()
-    except BaseException:
-        await supervisor.close()
-        raise
-    if supervisor.created_identity:
-        log.warning("created a new egress identity in %s", config.state_dir)
-    on_ready(supervisor.write_state())
-    await supervisor.run(stop)
+        if supervisor.created_identity:
+            console.print(f"Created a new egress identity in {self.config.state_dir}.")
+        state = supervisor.write_state()
+        console.print(
+            f"ferry egress: {self.config.count} processes behind nginx at {state['egress']}"
+        )
+        console.print(f"Workers, PIDs and metrics: {self.config.state_dir / 'workers.json'}")
+        console.print("Bridge line for clients:")
+        typer.echo(supervisor.bridge_line)
+        return state
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Supervise until ``stop``."""
+        await self.supervisor.supervise(stop)
+
+    def stop_now(self) -> None:
+        """Stop the workers at once instead of draining them."""
+        self._at_once = True
+        for worker in self.supervisor.workers:
+            process = worker.process
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGINT)
+
+    async def close(self) -> None:
+        """Drain (or stop) every worker, then stop nginx."""
+        await self.supervisor.close(at_once=self._at_once)
 
 
 async def _wait_or_kill(processes: list[asyncio.subprocess.Process], timeout: float) -> None:

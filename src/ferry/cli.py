@@ -1032,7 +1032,7 @@ def volunteer(
         ),
     ] = None,
     event_loop: Annotated[EventLoop, _event_loop_option("VOLUNTEER")] = EventLoop.UVLOOP,
-    webrtc: Annotated[str, _webrtc_option("VOLUNTEER")] = "python",
+    webrtc: Annotated[str, _webrtc_option("VOLUNTEER")] = "auto",
     browser: Annotated[str | None, _browser_option("VOLUNTEER")] = None,
     ready_file: Annotated[Path | None, _ready_file_option("VOLUNTEER")] = None,
     unsafe_logging: Annotated[bool, _unsafe_logging_option("VOLUNTEER")] = False,

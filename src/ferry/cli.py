@@ -347,6 +347,7 @@ def demo(
             help="Let the egress reach loopback and private addresses (local testing only).",
         ),
     ] = False,
+    webrtc: Annotated[str, _webrtc_option("DEMO")] = "auto",
     unsafe_logging: Annotated[bool, _unsafe_logging_option("DEMO")] = False,
     verbose: Annotated[bool, _verbose_option("DEMO")] = False,
 ) -> None:
@@ -366,6 +367,7 @@ def demo(
                 ui_host, ui_port = parse_listen(ui_listen, flag="--ui-listen")
             language = choose_language(None, os.environ)
             page_config = LocalPageConfig(host=ui_host, port=ui_port, language=language)
+        demo_webrtc = _webrtc_mode(webrtc)
     except ConfigError as exc:
         console.print(f"[bold red]ferry demo:[/] {exc}")
         raise typer.Exit(2) from None
@@ -379,6 +381,8 @@ def demo(
                 allow_private_destinations=unsafe_allow_private_destinations,
                 page=page_config,
                 page_optional=ui_choice == "auto",
+                client_webrtc=demo_webrtc,
+                volunteer_webrtc=demo_webrtc,
             )
         )
         try:
@@ -387,7 +391,8 @@ def demo(
             console.print(f"[bold]ferry demo[/] {__version__}: a whole network on this machine")
             console.print(f"  broker     {network.broker_url}  (matches clients with volunteers)")
             console.print(f"  egress     {network.egress_url}  (exit to the internet)")
-            console.print(f"  volunteers {volunteers} Python volunteers relaying over WebRTC")
+            stack = network.volunteer_stack.stack_status().stack if network.volunteer_stack else ""
+            console.print(f"  volunteers {volunteers} volunteers relaying over WebRTC ({stack})")
             console.print(f"  client     SOCKS5 and HTTP proxy on {host}:{proxy_port}")
             if network.page_url:
                 console.print(f"  page       {network.page_url}  (the client's status page)")

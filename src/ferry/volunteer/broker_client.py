@@ -17,7 +17,6 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from ferry.core.broker_messages import (
-    VolunteerKind,
     MAX_BODY_BYTES,
     BrokerMessage,
     IceServersRequest,
@@ -25,6 +24,7 @@ from ferry.core.broker_messages import (
     MessageError,
     PollResponse,
     VolunteerAnswer,
+    VolunteerKind,
     VolunteerPoll,
     decode_answer_accepted,
     decode_egress_list,

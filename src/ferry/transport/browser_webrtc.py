@@ -558,7 +558,10 @@ class BrowserEngine:
         if self._socket is not None or self._connected is None or self._connected.done():
             self._refuse("second_socket", "the engine page is already connected")
             return web.Response(status=409, text="already connected")
-        socket = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
+        # No permessage-deflate: the datagrams are encrypted QUIC packets, which do not
+        # compress, and Chromium asks for it by default; with it on, both ends ran zlib over
+        # every batch (BENCHMARKS.md, "Levers tried on the browser engine").
+        socket = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024, compress=False)
         await socket.prepare(request)
         try:
             async with asyncio.timeout(self.config.hello_timeout):

@@ -591,8 +591,8 @@ def fresh_first_byte(
 # One Chromium volunteer
 
 CLIENT_CHECKING_LOOPBACK_PEERS = (
-    "import dataclasses, ferry.cli as cli; webrtc = cli._webrtc_config; "
-    "cli._webrtc_config = lambda *options: dataclasses.replace("
+    "import dataclasses, ferry.client.command as command; webrtc = command.webrtc_config; "
+    "command.webrtc_config = lambda *options: dataclasses.replace("
     "webrtc(*options), remote_candidate_addresses=('127.0.0.1',))\n" + RUN_FERRY
 )
 """The client command, but checking only the browser's 127.0.0.1 candidates: Chromium also

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -197,3 +198,71 @@ class LoopbackNetwork:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class DemoRole:
+    """``ferry demo`` as a role app (:class:`ferry.roles.RoleApp`): a :class:`LoopbackNetwork`
+    that tells the newcomer how to use it."""
+
+    def __init__(self, config: LoopbackNetworkConfig) -> None:
+        self.config = config
+        self.network = LoopbackNetwork(config)
+
+    async def start(self) -> dict[str, object]:
+        """Start the network and wait for the client's first session; the ready file's
+        content (proxy, broker, egress and, if on, the page)."""
+        from ferry import __version__
+        from ferry.roles import console
+
+        network = self.network
+        await network.start()
+        host, proxy_port = network.proxy
+        console.print(f"[bold]ferry demo[/] {__version__}: a whole network on this machine")
+        console.print(f"  broker     {network.broker_url}  (matches clients with volunteers)")
+        console.print(f"  egress     {network.egress_url}  (exit to the internet)")
+        stack = network.volunteer_stack.stack_status().stack if network.volunteer_stack else ""
+        console.print(
+            f"  volunteers {self.config.volunteers} volunteers relaying over WebRTC ({stack})"
+        )
+        console.print(f"  client     SOCKS5 and HTTP proxy on {host}:{proxy_port}")
+        if network.page_url:
+            console.print(f"  page       {network.page_url}  (the client's status page)")
+        elif self.config.page is not None:
+            console.print(
+                f"  [yellow]page       not started: port {self.config.page.port} is taken "
+                "(choose another with --ui-listen)[/]"
+            )
+        console.print("Waiting for the client's encrypted session to the egress...")
+        await network.wait_ready()
+        return {
+            "proxy": f"{host}:{proxy_port}",
+            "broker": network.broker_url,
+            "egress": network.egress_url,
+            **({"ui": network.page_url} if network.page_url else {}),
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Say how to try it, then run until ``stop``."""
+        from ferry.roles import console
+
+        host, proxy_port = self.network.proxy
+        console.print("[green]Ready.[/] Try it:")
+        private = self.config.allow_private_destinations
+        target = "http://127.0.0.1:8000/" if private else "https://example.com/"
+        console.print(f"  curl --socks5-hostname {host}:{proxy_port} {target}")
+        console.print(f"  curl --proxytunnel -x http://{host}:{proxy_port} {target}")
+        if not private:
+            console.print(
+                "  (the egress refuses loopback and private addresses; to reach a server on "
+                "this machine, restart with --unsafe-allow-private-destinations)"
+            )
+        console.print("Press Ctrl-C to stop.")
+        await stop.wait()
+        console.print("Stopping...")
+
+    def stop_now(self) -> None:
+        """Nothing to drain."""
+
+    async def close(self) -> None:
+        """Stop every role of the network."""
+        await self.network.close()

@@ -140,14 +140,20 @@ class WidgetNetwork:
                     await volunteer.close()
                 await runner.cleanup()
 
-    async def start_client(self, *, volunteers: int = 1, pairing: str | None = None) -> ClientApp:
-        """A Python client (loopback WebRTC) using this broker; closed with the network."""
+    async def start_client(
+        self, *, volunteers: int = 1, pairing: str | None = None, spare_volunteers: int = 1
+    ) -> ClientApp:
+        """A Python client (loopback WebRTC) using this broker; closed with the network.
+        ``spare_volunteers``: paths kept open beyond ``volunteers`` (TunnelConfig's)."""
         assert self.bridge is not None
         client = ClientApp(
             ClientConfig(
                 broker_url=self.broker_url,
                 tunnel=TunnelConfig(
-                    bridge=self.bridge, volunteers=volunteers, webrtc=CLIENT_WEBRTC
+                    bridge=self.bridge,
+                    volunteers=volunteers,
+                    spare_volunteers=spare_volunteers,
+                    webrtc=CLIENT_WEBRTC,
                 ),
                 proxy=LocalProxyConfig(host="127.0.0.1", port=0),
                 pairing=pairing,

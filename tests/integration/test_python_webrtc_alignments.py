@@ -63,6 +63,29 @@ CHROMIUM_STUN_RESPONSE = (0x0020, 0x0008, 0x8028)
 CHROMIUM_GROUPS = ("0x11ec", "0x001d", "0x0017", "0x0018")
 """``supported_groups`` of Chromium 156's ClientHello, in order (captured)."""
 ENCRYPT_THEN_MAC = 22
+CHROMIUM_CIPHER_SUITES = (
+    "0x1301",
+    "0x1302",
+    "0x1303",
+    "0xc02b",
+    "0xc02f",
+    "0xcca9",
+    "0xcca8",
+    "0xc009",
+    "0xc013",
+    "0xc00a",
+    "0xc014",
+    "0x009c",
+    "0x002f",
+    "0x0035",
+)
+"""Cipher suites of Chromium 156's ClientHello, in order (captured): the three TLS 1.3
+suites, then eleven for DTLS 1.2."""
+CHROMIUM_EXTENSIONS = frozenset({14, 11, 23, 45, 10, 65281, 51, 43, 13})
+"""Extension types of Chromium 156's ClientHello (captured; BoringSSL shuffles their order
+per handshake)."""
+DTLS_13_EXTENSIONS = frozenset({43, 45, 51})
+"""supported_versions, psk_key_exchange_modes, key_share: DTLS 1.3 only."""
 
 
 _STUN_FIELDS = ("-T", "fields", "-e", "stun.att.type")
@@ -119,14 +142,22 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "ClientHello size as Chromium's": abs(hello.length - CHROMIUM_CLIENT_HELLO_BYTES)
         <= 0.1 * CHROMIUM_CLIENT_HELLO_BYTES,
         "no encrypt_then_mac": ENCRYPT_THEN_MAC not in hello.extensions,
+        "cipher suites as Chromium's but the three of TLS 1.3": hello.cipher_suites
+        == CHROMIUM_CIPHER_SUITES[3:],
+        "cipher suites exactly Chromium's (TLS 1.3 suites need DTLS 1.3)": (
+            hello.cipher_suites == CHROMIUM_CIPHER_SUITES
+        ),
+        "extensions Chromium's set but the three of DTLS 1.3": set(hello.extensions)
+        == CHROMIUM_EXTENSIONS - DTLS_13_EXTENSIONS,
+        "extensions exactly Chromium's set (DTLS 1.3 ones need DTLS 1.3)": (
+            set(hello.extensions) == CHROMIUM_EXTENSIONS
+        ),
         "supported groups as Chromium's but X25519MLKEM768": hello.supported_groups
         == CHROMIUM_GROUPS[1:],
         "supported groups exactly Chromium's (no post-quantum group in DTLS 1.2)": (
             hello.supported_groups == CHROMIUM_GROUPS
         ),
-        "signature algorithms as Chromium's but RSA+SHA1": hello.signature_algorithms
-        == CHROMIUM_SIGNATURE_ALGORITHMS[:-1],
-        "signature algorithms exactly Chromium's (OpenSSL refuses RSA+SHA1)": (
+        "signature algorithms exactly Chromium's": (
             hello.signature_algorithms == CHROMIUM_SIGNATURE_ALGORITHMS
         ),
         "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO": bool(stun_requests)
@@ -137,6 +168,7 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
     observed = {
         "client_hello_versions": hello.versions,
         "client_hello_bytes": hello.length,
+        "cipher_suites": hello.cipher_suites,
         "extensions": hello.extensions,
         "signature_algorithms": hello.signature_algorithms,
         "supported_groups": hello.supported_groups,
@@ -152,7 +184,9 @@ async def test_python_stack_alignments_with_chromium(tmp_path: Path) -> None:
         "SRTP profile order as Chromium's",
         "SDP shaped as Chromium's",
         "no encrypt_then_mac",
-        "signature algorithms as Chromium's but RSA+SHA1",
+        "cipher suites as Chromium's but the three of TLS 1.3",
+        "extensions Chromium's set but the three of DTLS 1.3",
+        "signature algorithms exactly Chromium's",
         "STUN request attributes in Chromium's order, with GOOG-NETWORK-INFO",
         "STUN response attributes in Chromium's order",
         "supported groups as Chromium's but X25519MLKEM768",

@@ -26,7 +26,8 @@ SOURCES = [
         "client/self_check.py",
         "client/status.py",
         "client/local_page.py",
-        "cli.py",
+        "client/role.py",
+        "client/command.py",
         "web/client-page.js",
     )
 ]

@@ -8,7 +8,7 @@ import sys
 import pytest
 import uvloop
 
-from ferry.cli import EventLoop, new_event_loop_factory
+from ferry.roles import EventLoop, new_event_loop_factory
 
 
 def test_uvloop_choice_makes_a_uvloop_loop() -> None:

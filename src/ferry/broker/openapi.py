@@ -103,6 +103,11 @@ def _request(*, required: list[str], properties: dict[str, JsonValue]) -> JsonVa
 
 
 def _schemas() -> dict[str, JsonValue]:
+    return {**_matching_schemas(), **_other_schemas()}
+
+
+def _matching_schemas() -> dict[str, JsonValue]:
+    """The offers, polls and ICE server lists of the matching exchange."""
     return {
         "ClientOffer": _request(
             required=["offer", "egress"],
@@ -165,6 +170,12 @@ def _schemas() -> dict[str, JsonValue]:
                 "credential": _CREDENTIAL,
             },
         },
+    }
+
+
+def _other_schemas() -> dict[str, JsonValue]:
+    """The volunteer's answer, the public lists and the error body."""
+    return {
         "VolunteerAnswer": _request(
             required=["match_id", "answer"],
             properties={"match_id": _IDENTIFIER, "answer": _SDP},

@@ -13,7 +13,7 @@ Routes (``docs/protocol.md`` §2)::
     GET  /metrics              Prometheus text from the broker's registry
     GET  /status               an HTML page of the same figures and the last hour (no script)
     GET  /openapi.json         the OpenAPI 3.1 description of this API (broker/openapi.py)
-    GET  /widget.js            the browser volunteer widget (src/ferry/web/widget.js)
+    GET  /widget.js            the browser volunteer widget (src/ferry/web/widget/, bundled)
     GET  /                     a page showing the widget and the live state (web/index.html)
 
 The volunteer endpoints, ``/v1/egresses`` and ``/v1/stats`` allow cross-origin requests from
@@ -88,6 +88,7 @@ from ferry.core.network_stats import NetworkActivity, round_up_for_privacy
 from ferry.core.rate_limit import RateLimit, TokenBuckets, source_key
 from ferry.errors import BrokerError, ConfigError, LocalError
 from ferry.logs import get_logger, scrub_library_loggers
+from ferry.web.bundle import widget_js
 
 logger = get_logger(__name__)
 
@@ -371,7 +372,7 @@ class Broker:
         self.store = store if store is not None else config.new_store()
         self._activity = NetworkActivity()
         self._last_hour = MinuteSeries()
-        self._widget_js = _web_file("widget.js")
+        self._widget_js = widget_js()
         self._index_html = _web_file("index.html")
         self._index_policy = _page_security_policy(self._index_html)
         self._openapi = json.dumps(openapi_document(), indent=1).encode("utf-8")
@@ -388,6 +389,12 @@ class Broker:
         self._closing = False
         self._base_url: str | None = None
 
+        self._create_metrics()
+        self.registry.register(_PresenceCollector(self))
+        self.app = self._create_app()
+
+    def _create_metrics(self) -> None:
+        """The broker's counters and histogram, in :attr:`registry`."""
         self._rejected = Counter(
             "ferry_broker_rejected",
             "Requests the broker refused, by endpoint and reason.",
@@ -438,26 +445,28 @@ class Broker:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-        self.registry.register(_PresenceCollector(self))
 
-        self.app = web.Application(
-            client_max_size=config.max_body_bytes,
+    def _create_app(self) -> web.Application:
+        """The aiohttp application: every route of the broker."""
+        app = web.Application(
+            client_max_size=self.config.max_body_bytes,
             middlewares=[self._cors_middleware, self._error_middleware],
         )
-        self.app.router.add_post("/v1/client/offer", self._handle_client_offer)
-        self.app.router.add_post("/v1/volunteer/poll", self._handle_volunteer_poll)
-        self.app.router.add_post("/v1/volunteer/answer", self._handle_volunteer_answer)
-        self.app.router.add_post("/v1/ice-servers", self._handle_ice_servers)
-        self.app.router.add_get("/v1/egresses", self._handle_egresses)
-        self.app.router.add_get("/v1/stats", self._handle_stats)
-        self.app.router.add_get("/widget.js", self._handle_widget)
-        self.app.router.add_get("/", self._handle_index)
+        app.router.add_post("/v1/client/offer", self._handle_client_offer)
+        app.router.add_post("/v1/volunteer/poll", self._handle_volunteer_poll)
+        app.router.add_post("/v1/volunteer/answer", self._handle_volunteer_answer)
+        app.router.add_post("/v1/ice-servers", self._handle_ice_servers)
+        app.router.add_get("/v1/egresses", self._handle_egresses)
+        app.router.add_get("/v1/stats", self._handle_stats)
+        app.router.add_get("/widget.js", self._handle_widget)
+        app.router.add_get("/", self._handle_index)
         for path in _CROSS_ORIGIN_PATHS:
-            self.app.router.add_route("OPTIONS", path, self._handle_preflight)
-        self.app.router.add_get("/healthz", self._handle_health)
-        self.app.router.add_get("/metrics", self._handle_metrics)
-        self.app.router.add_get("/status", self._handle_status)
-        self.app.router.add_get("/openapi.json", self._handle_openapi)
+            app.router.add_route("OPTIONS", path, self._handle_preflight)
+        app.router.add_get("/healthz", self._handle_health)
+        app.router.add_get("/metrics", self._handle_metrics)
+        app.router.add_get("/status", self._handle_status)
+        app.router.add_get("/openapi.json", self._handle_openapi)
+        return app
 
     # --- lifecycle ---------------------------------------------------------------------------
 

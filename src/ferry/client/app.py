@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -89,7 +90,8 @@ class ClientConfig:
     check_fetch: FetchTarget = SELF_CHECK_FETCH
     """What the self-check fetches through the chain (``--check-url``)."""
     session_retry_interval: float = 2.0
-    """With the page on: seconds between attempts to set up a session while there is none."""
+    """Seconds between the starts of two attempts of the reconnect loop to set up a session
+    while there is none (the loop runs with the page on, and in ``ferry client``)."""
     webrtc_mode: WebRtcMode = WebRtcMode.PYTHON
     """Which WebRTC stack runs the paths (``--webrtc``; the command line defaults to auto)."""
     browser: BrowserEngineConfig = field(default_factory=BrowserEngineConfig)
@@ -211,10 +213,12 @@ class ClientApp:
         rendezvous: Rendezvous | None = None,
         front_probe: ReachabilityProbe | None = None,
         nat_probe: ReachabilityProbe | None = None,
+        on_session_failure: Callable[[FerryError], None] | None = None,
     ) -> None:
         """``front_probe`` and ``nat_probe`` are the self-check's steps 2 and 3 (reaching the
         broker through the front; STUN and the NAT type); without them those steps are
-        reported as not configured."""
+        reported as not configured. ``on_session_failure`` hears of every failed attempt of
+        the reconnect loop (``ferry client`` prints them while it waits)."""
         self.config = config
         self._front_probe = front_probe
         self._nat_probe = nat_probe
@@ -232,6 +236,8 @@ class ClientApp:
         self._earlier_received = 0
         self._session_failure: FerryError | None = None
         self._keep_task: asyncio.Task[None] | None = None
+        self._on_session_failure = on_session_failure
+        self._session_up = asyncio.Event()
         self.nat = NatBehaviourMonitor(
             config.stun_servers, config.nat_discovery, role="client", registry=self.registry
         )
@@ -324,21 +330,44 @@ class ClientApp:
                 await self.close()
                 raise
             if self.page is not None:
-                self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
+                self._keep_session_up()
         return self.proxy_address
 
+    async def wait_for_session(self) -> None:
+        """Keep a session to the egress up from now on (the reconnect loop, which the page
+        also starts) and wait until it has one. Each failed attempt goes to
+        ``on_session_failure``."""
+        self._keep_session_up()
+        await self._session_up.wait()
+
+    def _keep_session_up(self) -> None:
+        if self._keep_task is None or self._keep_task.done():
+            self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
+
     async def _keep_session(self) -> None:
+        """The client's one reconnect loop: whenever the tunnel has no session, set one up.
+        An attempt starts at most once per ``session_retry_interval``: one that failed after
+        a long wait (no volunteer within ``volunteer_wait``) is retried at once, one that
+        failed at once waits out the rest of the interval."""
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             tunnel = self.tunnel
-            if tunnel is not None and tunnel.session is None:
+            if tunnel is not None and tunnel.session is not None:
+                self._session_up.set()
+            elif tunnel is not None:
                 try:
                     await tunnel.ensure_session()
                 except FerryError as exc:
                     if tunnel is self.tunnel:
                         self._session_failure = exc
+                        if self._on_session_failure is not None:
+                            self._on_session_failure(exc)
                 else:
                     self._session_failure = None
-            await asyncio.sleep(self.config.session_retry_interval)
+                    self._session_up.set()
+            elapsed = loop.time() - began
+            await asyncio.sleep(max(0.0, self.config.session_retry_interval - elapsed))
 
     # -- what the page asks (ferry.client.local_page.ClientControl) ---------------------------
 
@@ -375,7 +404,8 @@ class ClientApp:
             if self._keep_task is not None:
                 # It may be waiting on the old tunnel: start it again on the new one.
                 self._keep_task.cancel()
-                self._keep_task = self._tasks.spawn(self._keep_session(), name="keep-session")
+                self._keep_task = None
+                self._keep_session_up()
             self.tunnel = self._new_tunnel()
             self.tunnel.start()
             log.info("reconnecting: new tunnel started%s", " with a new bridge line" * bool(bridge))

@@ -31,7 +31,7 @@ Internal addresses, with the label each gets in logs:
 An IPv6 address that embeds an IPv4 address (IPv4-mapped ``::ffff:0:0/96``, NAT64
 ``64:ff9b::/96``) is judged by the IPv4 address inside.
 
-The widget (``src/ferry/web/widget.js``) runs the same rules on IP literals and names of
+The widget (``src/ferry/web/widget/egress.js``) runs the same rules on IP literals and names of
 this host; a web page cannot resolve names, so it cannot refuse a public name that resolves
 inward (``docs/widget.md``). Both copies run the vectors of
 ``tests/vectors/volunteer_egress.json``.

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
-from aioquic._buffer import Buffer
+
+# aioquic.buffer is the public module (it re-exports the compiled _buffer without __all__)
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (

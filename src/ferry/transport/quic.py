@@ -17,19 +17,27 @@ Both ends give aioquic one constant, synthetic network address per session
 QUIC's, so aioquic never starts path validation when a session moves between volunteers (the
 "Turbo Tunnel" design; the egress routes by connection ID).
 
-aioquic's loss-detection thresholds are module constants, read on every use; a ferry session
-striped over volunteers needs a larger reordering tolerance than RFC 9002's single-path
-defaults, so :meth:`QuicSettings.apply_loss_detection` sets them for the whole process when a
-session starts. Every QUIC connection in a ferry process is a ferry session, so one setting
-fits all; the values are in :class:`QuicSettings`.
+Where this module needs aioquic's internals, it goes through
+:mod:`ferry.transport.library_patches` (its ``quic-*`` entries: one table, version-gated,
+each with a safe fallback outside the versions it was checked against):
 
-One deliberate dependency on aioquic internals: :func:`send_backlog` reads the size of a
-stream's send buffer (unsent plus unacknowledged bytes), which aioquic does not expose. It is
-the only way to apply backpressure to a writer; ``tests/unit/test_quic_internals.py`` pins it,
-so an aioquic upgrade that changes it fails loudly.
-:meth:`QuicSession._forget_peer_stream` reads which streams aioquic still keeps (its
-``_streams`` table), so that streams may open in any order while late data on a stream the
-session let go of is not taken for a new one (``docs/architecture.md``, issue 15).
+* ``quic-loss-thresholds``: aioquic's loss-detection thresholds are module constants read in
+  one synchronous method; a ferry session striped over volunteers needs a larger reordering
+  tolerance than RFC 9002's single-path defaults, so each session's connection swaps its
+  own values (:class:`QuicSettings`) in around that call only
+  (``library_patches.use_loss_thresholds``): no setting is written for the process.
+* ``quic-flow-control``: :class:`FlowControlledConnection` overrides two private methods to
+  grant credit as the application reads.
+* ``quic-send-buffer``: :func:`send_backlog` reads the size of a stream's send buffer
+  (unsent plus unacknowledged bytes), which aioquic does not expose; it is the only way to
+  apply backpressure to a writer. :meth:`QuicSession._forget_peer_stream` reads which streams
+  aioquic still keeps, so that streams may open in any order while late data on a stream the
+  session let go of is not taken for a new one (``docs/architecture.md``).
+* ``quic-peer-certificate`` and ``quic-accepted-packets``: :func:`peer_certificate_fingerprint`
+  and :func:`accepted_packet_marker`.
+
+``tests/unit/test_library_patches.py`` pins them, so an aioquic upgrade that changes them fails
+loudly.
 """
 
 from __future__ import annotations
@@ -42,7 +50,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aioquic.quic import recovery as aioquic_recovery
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 from aioquic.quic.events import (
@@ -61,6 +68,7 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
 from ferry.errors import ConfigError, RemoteError, SessionError
+from ferry.transport import library_patches
 
 ALPN = "ferry/1"
 """The ALPN protocol id of a ferry session (``docs/protocol.md`` §5)."""
@@ -168,10 +176,12 @@ class QuicSettings:
             original_destination_connection_id=original_destination_connection_id,
         )
 
-    def apply_loss_detection(self) -> None:
-        """Set aioquic's loss-detection thresholds (process-wide, see the module docstring)."""
-        aioquic_recovery.K_PACKET_THRESHOLD = self.reorder_packet_threshold
-        aioquic_recovery.K_TIME_THRESHOLD = self.reorder_time_threshold
+    def apply_loss_detection(self, connection: QuicConnection) -> bool:
+        """Make ``connection`` detect loss with these settings' reordering thresholds (that
+        connection only; ``False`` if aioquic's internals are not the known ones)."""
+        return library_patches.use_loss_thresholds(
+            connection, self.reorder_packet_threshold, self.reorder_time_threshold
+        )
 
     def configuration(self, *, is_client: bool) -> QuicConfiguration:
         """An aioquic configuration for one end of a ferry session.
@@ -211,7 +221,9 @@ class FlowControlledConnection(QuicConnection):
     It overrides two private aioquic methods (``_write_stream_limits``,
     ``_write_connection_limits``) and, for the duration of each call, hides the arrival
     counters from aioquic's own doubling rules; ``tests/unit/test_quic_transport.py`` and
-    ``tests/unit/test_egress_limits.py`` pin the resulting behaviour.
+    ``tests/unit/test_egress_limits.py`` pin the resulting behaviour. Outside the aioquic
+    versions of the ``quic-flow-control`` entry of ``library_patches.PATCHES`` it tracks
+    nothing and behaves as aioquic's own connection (:attr:`flow_control` is ``False``).
     """
 
     def __init__(
@@ -227,12 +239,15 @@ class FlowControlledConnection(QuicConnection):
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
         )
+        self.flow_control = library_patches.quic_flow_control_enabled()
+        """Whether credit follows reads (``False``: aioquic's own, outside the aioquic
+        versions of the ``quic-flow-control`` entry of ``library_patches.PATCHES``)."""
         self.stream_window = stream_window
-        self.session_window = session_window
+        self.session_window = session_window if self.flow_control else None
         self._consumed: dict[int, int] = {}
-        if max_peer_streams is not None:
-            if max_peer_streams < 1:
-                raise ValueError("max_peer_streams must be at least 1")
+        if max_peer_streams is not None and max_peer_streams < 1:
+            raise ValueError("max_peer_streams must be at least 1")
+        if max_peer_streams is not None and self.flow_control:
             limit = self._local_max_streams_bidi
             limit.value = limit.sent = max_peer_streams
 
@@ -267,7 +282,8 @@ class FlowControlledConnection(QuicConnection):
 
     def track_stream(self, stream_id: int) -> None:
         """Grant credit to ``stream_id`` by consumption from now on."""
-        self._consumed.setdefault(stream_id, 0)
+        if self.flow_control:
+            self._consumed.setdefault(stream_id, 0)
 
     def forget_stream(self, stream_id: int) -> None:
         """Stop tracking ``stream_id``."""
@@ -323,13 +339,10 @@ class FlowControlledConnection(QuicConnection):
 
 def send_backlog(connection: QuicConnection, stream_id: int) -> int:
     """Bytes of ``stream_id`` that aioquic holds unsent or unacknowledged (0 if unknown)."""
-    stream = connection._streams.get(stream_id)
-    if stream is None:
-        return 0
-    return len(stream.sender._buffer)
+    return library_patches.quic_send_buffer_size(connection, stream_id)
 
 
-PacketMarker = tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
+PacketMarker = library_patches.QuicPacketMarker
 """What :func:`accepted_packet_marker` returns: compare two for equality only."""
 
 
@@ -343,13 +356,7 @@ def accepted_packet_marker(connection: QuicConnection) -> PacketMarker:
     carries. A datagram that changes neither was garbage, corrupted, injected or a duplicate,
     which aioquic drops silently. Used to tell the paths that really carry a session.
     """
-    return tuple(
-        (
-            space.largest_received_packet,
-            tuple((packets.start, packets.stop) for packets in space.ack_queue),
-        )
-        for space in connection._spaces.values()
-    )
+    return library_patches.quic_accepted_packet_marker(connection)
 
 
 def peer_certificate_fingerprint(connection: QuicConnection) -> bytes | None:
@@ -358,7 +365,7 @@ def peer_certificate_fingerprint(connection: QuicConnection) -> bytes | None:
     aioquic verifies the certificate's signature over the handshake (CertificateVerify)
     whatever the verify mode, so a pinned fingerprint is as strong as CA verification.
     """
-    certificate = connection.tls._peer_certificate
+    certificate = library_patches.quic_peer_certificate(connection)
     if certificate is None:
         return None
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -508,7 +515,7 @@ class QuicSession:
         self._on_refused_stream = on_refused_stream
         self._on_send_backlog = on_send_backlog
         self.settings = settings
-        settings.apply_loss_detection()
+        settings.apply_loss_detection(connection)
         self._send = send
         self._on_stream = on_stream
         self._on_event = on_event
@@ -680,7 +687,9 @@ class QuicSession:
         set stays as small as aioquic's own table of open streams)."""
         if stream_id in self._streams or self.connection.configuration.is_client:
             return
-        kept = self.connection._streams
+        kept = library_patches.quic_kept_stream_ids(self.connection)
+        if kept is None:
+            return
         self._forgotten_peer_streams = {
             forgotten for forgotten in self._forgotten_peer_streams if forgotten in kept
         }

@@ -23,13 +23,15 @@ four chunks beyond its flight per call to ``_transmit``; with one SACK per two p
 still grows and stays ahead (the RFC's own arrangement). usrsctp, Chromium's SCTP, delays its
 own SACKs the same way by default.
 
-How it is installed: at import, ``aiortc.rtcpeerconnection.RTCSctpTransport`` (the name
-``RTCPeerConnection`` instantiates) is replaced by this subclass, **only** if aiortc's version
-is one this was tested with (:data:`TESTED_AIORTC_VERSIONS`) and the methods it overrides
-exist; otherwise a warning is logged and aiortc is left as it is. An instance behaves exactly
-like aiortc's until :meth:`~DelayedAcknowledgementSctpTransport.delay_acknowledgements` is
-called on it, so other users of aiortc in the process see no change. It reads aiortc's private
-``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates`` and ``_association_state``;
+How it is installed: by :func:`ferry.transport.library_patches.install` (its
+``sctp-delayed-acknowledgements`` entry), which replaces
+``aiortc.rtcpeerconnection.RTCSctpTransport`` (the name ``RTCPeerConnection`` instantiates)
+by this subclass **only** if aiortc's version is inside the entry's range and the methods it
+overrides exist; otherwise one warning is logged and aiortc is left as it is. An instance
+behaves exactly like aiortc's until
+:meth:`~DelayedAcknowledgementSctpTransport.delay_acknowledgements` is called on it, so other
+users of aiortc in the process see no change. It reads aiortc's private ``_sack_needed``,
+``_sack_misordered``, ``_sack_duplicates`` and ``_association_state``;
 tests/unit/test_sctp_acknowledgement.py fails if any of them changes.
 """
 
@@ -49,17 +51,12 @@ from ferry.logs import get_logger
 __all__ = [
     "OVERRIDDEN_METHODS",
     "READ_ATTRIBUTES",
-    "TESTED_AIORTC_VERSIONS",
     "DelayedAcknowledgementSctpTransport",
     "SctpAcknowledgementPolicy",
     "installed",
 ]
 
 logger = get_logger(__name__)
-
-TESTED_AIORTC_VERSIONS = ("1.16.",)
-"""aiortc versions (prefixes of ``aiortc.__version__``) whose SCTP internals this was read
-against and tested with; any other version is left unpatched."""
 
 OVERRIDDEN_METHODS = ("_handle_data", "_send_sack", "_receive_forward_tsn_chunk", "_set_state")
 """aiortc ``RTCSctpTransport`` methods the subclass overrides (and calls)."""
@@ -233,41 +230,10 @@ class DelayedAcknowledgementSctpTransport(aiortc_sctp.RTCSctpTransport):
             task.cancel()
 
 
-def _install() -> bool:
-    """Make ``RTCPeerConnection`` create :class:`DelayedAcknowledgementSctpTransport`."""
-    version = getattr(aiortc, "__version__", "")
-    if not version.startswith(TESTED_AIORTC_VERSIONS):
-        logger.warning(
-            "aiortc %s is not a version the delayed SCTP acknowledgements were tested with "
-            "(%s): SACKs stay one per packet",
-            version or "(unknown)",
-            ", ".join(f"{prefix}x" for prefix in TESTED_AIORTC_VERSIONS),
-        )
-        return False
-    missing = [
-        name for name in OVERRIDDEN_METHODS if not hasattr(aiortc_sctp.RTCSctpTransport, name)
-    ]
-    current = getattr(aiortc_peer_connection, "RTCSctpTransport", None)
-    if missing or current is None:
-        logger.warning(
-            "aiortc's SCTP transport has no %s: SACKs stay one per packet",
-            ", ".join(missing) or "RTCSctpTransport in rtcpeerconnection",
-        )
-        return False
-    if current is not aiortc_sctp.RTCSctpTransport and current is not (
-        DelayedAcknowledgementSctpTransport
-    ):
-        logger.warning("aiortc's RTCSctpTransport is already replaced: SACKs left as they are")
-        return False
-    aiortc_peer_connection.RTCSctpTransport = (  # type: ignore[attr-defined]
-        DelayedAcknowledgementSctpTransport
-    )
-    return True
-
-
-_installed = _install()
-
-
 def installed() -> bool:
-    """Whether ``RTCPeerConnection`` now creates :class:`DelayedAcknowledgementSctpTransport`."""
-    return _installed
+    """Whether ``RTCPeerConnection`` now creates :class:`DelayedAcknowledgementSctpTransport`
+    (after :func:`ferry.transport.library_patches.install`)."""
+    return (
+        getattr(aiortc_peer_connection, "RTCSctpTransport", None)
+        is DelayedAcknowledgementSctpTransport
+    )

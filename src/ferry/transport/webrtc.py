@@ -13,27 +13,32 @@ One data channel per peer connection: label ``ferry``, protocol ``ferry-quic/1``
 and reliable (``WebRtcConfig.max_retransmits``); each binary message is one QUIC datagram.
 Closing the channel closes its peer connection.
 
-Two deliberate adjustments to the libraries below, both measured on loopback:
+Where this module needs more than aiortc's and aioice's public API, it goes through
+:mod:`ferry.transport.library_patches`: one table (``PATCHES``) of every patch and private
+read, each with its library, checked versions and reason, applied by
+``library_patches.install()`` when the first peer is created (never at import) and left off,
+with one warning, outside the versions it was checked against. The adjustments this module
+relies on, all measured on loopback:
 
-* **Loopback host candidates.** aioice's ``get_host_addresses`` leaves ``127.0.0.1`` out of
-  the host candidates, so two peers on a machine whose only other addresses are unusable
-  (a test box, ``ferry demo``) never connect. This module wraps
-  ``aioice.ice.get_host_addresses`` once, at import, with a function that consults a
-  context variable set only while *this module* gathers candidates: other users of aioice
-  in the process see the original behaviour. Under that variable the wrapper appends
-  ``127.0.0.1`` (``WebRtcConfig.include_loopback_candidates``) or replaces the list with
-  ``WebRtcConfig.host_candidate_addresses``. If a future aioice renames the function the
-  wrapper is not installed and a warning is logged; everything else keeps working.
-* **UDP socket buffers.** aioice sets ``SO_RCVBUF`` to 256 KiB on its sockets; with that,
-  aiortc's data channel lost up to 14 % of datagrams at speed, with 4 MiB ``SO_RCVBUF`` and
-  ``SO_SNDBUF`` none. After gathering, both are raised to
-  ``WebRtcConfig.socket_buffer_bytes`` on every ICE socket of the connection (the kernel
-  caps them at ``net.core.rmem_max`` / ``wmem_max``). This reaches into aioice's private
-  ``Connection._protocols``; if that is missing the buffers are left alone, with a warning.
-
-aiortc's SCTP acknowledges every second packet instead of every packet (RFC 4960 §6.2,
-``WebRtcConfig.sctp_packets_per_acknowledgement``): a pinned, tested subclass in
-:mod:`ferry.transport.sctp_acknowledgement`.
+* **Host candidates** (``host-addresses``): aioice leaves ``127.0.0.1`` out of its host
+  candidates, so two peers on a machine with no other usable address (a test box,
+  ``ferry demo``) never connect. While *this module* gathers, a context variable makes
+  aioice append ``127.0.0.1`` (``WebRtcConfig.include_loopback_candidates``) or use exactly
+  ``WebRtcConfig.host_candidate_addresses``; other users of aioice see no change.
+* **UDP socket buffers** (``ice-socket-buffers``): aioice sets ``SO_RCVBUF`` to 256 KiB; with
+  that aiortc's data channel lost up to 14 % of datagrams at speed, with 4 MiB none. After
+  gathering both buffers are raised to ``WebRtcConfig.socket_buffer_bytes`` on every ICE
+  socket of the connection (the kernel caps them at ``net.core.rmem_max`` / ``wmem_max``).
+* **SCTP** (``sctp-delayed-acknowledgements``, ``sctp-max-user-data``): one SACK per two
+  packets (RFC 4960 §6.2, ``WebRtcConfig.sctp_packets_per_acknowledgement``,
+  :mod:`ferry.transport.sctp_acknowledgement`) and a 1,232-byte DATA chunk, one value for
+  the process (``library_patches.SCTP_MAX_USER_DATA`` says why it cannot be per connection).
+* **Looking like Chromium** (``peer-connection-certificate``, ``dtls-context``,
+  ``srtp-profile-order``, ``stun-request-order``): a certificate shaped like Chromium's
+  (:func:`browser_like_certificate`), Chromium's DTLS cipher suites, groups, signature
+  algorithms and SRTP profile order, and Chromium's STUN binding-request attributes
+  (``docs/censorship-resistance.md`` lists what stays different). The SDP is rewritten by
+  :func:`browser_like_sdp`, which touches no library.
 
 aiortc's ``bufferedAmount`` gives no backpressure (``send()`` never blocks), so
 :meth:`DataChannelDatagramChannel.send` drops datagrams above the high-water mark itself.
@@ -61,16 +66,11 @@ import datetime
 import hashlib
 import ipaddress
 import secrets
-import socket
 from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import aioice.ice
-import aioice.stun
 import aiortc.rtcdtlstransport as aiortc_dtls
-import aiortc.rtcsctptransport as aiortc_sctp
 import aiortc.sdp
 from aiortc import (
     RTCConfiguration,
@@ -84,7 +84,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
-from OpenSSL._util import lib as openssl_lib
 from prometheus_client import CollectorRegistry, Counter
 
 from ferry.core.addresses import is_loopback_host
@@ -92,6 +91,7 @@ from ferry.core.ice_servers import IceServer
 from ferry.core.volunteer_egress import internal_address_class
 from ferry.errors import ChannelClosedError, ConfigError, FerryError, LocalError, ProtocolError
 from ferry.logs import get_logger
+from ferry.transport import library_patches
 from ferry.transport.datagram import (
     CloseHandler,
     DatagramChannel,
@@ -180,14 +180,6 @@ class WebRtcConfig:
     ice_probe: IceProbeConfig = field(default_factory=IceProbeConfig)
     """How long the Python stack gives STUN and TURN servers to answer before it gathers
     without the silent ones (:mod:`ferry.transport.ice_probe`)."""
-
-    sctp_max_user_data: int = 1232
-    """Most bytes of one message aiortc's SCTP puts in one DATA chunk. aiortc's own limit is
-    1,160, so every 1,200-byte QUIC datagram went out as two SCTP packets (two DTLS records,
-    two UDP sends, a reassembly); 1,232 carries a QUIC datagram whole in a 1,260-byte SCTP
-    packet (1,289 bytes of UDP payload with DTLS). Process-wide, set when a peer is created;
-    0 keeps aiortc's limit. Measured in BENCHMARKS.md; checked against Chromium by the
-    browser tests."""
 
     sctp_packets_per_acknowledgement: int = 2
     """Send one SCTP SACK per this many received packets carrying DATA (RFC 4960 §6.2),
@@ -312,54 +304,6 @@ class DataChannelMetrics:
         self.dropped_bytes = byte_counter.labels("dropped")
 
 
-# --- the deliberate aioice patch: loopback host candidates ------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _HostAddressPolicy:
-    include_loopback: bool
-    only: tuple[str, ...] | None
-
-
-_host_address_policy: ContextVar[_HostAddressPolicy | None] = ContextVar(
-    "ferry_host_address_policy", default=None
-)
-
-
-def _install_host_address_wrapper() -> bool:
-    """Wrap ``aioice.ice.get_host_addresses`` once; ``False`` if it cannot be found."""
-    original: Callable[[bool, bool], list[str]] | None = getattr(
-        aioice.ice, "get_host_addresses", None
-    )
-    if original is None:
-        logger.warning(
-            "aioice.ice.get_host_addresses not found: loopback ICE candidates are unavailable"
-        )
-        return False
-    if getattr(original, "_ferry_wrapper", False):
-        return True
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        policy = _host_address_policy.get()
-        if policy is None:
-            return original(use_ipv4, use_ipv6)
-        if policy.only is not None:
-            return [
-                address for address in policy.only if (use_ipv6 if ":" in address else use_ipv4)
-            ]
-        addresses = original(use_ipv4, use_ipv6)
-        if policy.include_loopback and use_ipv4 and _LOOPBACK_IPV4 not in addresses:
-            addresses.append(_LOOPBACK_IPV4)
-        return addresses
-
-    get_host_addresses._ferry_wrapper = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
-    return True
-
-
-_host_address_wrapper_installed = _install_host_address_wrapper()
-
-
 @contextlib.contextmanager
 def _candidate_policy(config: WebRtcConfig, servers: tuple[IceServer, ...]) -> Iterator[None]:
     """Apply ``config``'s host-candidate choice to the gathering done inside the block.
@@ -369,143 +313,18 @@ def _candidate_policy(config: WebRtcConfig, servers: tuple[IceServer, ...]) -> I
     so gathering waited for aioice's whole STUN timeout (5 s measured, on each peer, in
     the internet lab of tests/support_internet.py) before the offer or answer could go."""
     servers_off_loopback = bool(servers) and not any(_on_loopback(server) for server in servers)
-    token = _host_address_policy.set(
-        _HostAddressPolicy(
-            include_loopback=config.include_loopback_candidates and not servers_off_loopback,
-            only=config.host_candidate_addresses,
-        )
-    )
-    try:
+    with library_patches.host_address_policy(
+        include_loopback=config.include_loopback_candidates and not servers_off_loopback,
+        only=config.host_candidate_addresses,
+    ):
         yield
-    finally:
-        _host_address_policy.reset(token)
 
 
 def _on_loopback(server: IceServer) -> bool:
     return is_loopback_host(server.parsed.host)
 
 
-def _raise_socket_buffers(peer_connection: RTCPeerConnection, size: int) -> None:
-    """Set ``SO_RCVBUF`` and ``SO_SNDBUF`` to ``size`` on the connection's ICE sockets."""
-    if size == 0:
-        return
-    sctp = peer_connection.sctp
-    if sctp is None:
-        return
-    ice_connection = sctp.transport.transport.iceGatherer._connection
-    protocols = getattr(ice_connection, "_protocols", None)
-    if protocols is None:
-        logger.warning("aioice has no Connection._protocols: ICE socket buffers left as they are")
-        return
-    for protocol in protocols:
-        transport = getattr(protocol, "transport", None)
-        if transport is None:
-            continue
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-        except OSError as error:
-            logger.warning("could not raise an ICE socket's buffers: %s", error)
-
-
 # --- cheap alignments with Chromium (docs/censorship-resistance.md) ---------------------------
-
-CHROMIUM_SRTP_PROFILE_ORDER = (
-    b"SRTP_AES128_CM_SHA1_80",
-    b"SRTP_AEAD_AES_256_GCM",
-    b"SRTP_AEAD_AES_128_GCM",
-)
-"""The order of ``use_srtp`` profiles in Chromium 156's ClientHello (0x0001, 0x0008, 0x0007;
-captured by tests/integration/test_dtls_fingerprint.py). aiortc offers 0x0008, 0x0007,
-0x0001."""
-
-
-def _align_srtp_profile_order() -> bool:
-    """Reorder aiortc's SRTP profiles, in place, to Chromium's order; ``False`` if aiortc no
-    longer has the list. Process-wide: aiortc reads the list for every DTLS transport."""
-    profiles = getattr(aiortc_dtls, "SRTP_PROFILES", None)
-    if not isinstance(profiles, list):
-        logger.warning("aiortc has no SRTP_PROFILES list: SRTP profile order left as it is")
-        return False
-    rank = {name: index for index, name in enumerate(CHROMIUM_SRTP_PROFILE_ORDER)}
-    profiles.sort(key=lambda profile: rank.get(profile.openssl_profile, len(rank)))
-    return True
-
-
-_srtp_profile_order_aligned = _align_srtp_profile_order()
-
-
-CHROMIUM_STUN_REQUEST_ORDER = (
-    "USERNAME",
-    "GOOG-NETWORK-INFO",
-    "ICE-CONTROLLING",
-    "ICE-CONTROLLED",
-    "USE-CANDIDATE",
-    "PRIORITY",
-)
-"""The attribute order of Chromium 156's ICE binding requests (captured; MESSAGE-INTEGRITY
-and FINGERPRINT follow, as in every STUN message). aioice writes USERNAME, PRIORITY,
-ICE-CONTROLLING/-CONTROLLED, USE-CANDIDATE and no GOOG-NETWORK-INFO."""
-
-GOOG_NETWORK_INFO_TYPE = 0xC057
-"""The STUN attribute type of Chromium's GOOG-NETWORK-INFO."""
-
-GOOG_NETWORK_INFO_VALUE = bytes.fromhex("000003e7")
-"""Network id 0 and network cost 999, what Chromium 156 sent here (and the
-``network-cost 999`` of its candidates, which :func:`browser_like_sdp` writes too)."""
-
-
-def _align_stun_requests() -> bool:
-    """Make aioice's ICE binding requests carry Chromium's attributes in Chromium's order.
-
-    Wraps ``aioice.ice.Connection.build_request`` once, at import (process-wide), and
-    registers GOOG-NETWORK-INFO in aioice's attribute tables so that it is written (and
-    parsed when a browser sends it). ``False``, with a warning, if aioice no longer has
-    these names: requests then keep aioice's own shape.
-    """
-    connection_class = getattr(aioice.ice, "Connection", None)
-    original = getattr(connection_class, "build_request", None)
-    by_name = getattr(aioice.stun, "ATTRIBUTES_BY_NAME", None)
-    by_type = getattr(aioice.stun, "ATTRIBUTES_BY_TYPE", None)
-    pack_bytes = getattr(aioice.stun, "pack_bytes", None)
-    unpack_bytes = getattr(aioice.stun, "unpack_bytes", None)
-    if (
-        connection_class is None
-        or original is None
-        or not isinstance(by_name, dict)
-        or not isinstance(by_type, dict)
-        or pack_bytes is None
-        or unpack_bytes is None
-    ):
-        logger.warning("aioice's STUN internals have changed: STUN attribute order left as is")
-        return False
-    if getattr(original, "_ferry_wrapper", False):
-        return True
-    entry = (GOOG_NETWORK_INFO_TYPE, "GOOG-NETWORK-INFO", pack_bytes, unpack_bytes)
-    by_name.setdefault("GOOG-NETWORK-INFO", entry)
-    by_type.setdefault(GOOG_NETWORK_INFO_TYPE, entry)
-    rank = {name: index for index, name in enumerate(CHROMIUM_STUN_REQUEST_ORDER)}
-
-    def build_request(
-        self: aioice.ice.Connection, pair: aioice.ice.CandidatePair, nominate: bool
-    ) -> aioice.stun.Message:
-        request: aioice.stun.Message = original(self, pair, nominate)
-        attributes = dict(request.attributes)
-        attributes["GOOG-NETWORK-INFO"] = GOOG_NETWORK_INFO_VALUE
-        request.attributes = dict(
-            sorted(attributes.items(), key=lambda item: rank.get(item[0], len(rank)))
-        )
-        return request
-
-    build_request._ferry_wrapper = True  # type: ignore[attr-defined]
-    connection_class.build_request = build_request
-    return True
-
-
-_stun_requests_aligned = _align_stun_requests()
 
 
 def browser_like_x509_certificate(
@@ -528,43 +347,19 @@ def browser_like_x509_certificate(
     )
 
 
-CHROMIUM_SIGNATURE_ALGORITHMS = (
-    b"ECDSA+SHA256:rsa_pss_rsae_sha256:RSA+SHA256:ECDSA+SHA384:rsa_pss_rsae_sha384:"
-    b"RSA+SHA384:rsa_pss_rsae_sha512:RSA+SHA512:RSA+SHA1"
-)
-"""The nine ``signature_algorithms`` of Chromium 156's ClientHello, in its order (0x0403,
-0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601, 0x0201; captured). OpenSSL's
-default offers 20; OpenSSL leaves out RSA+SHA1 at its default security level."""
-
-CHROMIUM_GROUPS = b"X25519MLKEM768:X25519:P-256:P-384"
-"""The ``supported_groups`` of Chromium 156's ClientHello, in its order (0x11ec, 0x001d,
-0x0017, 0x0018; captured). OpenSSL's default adds x448 and secp521r1. OpenSSL leaves the
-post-quantum group out of a DTLS 1.2 ClientHello (measured), so aiortc offers the other
-three, in Chromium's order."""
-
-_SSL_OP_NO_ENCRYPT_THEN_MAC = 0x00080000
-"""OpenSSL 3's ``SSL_OP_NO_ENCRYPT_THEN_MAC`` (not exported by pyOpenSSL): Chromium's
-BoringSSL never sends ``encrypt_then_mac``."""
-
-
 class BrowserLikeCertificate(aiortc_dtls.RTCCertificate):
-    """aiortc's certificate object whose DTLS context also drops ``encrypt_then_mac`` and
-    offers Chromium's signature algorithms and groups. aiortc builds each connection's
-    OpenSSL context in the certificate's private ``_create_ssl_context``; if a future aiortc
-    stops calling it, nothing breaks and these alignments are simply lost (the alignment
-    test says so)."""
+    """aiortc's certificate object whose DTLS context is aligned with Chromium's ClientHello
+    (:func:`ferry.transport.library_patches.align_dtls_context`: cipher suites, groups,
+    signature algorithms, no ``encrypt_then_mac``). aiortc builds each connection's OpenSSL
+    context in the certificate's private ``_create_ssl_context`` (the ``dtls-context`` entry
+    of :data:`ferry.transport.library_patches.PATCHES`); if a future aiortc stops calling it,
+    nothing breaks and these alignments are simply lost (the alignment test says so)."""
 
     def _create_ssl_context(
         self, srtp_profiles: list[aiortc_dtls.SRTPProtectionProfile]
     ) -> SSL.Context:
         context = super()._create_ssl_context(srtp_profiles)
-        context.set_options(_SSL_OP_NO_ENCRYPT_THEN_MAC)
-        set_groups = getattr(openssl_lib, "SSL_CTX_set1_curves_list", None)
-        if set_groups is None or set_groups(context._context, CHROMIUM_GROUPS) != 1:
-            logger.warning("could not set Chromium's DTLS groups")
-        set_sigalgs = getattr(openssl_lib, "SSL_CTX_set1_sigalgs_list", None)
-        if set_sigalgs is None or set_sigalgs(context._context, CHROMIUM_SIGNATURE_ALGORITHMS) != 1:
-            logger.warning("could not set Chromium's DTLS signature algorithms")
+        library_patches.align_dtls_context(context)
         return context
 
 
@@ -573,19 +368,6 @@ def browser_like_certificate() -> aiortc_dtls.RTCCertificate:
     (:func:`browser_like_x509_certificate`; :class:`BrowserLikeCertificate`)."""
     key = ec.generate_private_key(ec.SECP256R1())
     return BrowserLikeCertificate(key=key, cert=browser_like_x509_certificate(key))
-
-
-def _use_certificate(
-    peer_connection: RTCPeerConnection, certificate: aiortc_dtls.RTCCertificate
-) -> bool:
-    """Make the connection use ``certificate`` (aiortc has no public way: it keeps its own in
-    a private attribute); ``False``, with a warning, if that attribute is gone."""
-    attribute = "_RTCPeerConnection__certificates"
-    if not isinstance(getattr(peer_connection, attribute, None), list):
-        logger.warning("aiortc keeps no certificate list: its own DTLS certificate is used")
-        return False
-    setattr(peer_connection, attribute, [certificate])
-    return True
 
 
 _CHROMIUM_MEDIA_ORDER = (
@@ -819,15 +601,14 @@ class DataChannelDatagramChannel:
 
 
 def _new_peer_connection(config: WebRtcConfig, servers: tuple[IceServer, ...]) -> RTCPeerConnection:
-    if config.sctp_max_user_data:
-        aiortc_sctp.USERDATA_MAX_LENGTH = config.sctp_max_user_data
+    library_patches.install()
     ice_servers = [
         RTCIceServer(urls=server.url, username=server.username, credential=server.credential)
         for server in servers
     ]
     peer_connection = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
     if config.browser_like_certificate:
-        _use_certificate(peer_connection, browser_like_certificate())
+        library_patches.use_certificate(peer_connection, browser_like_certificate())
     return peer_connection
 
 
@@ -1061,7 +842,7 @@ class OfferingPeer:
         offer = await peer_connection.createOffer()
         with _candidate_policy(self._config, servers):
             await peer_connection.setLocalDescription(offer)
-        _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
+        library_patches.raise_ice_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
         sdp = _local_sdp(peer_connection, self._config, offer=True)
         _check_relay_candidate(sdp, servers, self._probe)
         return sdp
@@ -1148,7 +929,7 @@ class AnsweringPeer:
                 f"could not answer the peer's offer: {error or type(error).__name__}",
                 reason="sdp_unanswerable",
             ) from error
-        _raise_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
+        library_patches.raise_ice_socket_buffers(peer_connection, self._config.socket_buffer_bytes)
         sdp = _local_sdp(peer_connection, self._config, offer=False)
         _check_relay_candidate(sdp, servers, self._probe)
         return sdp

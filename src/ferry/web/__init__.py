@@ -1,0 +1,1 @@
+"""The browser side of ferry: the volunteer widget's modules, the pages, and their bundler."""

@@ -16,7 +16,10 @@ the kill; then p50 and p95 over all kills, next to the same figure measured with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -78,6 +81,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank]
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (a browser-engine volunteer's Chromium)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, ()))
+    return tree
+
+
+def kill_with_its_browser(victim: Role) -> None:
+    """SIGKILL the volunteer and, at the same moment, every process it started (its browser
+    engine's Chromium), as when the machine it runs on goes away."""
+    below = process_tree(victim.process.pid)[1:]
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    victim.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="volunteers to kill (default 20)")
@@ -87,6 +116,13 @@ def main() -> int:
     )
     parser.add_argument("--volunteers", type=int, default=3, help="volunteers running at once")
     parser.add_argument("--keep-logs", type=Path, help="copy every process's log here")
+    parser.add_argument(
+        "--webrtc",
+        choices=("python", "browser"),
+        default="python",
+        help="the WebRTC stack of the client and of every volunteer (browser: the browser "
+        "engine on both ends)",
+    )
     arguments = parser.parse_args()
     if not 1 <= arguments.kills <= 200:
         parser.error("--kills must be within 1..200")
@@ -98,7 +134,12 @@ def main() -> int:
         folder = Path(folder_name)
         with (
             origin_server(body, rate=arguments.rate) as port,
-            process_network(folder, volunteers=arguments.volunteers) as net,
+            process_network(
+                folder,
+                volunteers=arguments.volunteers,
+                client_webrtc=arguments.webrtc,
+                volunteer_webrtc=arguments.webrtc,
+            ) as net,
         ):
             output = folder / "download.bin"
             curl = start_curl(net.proxy, f"http://127.0.0.1:{port}/big", output)
@@ -115,7 +156,7 @@ def main() -> int:
                     victim = busiest(net.volunteers, 0.3)
                     net.volunteers.remove(victim)
                     killed_at = time.strftime("%H:%M:%S")
-                    victim.kill()
+                    kill_with_its_browser(victim)
                     stall = longest_stall(output, arguments.interval)
                     stalls.append(stall)
                     print(f"kill {kill:2d} at {killed_at}: longest stall {stall * 1000:6.0f} ms")
@@ -132,7 +173,7 @@ def main() -> int:
     print()
     print(
         f"kills: {len(stalls)}  origin rate: {arguments.rate / 1e6:.1f} MB/s  "
-        f"volunteers: {arguments.volunteers}"
+        f"volunteers: {arguments.volunteers}  WebRTC: {arguments.webrtc} on both ends"
     )
     print(
         f"longest stall after a kill: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "

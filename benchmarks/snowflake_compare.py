@@ -681,6 +681,7 @@ def start_ferry(
             [
                 *("--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK),
                 "--unsafe-allow-internal-egress",
+                *throughput.VOLUNTEER_WEBRTC,
             ],
             folder,
         )

@@ -21,7 +21,15 @@ Then, in the same run:
 * the same bulk runs through **one Chromium volunteer** (the widget on a loopback page in
   Debian's Chromium started as a visitor's browser runs, with no DevTools session attached;
   its own broker and client process; its CPU is that of every Chromium process, and where it
-  went is printed by thread). ``--no-browser`` skips it.
+  went is printed by thread). ``--no-browser`` skips it;
+* the **WebRTC stacks side by side**: python/python, browser/python, python/browser,
+  browser/browser (client ``--webrtc`` / ``ferry volunteer --webrtc``; ``browser`` is the
+  browser engine, whose Chromium's CPU is counted with its role) and the browser-engine client
+  through the widget, each with its own broker on the shared egress, all up at once and the
+  downloads interleaved, so that the ratios of one run share the machine's load (medians
+  printed, with each pairing's MB/s and CPU per MB against python/python's). Snowflake is not
+  run here: ``snowflake_compare.py`` runs it side by side when its binaries are present.
+  ``--stacks-only`` runs only this table.
 
 ``--volunteer-cpu N`` runs the volunteer (the ``ferry volunteer`` process, or every Chromium
 process) on CPU N alone and everything else on the other CPUs, as if the volunteer had a
@@ -32,6 +40,7 @@ Usage::
     python benchmarks/throughput.py [--megabytes 50] [--runs 3] [--latency-runs 5]
     python benchmarks/throughput.py --compare-sctp-packets-per-ack 1,2   # A/B, interleaved
     python benchmarks/throughput.py --volunteer-cpu 1   # the volunteer alone on CPU 1
+    python benchmarks/throughput.py --stacks-only --megabytes 20 --runs 3
 
 Exits 1 if a download fails or its hash does not match, 2 if the network does not come up.
 Only 127.0.0.1 is ever contacted, and only the processes this script started are stopped.
@@ -75,6 +84,11 @@ RUN_FERRY = "import sys; from ferry.cli import main; sys.argv[0] = 'ferry'; main
 CLIENT_WEBRTC = ("--webrtc", "python")
 """Every client runs its WebRTC on aiortc: with the default ``auto`` a client finds Debian's
 Chromium and runs its WebRTC there, in processes whose CPU this script does not count."""
+
+
+VOLUNTEER_WEBRTC = ("--webrtc", "python")
+"""The "Python volunteer" runs aiortc: ``ferry volunteer`` defaults to ``auto`` too (the
+stack table below measures the browser engine, its Chromium's CPU counted)."""
 
 
 class BenchmarkError(Exception):
@@ -818,6 +832,177 @@ def chromium_runs(
 
 
 # ---------------------------------------------------------------------------------------------
+# The WebRTC stacks side by side
+
+
+STACK_PAIRINGS = (
+    ("python", "python"),
+    ("browser", "python"),
+    ("python", "browser"),
+    ("browser", "browser"),
+    ("browser", "widget"),
+)
+"""(client ``--webrtc``, volunteer) pairings of the stack table: ``browser`` is the browser
+engine, ``widget`` the web widget in a visitor's Chromium."""
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (its browser engine's Chromium, for a role)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu(pid: int) -> Callable[[], float]:
+    """A reader of the CPU seconds of ``pid`` and the processes below it."""
+
+    def read() -> float:
+        total = 0.0
+        for member in process_tree(pid):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(member)
+        return total
+
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class StackNetwork:
+    """One pairing's broker, volunteer and client, ready for downloads."""
+
+    label: str
+    readers: dict[str, Callable[[], float]]
+    proxy: str
+
+
+def start_stack_network(
+    stack: contextlib.ExitStack,
+    folder: Path,
+    egress: FerryProcess,
+    pairing: tuple[str, str],
+    ready_timeout: float,
+) -> StackNetwork:
+    """Start one pairing (its own broker) on the shared egress; stopped when ``stack`` closes."""
+    client_stack, volunteer_stack = pairing
+    name = f"{client_stack}-{volunteer_stack}"
+    egress_ready = json.loads(egress.ready_path.read_text())
+    bridge = ready_text(egress_ready, "bridge", "egress")
+    broker = start_role(
+        "broker",
+        ["--listen", f"{LOOPBACK}:0", "--egress", ready_text(egress_ready, "egress", "egress")],
+        folder,
+        name=f"{name}-broker",
+    )
+    stack.callback(stop_roles, [broker])
+    broker_url = ready_text(wait_ready(broker, ready_timeout), "broker", "broker")
+    if volunteer_stack == "widget":
+        page_url = stack.enter_context(host_page(broker_url))
+        browser = stack.enter_context(visitor_chromium(page_url, folder / name))
+        volunteer_cpu = tree_cpu(browser.pid)
+        for _ in range(int(ready_timeout / READY_POLL_INTERVAL) + 1):
+            if broker_volunteers_available(broker_url) > 0:
+                break
+            time.sleep(READY_POLL_INTERVAL)
+        else:
+            raise BenchmarkError(f"{name}: the widget did not poll within {ready_timeout:.0f} s")
+    else:
+        volunteer = start_role(
+            "volunteer",
+            [
+                *("--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK),
+                *("--unsafe-allow-internal-egress", "--webrtc", volunteer_stack),
+            ],
+            folder,
+            name=f"{name}-volunteer",
+        )
+        stack.callback(stop_roles, [volunteer])
+        if wait_ready(volunteer, ready_timeout).get("webrtc") != volunteer_stack:
+            raise BenchmarkError(f"{name}: the volunteer does not run {volunteer_stack}")
+        volunteer_cpu = tree_cpu(volunteer.process.pid)
+    client = start_role(
+        "client",
+        one_volunteer_client(broker_url, bridge, webrtc=("--webrtc", client_stack)),
+        folder,
+        name=f"{name}-client",
+        code=CLIENT_CHECKING_LOOPBACK_PEERS,
+    )
+    stack.callback(stop_roles, [client])
+    client_ready = wait_ready(client, ready_timeout)
+    if client_ready.get("webrtc") != client_stack:
+        raise BenchmarkError(f"{name}: the client does not run {client_stack}")
+    readers = {
+        "client": tree_cpu(client.process.pid),
+        "volunteer": volunteer_cpu,
+        "egress": process_cpu(egress),
+        "broker": process_cpu(broker),
+    }
+    label = f"{client_stack}/{volunteer_stack}"
+    return StackNetwork(label, readers, ready_text(client_ready, "proxy", "client"))
+
+
+def stack_table(
+    folder: Path,
+    egress: FerryProcess,
+    measure: Callable[[dict[str, Callable[[], float]], str], RunResult],
+    runs: int,
+    ready_timeout: float,
+) -> dict[str, list[RunResult]]:
+    """Every pairing of STACK_PAIRINGS up at once; runs interleaved (each run downloads once
+    through each pairing, in turn), so the ratios of one run share the machine's load."""
+    results: dict[str, list[RunResult]] = {}
+    with contextlib.ExitStack() as stack:
+        networks = []
+        for pairing in STACK_PAIRINGS:
+            (folder / "-".join(pairing)).mkdir(exist_ok=True)
+            networks.append(start_stack_network(stack, folder, egress, pairing, ready_timeout))
+            print(f"  {networks[-1].label} ready", flush=True)
+        for run in range(1, runs + 1):
+            for network in networks:
+                result = measure(network.readers, network.proxy)
+                results.setdefault(network.label, []).append(result)
+                report_run(f"stacks {network.label}", run, result)
+    return results
+
+
+def print_stack_table(results: dict[str, list[RunResult]], megabytes: int) -> None:
+    """Medians per pairing, and each one's MB/s and CPU per MB against python/python's."""
+    base = median_result(results["python/python"])
+    rows = [["client/volunteer", "MB/s", "CPU ms/MB", *ROLES, "MB/s ÷ py/py", "CPU ÷ py/py"]]
+    for label, runs in results.items():
+        median = median_result(runs)
+        rows.append(
+            [
+                label,
+                f"{median.ferry_rate:.2f}",
+                f"{median.total_cpu_ms_per_megabyte:.0f}",
+                *(f"{median.cpu_ms_per_megabyte[role]:.0f}" for role in ROLES),
+                f"{median.ferry_rate / base.ferry_rate:.2f}",
+                f"{median.total_cpu_ms_per_megabyte / base.total_cpu_ms_per_megabyte:.2f}",
+            ]
+        )
+    print()
+    print(
+        f"WebRTC stacks side by side ({megabytes} MB per run, medians; a role's CPU includes "
+        "its browser engine's Chromium; 'widget' is every process of the visitor's Chromium):"
+    )
+    print(format_table(rows))
+    if shutil.which("snowflake-client") is None:
+        print(
+            "Snowflake: not measured (no snowflake-client here); with its binaries, run "
+            "benchmarks/snowflake_compare.py for the side-by-side figures."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 
 
@@ -866,6 +1051,7 @@ def start_network(
             [
                 *("--broker", broker_url, "--capacity", "1", "--ice-address", LOOPBACK),
                 "--unsafe-allow-internal-egress",
+                *VOLUNTEER_WEBRTC,
                 *role_arguments,
             ],
             folder,
@@ -897,7 +1083,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--latency-runs", type=int, default=5, help="fresh and warm first-byte measurements"
     )
     parser.add_argument(
-        "--no-browser", action="store_true", help="skip the Chromium volunteer (no Chromium)"
+        "--no-browser",
+        action="store_true",
+        help="skip the Chromium volunteer and the stack table (no Chromium)",
+    )
+    parser.add_argument(
+        "--stacks-only",
+        action="store_true",
+        help="only the table of WebRTC stacks side by side (python/python, browser/python, "
+        "python/browser, browser/browser, browser client through the widget)",
     )
     parser.add_argument(
         "--ready-timeout",
@@ -1102,6 +1296,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pids = ", ".join(f"{name} {role.process.pid}" for name, role in roles.items())
             print(f"ready: proxy socks5://{proxy}; PIDs {pids}")
+            if arguments.stacks_only:
+                print("starting one network per pairing of WebRTC stacks…")
+                stacks = stack_table(
+                    folder, roles["egress"], measure, arguments.runs, arguments.ready_timeout
+                )
+                print_stack_table(stacks, arguments.megabytes)
+                return 0
             readers = {name: process_cpu(role) for name, role in roles.items()}
             python_results = []
             for run in range(1, arguments.runs + 1):
@@ -1132,6 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--ice-address",
                     LOOPBACK,
                     "--unsafe-allow-internal-egress",
+                    *VOLUNTEER_WEBRTC,
                 ],
                 folder,
                 name="latency-volunteer",
@@ -1149,6 +1351,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_roles(list(reversed(extra)))
             extra.clear()
             chromium_results: list[RunResult] = []
+            stacks: dict[str, list[RunResult]] = {}
             if browser:
                 print("starting a Chromium volunteer (the widget) with its own broker and client…")
                 chromium_results = chromium_runs(
@@ -1164,6 +1367,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for run, result in enumerate(chromium_results, 1):
                     report_run("Chromium volunteer", run, result)
+                print("starting one network per pairing of WebRTC stacks…")
+                stacks = stack_table(
+                    folder, roles["egress"], measure, arguments.runs, arguments.ready_timeout
+                )
             print_results(
                 "One Python volunteer (ferry volunteer)",
                 python_results,
@@ -1177,6 +1384,7 @@ def main(argv: list[str] | None = None) -> int:
                     arguments,
                     "every Chromium process",
                 )
+                print_stack_table(stacks, arguments.megabytes)
             print()
             print(
                 "first byte of the reply after the SOCKS request, median of "

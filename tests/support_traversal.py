@@ -160,7 +160,7 @@ class FerryOnTheInternet:
         ready = folder / f"{name}.ready.json"
         volunteer = self.start_role(
             name, self.namespace(home),
-            [*self.ferry, "volunteer", "--broker", broker_url, *arguments,
+            [*self.ferry, "volunteer", "--broker", broker_url, "--webrtc", "python", *arguments,
              "--ready-file", str(ready)],
             folder,
         )  # fmt: skip

@@ -30,6 +30,8 @@ from ferry.command_options import (
     stun_servers,
     unsafe_logging_option,
     verbose_option,
+    webrtc_mode,
+    webrtc_option,
 )
 from ferry.command_settings import RoleCommand, config_option, print_config_option
 from ferry.egress.command import egress_command
@@ -87,6 +89,7 @@ def demo(
     ui_listen: DemoUiListen = "auto",
     ready_file: Annotated[Path | None, ready_file_option("DEMO")] = None,
     unsafe_allow_private_destinations: DemoUnsafeAllowPrivateDestinations = False,
+    webrtc: Annotated[str, webrtc_option("DEMO")] = "auto",
     unsafe_logging: Annotated[bool, unsafe_logging_option("DEMO")] = False,
     verbose: Annotated[bool, verbose_option("DEMO")] = False,
 ) -> None:
@@ -95,6 +98,7 @@ def demo(
 
     setup_logging(verbose, unsafe_logging)
     page = config_or_exit("demo", lambda: page_config(ui_listen, port, environment_language()))
+    mode = config_or_exit("demo", lambda: webrtc_mode(webrtc))
     config = LoopbackNetworkConfig(
         proxy_port=port,
         volunteers=volunteers,
@@ -102,6 +106,8 @@ def demo(
         allow_private_destinations=unsafe_allow_private_destinations,
         page=page,
         page_optional=ui_listen.strip().lower() == "auto",
+        client_webrtc=mode,
+        volunteer_webrtc=mode,
     )
     run_role(DemoRole(config), name="demo", ready_file=ready_file)
 

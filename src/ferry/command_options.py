@@ -201,7 +201,7 @@ def webrtc_option(role: str) -> object:
         help="Which WebRTC stack runs the connections: 'browser' runs them in the installed "
         "Chromium/Chrome (headless), so a censor sees a browser's own handshake; 'python' "
         "uses aiortc, whose handshake is easier to spot; 'auto' uses a browser when one is "
-        "found.",
+        "found and starts, else aiortc with a warning.",
     )
 
 

@@ -24,6 +24,7 @@ from ferry.client.session import TunnelConfig
 from ferry.egress.policy import DestinationPolicy
 from ferry.egress.server import Egress, EgressConfig
 from ferry.egress.upstream import Resolver
+from ferry.transport.browser_webrtc import WebRtcMode, WebRtcStack
 from ferry.transport.webrtc import WebRtcConfig
 from ferry.volunteer.relay import Clock, RelayTap, Volunteer, VolunteerConfig
 
@@ -38,7 +39,7 @@ class LoopbackNetworkConfig:
     proxy_port: int = 0
     """The client's proxy port (0 = any free port)."""
     volunteers: int = 2
-    """Python volunteers to start."""
+    """Volunteers to start."""
     client_paths: int = 2
     """Volunteer paths the client keeps open."""
     allow_private_destinations: bool = False
@@ -57,6 +58,11 @@ class LoopbackNetworkConfig:
     by the network's own (loopback only), and it relays to the internal (loopback) egress."""
     volunteer_clock: Clock | None = None
     """The volunteers' clock for their limits (tests; default ``time.time``)."""
+    client_webrtc: WebRtcMode = WebRtcMode.PYTHON
+    """The client's WebRTC stack (``ferry demo --webrtc``; tests, benchmarks)."""
+    volunteer_webrtc: WebRtcMode = WebRtcMode.PYTHON
+    """The volunteers' WebRTC stack; with the browser engine, one engine (one Chromium) runs
+    the connections of every volunteer of the network."""
     tunnel: TunnelConfig | None = None
     """Overrides for the client's tunnel (its bridge is filled in from the egress)."""
     egress: EgressConfig | None = None
@@ -80,6 +86,8 @@ class LoopbackNetwork:
         self.egress: Egress | None = None
         self.volunteers: list[Volunteer] = []
         self.client: ClientApp | None = None
+        self.volunteer_stack: WebRtcStack | None = None
+        """The volunteers' shared WebRTC stack (``None`` until started)."""
         self.broker_url = ""
         self.egress_url = ""
         self.bridge_line = ""
@@ -116,6 +124,8 @@ class LoopbackNetwork:
             registry=CollectorRegistry(),
         )
         self.broker_url = await self.broker.start()
+        self.volunteer_stack = WebRtcStack(config.volunteer_webrtc, LOOPBACK_WEBRTC)
+        await self.volunteer_stack.start()
         for _ in range(config.volunteers):
             volunteer = Volunteer(
                 replace(
@@ -126,6 +136,7 @@ class LoopbackNetwork:
                 ),
                 tap=config.volunteer_tap,
                 clock=config.volunteer_clock or time.time,
+                peers=self.volunteer_stack,
             )
             volunteer.start()
             self.volunteers.append(volunteer)
@@ -142,6 +153,7 @@ class LoopbackNetwork:
                 proxy=LocalProxyConfig(host="127.0.0.1", port=config.proxy_port),
                 page=config.page,
                 page_optional=config.page_optional,
+                webrtc_mode=config.client_webrtc,
             ),
             registry=CollectorRegistry(),
         )
@@ -164,6 +176,9 @@ class LoopbackNetwork:
             await self.client.close()
         for volunteer in self.volunteers:
             await volunteer.close()
+        if self.volunteer_stack is not None:
+            await self.volunteer_stack.close()
+            self.volunteer_stack = None
         if self.broker is not None:
             await self.broker.close()
         if self.egress is not None:
@@ -205,8 +220,9 @@ class DemoRole:
         console.print(f"[bold]ferry demo[/] {__version__}: a whole network on this machine")
         console.print(f"  broker     {network.broker_url}  (matches clients with volunteers)")
         console.print(f"  egress     {network.egress_url}  (exit to the internet)")
+        stack = network.volunteer_stack.stack_status().stack if network.volunteer_stack else ""
         console.print(
-            f"  volunteers {self.config.volunteers} Python volunteers relaying over WebRTC"
+            f"  volunteers {self.config.volunteers} volunteers relaying over WebRTC ({stack})"
         )
         console.print(f"  client     SOCKS5 and HTTP proxy on {host}:{proxy_port}")
         if network.page_url:

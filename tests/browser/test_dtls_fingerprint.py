@@ -11,15 +11,21 @@ offerer answers with the ServerHello. In ferry the client offers and the volunte
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from playwright.async_api import Page
 
 from ferry.demo import LOOPBACK_WEBRTC
-from ferry.transport.browser_webrtc import BrowserEngine, BrowserEngineConfig
+from ferry.transport.browser_webrtc import (
+    BrowserEngine,
+    BrowserEngineConfig,
+    WebRtcMode,
+    WebRtcStack,
+)
 from ferry.transport.webrtc import AnsweringPeer
 
 from ..integration.dtls_capture import (
@@ -34,9 +40,10 @@ from ..integration.dtls_capture import (
     held_candidates,
     loopback_candidates,
 )
-from .support import CHROMIUM, chromium
+from ..integration.fake_broker import FakeBroker, Listener
+from .support import CHROMIUM, WIDGET_JS, chromium
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 _GATHERED = (
     "(pc) => new Promise((resolve) => { if (pc.iceGatheringState === 'complete') resolve();"
@@ -166,3 +173,162 @@ async def test_the_browser_client_with_a_python_volunteer_shows_chromium_server_
     assert "WebRTC" in client_certificate.certificate_names
     volunteer_certificate = first(handshake, CERTIFICATE, volunteer_port)
     assert "WebRTC" in volunteer_certificate.certificate_names  # aligned certificate
+
+
+# --- every pairing the default client has ------------------------------------------------------
+#
+# "default" is what `ferry client` and `ferry volunteer` run with no option (--webrtc auto:
+# the browser engine, Chromium being installed), "python" is --webrtc python, "widget" is the
+# web widget in a Chromium page. The client offers, the volunteer answers and sends the
+# ClientHello. Each pairing's handshake is captured on its own ports and reported (pytest -s
+# prints the table); the two defaults must be a browser's throughout.
+
+PAIRINGS = (
+    ("default", "widget"),
+    ("default", "default"),
+    ("default", "python"),
+    ("python", "default"),
+    ("python", "widget"),
+    ("python", "python"),
+)
+DTLS_1_3 = "0xfefc"
+
+
+def _cli_default(role: str) -> object:
+    import typer.core
+    import typer.main
+
+    from ferry.cli import app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    for parameter in group.commands[role].params:
+        if "--webrtc" in getattr(parameter, "opts", ()):
+            return parameter.default
+    raise AssertionError(f"ferry {role} has no --webrtc")
+
+
+def _widget_routes(broker_port: list[int]) -> Callable[[web.Application], None]:
+    def add(app: web.Application) -> None:
+        async def page(request: web.Request) -> web.Response:
+            html = (
+                "<!doctype html><html><head><meta charset='utf-8'><title>a site</title></head>"
+                f'<body><ferry-widget data-broker="http://127.0.0.1:{broker_port[0]}">'
+                '</ferry-widget><script src="/widget.js" async></script></body></html>'
+            )
+            return web.Response(text=html, content_type="text/html")
+
+        async def widget(request: web.Request) -> web.Response:
+            return web.Response(body=WIDGET_JS.read_bytes(), content_type="text/javascript")
+
+        app.router.add_get("/page", page)
+        app.router.add_get("/widget.js", widget)
+
+    return add
+
+
+async def _widget_answer(offer: str) -> AsyncIterator[str]:
+    """The widget's answer to ``offer`` (a fake broker hands it over); the widget's page stays
+    open until the generator is closed."""
+    async with Listener().running() as egress:
+        fake = FakeBroker(egress=f"ws://127.0.0.1:{egress.port}/v1/relay", offer=offer, matches=1)
+        port: list[int] = []
+        async with fake.running(_widget_routes(port)) as broker, chromium() as browser:
+            port.append(int(broker.url.rsplit(":", 1)[1]))
+            page = await browser.new_page()
+            await page.goto(f"{broker.url}/page")
+            await page.get_by_role("switch").click()
+            for _ in range(300):
+                if broker.answers:
+                    break
+                await asyncio.sleep(0.1)
+            assert broker.answers, "the widget gave no answer"
+            yield loopback_candidates(broker.answers[0])
+
+
+async def _capture_pairing(
+    client_side: str, volunteer_side: str, stacks: dict[str, WebRtcStack], capture: Path
+) -> tuple[list[HandshakeMessage], int, int]:
+    """One handshake of the pairing under capture: (messages, client port, volunteer port)."""
+    client_peer = stacks[client_side].offering_peer()
+    volunteer_peer = None if volunteer_side == "widget" else stacks[volunteer_side].answering_peer()
+    widget = None
+    try:
+        offer = await client_peer.create_offer()
+        if volunteer_peer is None:
+            widget = _widget_answer(held_candidates(offer))
+            answer = await anext(widget)
+        else:
+            answer = await volunteer_peer.accept_offer(held_candidates(offer))
+        client_port, volunteer_port = candidate_ports(offer)[0], candidate_ports(answer)[0]
+        with LoopbackCapture([client_port, volunteer_port], capture):
+            await client_peer.accept_answer(answer)
+            if volunteer_peer is not None:
+                await asyncio.wait_for(volunteer_peer.wait_channel(), 30)
+    finally:
+        await client_peer.close()
+        if volunteer_peer is not None:
+            await volunteer_peer.close()
+        if widget is not None:
+            await widget.aclose()
+    return dtls_handshakes(capture, [client_port, volunteer_port]), client_port, volunteer_port
+
+
+def _report_line(pairing: str, message: HandshakeMessage, sender: str) -> str:
+    name = {CLIENT_HELLO: "ClientHello", SERVER_HELLO: "ServerHello", CERTIFICATE: "Certificate"}
+    return (
+        f"{pairing:<20} {sender:<9} {name[message.kind]:<11} "
+        f"versions={','.join(message.versions) or '-':<14} "
+        f"dtls1.3={'yes' if DTLS_1_3 in message.versions else 'no':<3} "
+        f"bytes={message.datagram_bytes}"
+    )
+
+
+async def test_every_pairing_of_the_default_client_and_the_defaults_are_a_browser_s(
+    tmp_path: Path,
+) -> None:
+    # "default" is the browser engine because both commands default to auto and Chromium is here
+    assert _cli_default("client") == "auto" and _cli_default("volunteer") == "auto"
+    async with chromium() as browser:
+        pages = (await browser.new_page(), await browser.new_page())
+        reference_ports = await _chromium_reference(pages, tmp_path / "chromium.pcap")
+    reference = dtls_handshakes(tmp_path / "chromium.pcap", list(reference_ports))
+    reference_client_hello = first(reference, CLIENT_HELLO, reference_ports[1])
+
+    stacks = {
+        "default": WebRtcStack(WebRtcMode.AUTO, LOOPBACK_WEBRTC, BrowserEngineConfig(CHROMIUM)),
+        "python": WebRtcStack(WebRtcMode.PYTHON, LOOPBACK_WEBRTC),
+    }
+    report: list[str] = []
+    browser_throughout: dict[tuple[str, str], bool] = {}
+    try:
+        assert (await stacks["default"].start()).stack == "browser"
+        await stacks["python"].start()
+        for client_side, volunteer_side in PAIRINGS:
+            pairing = f"{client_side}/{volunteer_side}"
+            capture = tmp_path / f"{client_side}-{volunteer_side}.pcap"
+            messages, client_port, volunteer_port = await _capture_pairing(
+                client_side, volunteer_side, stacks, capture
+            )
+            hellos = [m for m in messages if m.kind in (CLIENT_HELLO, SERVER_HELLO)]
+            assert {m.kind for m in hellos} == {CLIENT_HELLO, SERVER_HELLO}, (pairing, messages)
+            for message in messages:
+                sender = "client" if message.source_port == client_port else "volunteer"
+                report.append(_report_line(pairing, message, sender))
+            certificates = [m for m in messages if m.kind == CERTIFICATE]
+            report.append(f"{pairing:<20} cleartext Certificate: {len(certificates)}")
+            browser_throughout[(client_side, volunteer_side)] = not certificates and all(
+                DTLS_1_3 in m.versions for m in hellos
+            )
+            if "python" not in pairing:
+                volunteer_hello = first(messages, CLIENT_HELLO, volunteer_port)
+                _assert_same_hello(volunteer_hello, reference_client_hello)
+    finally:
+        for stack in stacks.values():
+            await stack.close()
+    print("\n" + "\n".join(report))
+    assert browser_throughout[("default", "widget")], report
+    assert browser_throughout[("default", "default")], report
+    # the check can fail: aiortc's DTLS 1.2 on either end is told apart
+    assert not browser_throughout[("default", "python")], report
+    assert not browser_throughout[("python", "default")], report

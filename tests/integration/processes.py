@@ -134,11 +134,13 @@ class Network:
         client_arguments: tuple[str, ...] = (),
         volunteer_arguments: tuple[str, ...] = (),
         client_webrtc: str = "python",
+        volunteer_webrtc: str = "python",
     ) -> None:
         """Start every role (the egress unless :meth:`start_egress` already did) and wait
         until the client's first session is up (its WebRTC on ``client_webrtc``: the Python
-        stack unless a test asks for the browser engine)."""
-        self.volunteer_arguments = volunteer_arguments
+        stack unless a test asks for the browser engine; the volunteers' on
+        ``volunteer_webrtc``, which ``--webrtc`` in ``volunteer_arguments`` overrides)."""
+        self.volunteer_arguments = ("--webrtc", volunteer_webrtc, *volunteer_arguments)
         if self.egress is None:
             self.start_egress()
         egress_url = f"ws://127.0.0.1:{self.egress_port}/v1/relay"

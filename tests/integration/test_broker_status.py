@@ -40,20 +40,23 @@ async def _text(session: aiohttp.ClientSession, url: str) -> tuple[aiohttp.Clien
 async def test_metrics_and_status_page_count_volunteers_by_nat_and_kind() -> None:
     config = BrokerConfig(host="127.0.0.1", port=0, allowed_egresses=(EGRESS,), poll_timeout=5.0)
     async with Broker(config, CollectorRegistry()) as broker, aiohttp.ClientSession() as session:
-        poll = asyncio.create_task(
-            _post(
-                session,
-                broker.base_url + "/v1/volunteer/poll",
-                {
-                    "volunteer_id": "volunteer-0000000001",
-                    "capacity": 2,
-                    "nat": "unrestricted",
-                    "kind": "python",
-                },
+        polls = [
+            asyncio.create_task(
+                _post(
+                    session,
+                    broker.base_url + "/v1/volunteer/poll",
+                    {
+                        "volunteer_id": f"volunteer-000000000{number}",
+                        "capacity": 2,
+                        "nat": "unrestricted",
+                        "kind": kind,
+                    },
+                )
             )
-        )
+            for number, kind in ((1, "python"), (2, "python-browser-engine"))
+        ]
         for _ in range(500):
-            if broker.store.available_volunteers():
+            if len(broker.store.available_volunteers()) == 2:
                 break
             await asyncio.sleep(0.01)
         _, metrics = await _text(session, broker.base_url + "/metrics")
@@ -61,16 +64,23 @@ async def test_metrics_and_status_page_count_volunteers_by_nat_and_kind() -> Non
             'ferry_broker_volunteers_available{kind="python",nat="unrestricted"} 8.0' in metrics
         )  # one volunteer, rounded up
         assert 'ferry_broker_volunteers_available{kind="browser",nat="unknown"} 0.0' in metrics
+        assert (
+            'ferry_broker_volunteers_available{kind="python-browser-engine",nat="unrestricted"} 8.0'
+            in metrics
+        )
         response, page = await _text(session, broker.base_url + "/status")
         assert response.status == 200 and response.content_type == "text/html"
         assert "script-src" not in response.headers["Content-Security-Policy"]
         assert "<script" not in page and "<svg" in page
         row = re.search(r"<tr><th>unrestricted</th>(.*?)</tr>", page)
         assert row is not None
-        assert re.findall(r"<td>(\d+)</td>", row.group(1)) == ["0", "8", "0"]  # browser, python
+        # browser (the widget), python (aiortc), python-browser-engine, unknown
+        assert re.findall(r"<td>(\d+)</td>", row.group(1)) == ["0", "8", "8", "0"]
+        assert "<th>python-browser-engine</th>" in page
 
-        poll.cancel()
-        await asyncio.gather(poll, return_exceptions=True)
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
 
 
 async def test_a_match_is_timed_in_the_latency_histogram_and_charted() -> None:

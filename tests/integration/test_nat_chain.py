@@ -83,6 +83,7 @@ def test_a_client_behind_a_symmetric_nat_downloads_through_an_unrestricted_volun
                 "volunteer",
                 lab.public,
                 [*ferry, "volunteer", "--broker", broker_url, "--ice-address", "198.18.0.1",
+                 "--webrtc", "python",
                  "--stun", STUN, "--ready-file", str(ready("volunteer"))],
             )  # fmt: skip
             volunteer.wait_for(ready("volunteer"))

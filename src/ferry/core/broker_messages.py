@@ -77,8 +77,10 @@ def nat_type(nat_class: NatClass) -> NatType:
     raise AssertionError(f"no wire value for {nat_class!r}")  # pragma: no cover
 
 
-VolunteerKind = Literal["browser", "python", "unknown"]
-"""Which implementation a volunteer runs (§2.2); ``unknown`` when its poll does not say."""
+VolunteerKind = Literal["browser", "python", "python-browser-engine", "unknown"]
+"""Which implementation a volunteer runs (§2.2): the widget (``browser``), ``ferry volunteer``
+on aiortc (``python``) or on its browser engine (``python-browser-engine``); ``unknown`` when
+its poll does not say."""
 
 VOLUNTEER_KINDS: tuple[VolunteerKind, ...] = get_args(VolunteerKind)
 """Every volunteer kind (``unknown`` is never sent: the field is left out instead)."""
@@ -142,8 +144,9 @@ class VolunteerPoll:
     nat: NatType = "unknown"
     """The volunteer's NAT type as it measured it; ``"unknown"`` when the field is left out."""
     kind: VolunteerKind = "unknown"
-    """``"browser"`` (the widget) or ``"python"``; ``"unknown"`` when the field is left out.
-    Used for metrics only."""
+    """``"browser"`` (the widget), ``"python"`` (``ferry volunteer`` on aiortc) or
+    ``"python-browser-engine"`` (``ferry volunteer`` on its browser engine); ``"unknown"``
+    when the field is left out. Used for metrics only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,11 +464,14 @@ def _optional_kind(fields: dict[str, JsonValue]) -> VolunteerKind:
     if "kind" not in fields:
         return "unknown"
     value = _string(fields, "kind", "")
-    if value == "browser":
-        return "browser"
-    if value == "python":
-        return "python"
-    raise MessageError('kind must be "browser" or "python"', field="kind", reason="bad_kind")
+    for kind in VOLUNTEER_KINDS:
+        if value == kind and kind != "unknown":
+            return kind
+    raise MessageError(
+        'kind must be "browser", "python" or "python-browser-engine"',
+        field="kind",
+        reason="bad_kind",
+    )
 
 
 def decode_client_offer(body: bytes) -> ClientOffer:

@@ -71,6 +71,7 @@ from ferry.transport.webrtc import (
     PythonPeers,
     WebRtcConfig,
     WebRtcStackStatus,
+    announced_candidates,
     check_data_channel_sdp,
     fail_channel_opening,
     wait_for_channel_open,
@@ -206,9 +207,14 @@ def browser_arguments(webrtc: WebRtcConfig) -> list[str]:
     flags tests/browser/support.py measured). Without STUN/TURN servers every host name
     resolves to "not found" inside the browser, so it looks nothing up (measured: Chromium
     still queries update and account servers otherwise); the engine page uses an IP literal.
-    With ``host_candidate_addresses`` set (``--ice-address``: tests and demos on loopback)
-    the browser also gathers loopback candidates and names them without mDNS, so that no
-    multicast leaves the machine; otherwise it behaves as a browser does by default.
+    Host candidates are named by their addresses, not by mDNS names (``.local``): ferry
+    removes every remote ``.local`` candidate (an mDNS name resolves only on the peer's own
+    network, and resolving one sends multicast), so two engines that both announced only
+    mDNS names had no candidate at all and never connected on one machine. What the page
+    announces then goes through the same policy as aiortc's candidates
+    (:func:`~ferry.transport.webrtc.announced_candidates`). With ``host_candidate_addresses``
+    set (``--ice-address``: tests and demos on loopback) the browser also gathers loopback
+    candidates.
     """
     arguments = [
         *QUIET_HEADLESS_CHROMIUM,
@@ -219,11 +225,9 @@ def browser_arguments(webrtc: WebRtcConfig) -> list[str]:
     ]
     if not webrtc.ice_servers:
         arguments.append(NO_NAME_LOOKUPS)
+    arguments.append("--disable-features=WebRtcHideLocalIpsWithMdns")
     if webrtc.host_candidate_addresses is not None:
-        arguments += [
-            "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
-        ]
+        arguments.append("--allow-loopback-in-peer-connection")
     return arguments
 
 
@@ -554,7 +558,10 @@ class BrowserEngine:
         if self._socket is not None or self._connected is None or self._connected.done():
             self._refuse("second_socket", "the engine page is already connected")
             return web.Response(status=409, text="already connected")
-        socket = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
+        # No permessage-deflate: the datagrams are encrypted QUIC packets, which do not
+        # compress, and Chromium asks for it by default; with it on, both ends ran zlib over
+        # every batch (BENCHMARKS.md, "Levers tried on the browser engine").
+        socket = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024, compress=False)
         await socket.prepare(request)
         try:
             async with asyncio.timeout(self.config.hello_timeout):
@@ -744,6 +751,8 @@ class BrowserEngine:
         except BaseException:
             self.forget_peer(peer_id, tell_page=True, reason="abandoned")
             raise
+        if not self.webrtc.offer_local_candidates and self.webrtc.host_candidate_addresses is None:
+            local_sdp = announced_candidates(local_sdp, keep_public_ipv6_hosts=op == "accept")
         return channel, local_sdp
 
     def send_control(self, message: dict[str, object]) -> None:

@@ -24,6 +24,7 @@ from ferry.core.broker_messages import (
     MessageError,
     PollResponse,
     VolunteerAnswer,
+    VolunteerKind,
     VolunteerPoll,
     decode_answer_accepted,
     decode_egress_list,
@@ -83,6 +84,7 @@ class BrokerClient:
         self._retry_after = RetryAfterReader(
             "ferry_volunteer", registry if registry is not None else CollectorRegistry()
         )
+        self._broker_knows_engine_kind = True
 
     async def poll(
         self,
@@ -107,13 +109,21 @@ class BrokerClient:
         *,
         pairing: str | None = None,
         nat: NatClass = NatClass.UNKNOWN,
+        kind: VolunteerKind = "python",
     ) -> PollResponse:
-        """:meth:`poll`, with the ICE servers the broker gave for the match."""
-        response = await self._request(
-            "POST",
-            "/v1/volunteer/poll",
-            VolunteerPoll(volunteer_id, capacity, pairing, nat=nat_type(nat), kind="python"),
-        )
+        """:meth:`poll`, with the ICE servers the broker gave for the match.
+
+        ``kind`` is the stack the volunteer's WebRTC runs on now. A broker that predates
+        ``python-browser-engine`` refuses it (400, field ``kind``): the poll is sent again as
+        ``python``, and so is every later one."""
+        if kind == "python-browser-engine" and not self._broker_knows_engine_kind:
+            kind = "python"
+        poll = VolunteerPoll(volunteer_id, capacity, pairing, nat=nat_type(nat), kind=kind)
+        response = await self._request("POST", "/v1/volunteer/poll", poll)
+        if kind == "python-browser-engine" and self._refused_field(response) == "kind":
+            self._broker_knows_engine_kind = False
+            poll = VolunteerPoll(volunteer_id, capacity, pairing, nat=nat_type(nat), kind="python")
+            response = await self._request("POST", "/v1/volunteer/poll", poll)
         if response.status != 200:
             raise self._refusal("poll", response)
         try:
@@ -167,6 +177,16 @@ class BrokerClient:
             timeout=self.config.timeout,
             max_response_bytes=self.config.max_response_bytes,
         )
+
+    @staticmethod
+    def _refused_field(response: BrokerResponse) -> str | None:
+        """The field a 400 response names, if any."""
+        if response.status != 400:
+            return None
+        try:
+            return decode_error_body(response.body).field
+        except MessageError:
+            return None
 
     def _refusal(self, what: str, response: BrokerResponse) -> BrokerError:
         status = response.status

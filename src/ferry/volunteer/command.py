@@ -151,7 +151,7 @@ def volunteer(
     unsafe_allow_internal_egress: UnsafeAllowInternalEgress = False,
     pairing: Pairing = None,
     event_loop: EventLoopChoice = EventLoop.UVLOOP,
-    webrtc: WebRtc = "python",
+    webrtc: WebRtc = "auto",
     browser: Browser = None,
     ready_file: ReadyFile = None,
     unsafe_logging: UnsafeLogging = False,

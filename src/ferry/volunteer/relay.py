@@ -31,7 +31,13 @@ import aiohttp
 from aiohappyeyeballs import AddrInfoType
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ferry.core.broker_messages import MatchOffer, MessageError, PollResponse, check_pairing
+from ferry.core.broker_messages import (
+    MatchOffer,
+    MessageError,
+    PollResponse,
+    VolunteerKind,
+    check_pairing,
+)
 from ferry.core.ice_servers import IceServer, nat_discovery_servers, without_internal
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
 from ferry.core.retry_after import retry_delay
@@ -247,6 +253,12 @@ class Volunteer:
         self.bytes_relayed = 0
         self.last_error = ""
 
+    @property
+    def kind(self) -> VolunteerKind:
+        """The kind each poll reports: ``python-browser-engine`` while the WebRTC stack in use
+        is the browser engine, ``python`` while it is aiortc (so it follows a fallback)."""
+        return "python-browser-engine" if self.peers.stack_status().stack == "browser" else "python"
+
     def start(self) -> None:
         """Start polling the broker."""
         scrub_library_loggers()
@@ -389,7 +401,11 @@ class Volunteer:
         free = self.limits.free_capacity(self.active)
         poll = asyncio.create_task(
             broker.poll_response(
-                self.volunteer_id, free, pairing=self.config.pairing, nat=self.nat.nat_class
+                self.volunteer_id,
+                free,
+                pairing=self.config.pairing,
+                nat=self.nat.nat_class,
+                kind=self.kind,
             ),
             name="volunteer:poll",
         )

@@ -454,7 +454,12 @@ const DECODERS = {
     const capacity = integerField(fields, "capacity", "");
     checkCapacity(capacity, "capacity");
     const pairing = optionalPairing(fields);
-    const kind = optionalChoice(fields, "kind", ["browser", "python"], '"browser" or "python"');
+    const kind = optionalChoice(
+      fields,
+      "kind",
+      ["browser", "python", "python-browser-engine"],
+      '"browser", "python" or "python-browser-engine"',
+    );
     return { volunteer_id: volunteerId, capacity, pairing, nat: natField(fields), kind };
   },
   poll_response(bytes) {

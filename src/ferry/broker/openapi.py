@@ -102,18 +102,31 @@ def _request(*, required: list[str], properties: dict[str, JsonValue]) -> JsonVa
     }
 
 
+def _object(
+    required: list[str], properties: dict[str, JsonValue], *, description: str | None = None
+) -> JsonValue:
+    """A response body: exactly these properties, ``required`` among them."""
+    described: dict[str, JsonValue] = {} if description is None else {"description": description}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list[JsonValue](required),
+        **described,
+        "properties": properties,
+    }
+
+
+def _counter_of_eight() -> JsonValue:
+    return {"type": "integer", "minimum": 0, "multipleOf": 8}
+
+
 def _schemas() -> dict[str, JsonValue]:
     return {
         "ClientOffer": _request(
             required=["offer", "egress"],
             properties={"offer": _SDP, "egress": _EGRESS, "pairing": _IDENTIFIER, "nat": _NAT},
         ),
-        "ClientAnswer": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["answer"],
-            "properties": {"answer": _SDP},
-        },
+        "ClientAnswer": _object(["answer"], {"answer": _SDP}),
         "VolunteerPoll": _request(
             required=["volunteer_id", "capacity"],
             properties={
@@ -124,38 +137,27 @@ def _schemas() -> dict[str, JsonValue]:
                 "kind": {"type": "string", "enum": ["browser", "python"]},
             },
         ),
-        "MatchOffer": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["id", "offer", "egress"],
-            "properties": {"id": _IDENTIFIER, "offer": _SDP, "egress": _EGRESS},
-        },
-        "PollResponse": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["match"],
-            "properties": {
+        "MatchOffer": _object(
+            ["id", "offer", "egress"], {"id": _IDENTIFIER, "offer": _SDP, "egress": _EGRESS}
+        ),
+        "PollResponse": _object(
+            ["match"],
+            {
                 "match": {"oneOf": [{"type": "null"}, _ref("MatchOffer")]},
                 "ice_servers": _ICE_SERVERS,
             },
-        },
+        ),
         "IceServersRequest": _request(required=[], properties={}),
-        "IceServersResponse": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["ice_servers", "ttl"],
-            "properties": {
+        "IceServersResponse": _object(
+            ["ice_servers", "ttl"],
+            {
                 "ice_servers": _ICE_SERVERS,
                 "ttl": {"type": "integer", "minimum": MIN_ICE_TTL, "maximum": MAX_ICE_TTL},
             },
-        },
-        "IceServer": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["url"],
-            "description": "A STUN or TURN server (docs/protocol.md §2.10); username and "
-            "credential only for TURN, both or neither.",
-            "properties": {
+        ),
+        "IceServer": _object(
+            ["url"],
+            {
                 "url": {
                     "type": "string",
                     "pattern": "^(stuns?|turns?):",
@@ -164,41 +166,26 @@ def _schemas() -> dict[str, JsonValue]:
                 "username": _CREDENTIAL,
                 "credential": _CREDENTIAL,
             },
-        },
+            description="A STUN or TURN server (docs/protocol.md §2.10); username and "
+            "credential only for TURN, both or neither.",
+        ),
         "VolunteerAnswer": _request(
             required=["match_id", "answer"],
             properties={"match_id": _IDENTIFIER, "answer": _SDP},
         ),
-        "AnswerAccepted": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["ok"],
-            "properties": {"ok": {"const": True}},
-        },
-        "EgressList": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["egresses"],
-            "properties": {"egresses": {"type": "array", "items": _EGRESS}},
-        },
-        "NetworkStats": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["volunteers_online", "clients_helped_last_hour"],
-            "properties": {
-                "volunteers_online": {"type": "integer", "minimum": 0, "multipleOf": 8},
-                "clients_helped_last_hour": {"type": "integer", "minimum": 0, "multipleOf": 8},
+        "AnswerAccepted": _object(["ok"], {"ok": {"const": True}}),
+        "EgressList": _object(["egresses"], {"egresses": {"type": "array", "items": _EGRESS}}),
+        "NetworkStats": _object(
+            ["volunteers_online", "clients_helped_last_hour"],
+            {
+                "volunteers_online": _counter_of_eight(),
+                "clients_helped_last_hour": _counter_of_eight(),
             },
-        },
-        "ErrorBody": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["error", "field"],
-            "properties": {
-                "error": {"type": "string"},
-                "field": {"type": ["string", "null"]},
-            },
-        },
+        ),
+        "ErrorBody": _object(
+            ["error", "field"],
+            {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
+        ),
     }
 
 

@@ -387,7 +387,16 @@ class Broker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._base_url: str | None = None
+        self._register_metrics()
+        self.registry.register(_PresenceCollector(self))
+        self.app = web.Application(
+            client_max_size=config.max_body_bytes,
+            middlewares=[self._cors_middleware, self._error_middleware],
+        )
+        self._add_routes()
 
+    def _register_metrics(self) -> None:
+        """The broker's counters and histogram, in ``registry``."""
         self._rejected = Counter(
             "ferry_broker_rejected",
             "Requests the broker refused, by endpoint and reason.",
@@ -438,12 +447,9 @@ class Broker:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-        self.registry.register(_PresenceCollector(self))
 
-        self.app = web.Application(
-            client_max_size=config.max_body_bytes,
-            middlewares=[self._cors_middleware, self._error_middleware],
-        )
+    def _add_routes(self) -> None:
+        """Every endpoint of the broker (docs/protocol.md §2; ``/openapi.json``)."""
         self.app.router.add_post("/v1/client/offer", self._handle_client_offer)
         self.app.router.add_post("/v1/volunteer/poll", self._handle_volunteer_poll)
         self.app.router.add_post("/v1/volunteer/answer", self._handle_volunteer_answer)

@@ -27,7 +27,7 @@ async def test_returns_once_the_condition_holds() -> None:
 
 async def test_fails_naming_what_it_waited_for_after_a_bounded_number_of_checks() -> None:
     condition = _Counter(true_from=10**9)
-    with pytest.raises(AssertionError, match="not true within 0.02 s: the impossible"):
+    with pytest.raises(AssertionError, match=r"not true within 0\.02 s: the impossible"):
         await wait_until(condition, "the impossible", timeout=0.02, interval=0.001)
     assert 1 <= condition.checks <= 21  # one at once, then at most timeout / interval
 

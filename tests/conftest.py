@@ -1,7 +1,8 @@
 """Suite-wide fixtures and the loopback guard.
 
-Tests may only talk to 127.0.0.0/8 and ::1. An audit hook on ``socket.connect`` and
-``socket.sendto`` turns any attempt at another address, made by ferry or by a library under
+Tests may only talk to 127.0.0.0/8 and ::1. An audit hook on ``socket.connect``,
+``socket.sendto`` and ``socket.sendmsg`` (CPython raises each before the system call, so nothing
+leaves) turns any attempt at another address, made by ferry or by a library under
 it (aiortc's ICE checks, aiohttp, resolvers), into an immediate ``PermissionError`` and records
 it, and every test fails if anything was attempted. This enforces the rule rather than trusting
 each test to keep it.
@@ -36,9 +37,9 @@ def _is_loopback(address: object) -> bool:
 
 def _guard(event: str, args: tuple[object, ...]) -> None:
     if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+        # All three events carry (socket, address); sendmsg's address is None when the socket
+        # is connected (its connect was checked then).
         address = args[1] if len(args) > 1 else None
-        if event == "socket.sendmsg":
-            return  # sendmsg carries its address in ancillary data only for unconnected UDP
         sock = args[0]
         family = getattr(sock, "family", None)
         if family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):

@@ -269,13 +269,3 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
     time.sleep(0.2)  # the children's own SIGTERM handling
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)
-
-
-def wait_until(condition: object, what: str, timeout: float = 30, step: float = 0.1) -> None:
-    """Poll ``condition()`` until it is true, at most ``timeout`` seconds."""
-    assert callable(condition)
-    for _ in range(int(timeout / step) + 1):
-        if condition():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting until {what}")

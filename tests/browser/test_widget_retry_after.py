@@ -22,8 +22,8 @@ from ..integration.broker_recorder import (
     broker_config,
     record_requests,
     refused_then_next,
-    wait_until,
 )
+from ..waiting import wait_until
 from .support import chromium, wait_for_widget
 
 pytestmark = pytest.mark.browser
@@ -65,6 +65,9 @@ async def test_the_widget_waits_for_retry_after_before_polling_again() -> None:
         await page.goto(url)
         await wait_for_widget(page, "s.state === 'off'")
         await page.get_by_role("switch").click()
-        await wait_until(lambda: len(refused_then_next(seen, "/v1/volunteer/poll", 429)) >= 2)
+        await wait_until(
+            lambda: len(refused_then_next(seen, "/v1/volunteer/poll", 429)) >= 2,
+            "two refused polls, each followed by another",
+        )
         await page.close()
     assert_waited(refused_then_next(seen, "/v1/volunteer/poll", 429))

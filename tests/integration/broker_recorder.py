@@ -76,16 +76,6 @@ def broker_config(**changes: float) -> BrokerConfig:
     return replace(config, **changes)  # type: ignore[arg-type]
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Check ``condition()`` every 50 ms until true, at most ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        for _ in range(int(timeout / 0.05) + 1):
-            if condition():
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s")
-
-
 def refused_then_next(
     seen: list[SeenRequest], path: str, status: int
 ) -> list[tuple[SeenRequest, SeenRequest]]:

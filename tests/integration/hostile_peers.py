@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -66,15 +66,6 @@ async def real_session(url: str) -> AsyncIterator[QuicSession]:
         finally:
             session.close("test over")
             await channel.close()
-
-
-async def wait_until(condition: Callable[[], bool], *, polls: int = 300) -> None:
-    """Poll ``condition()`` every 0.1 s (a bounded count of times) until it is true."""
-    for _ in range(polls):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition did not become true")
 
 
 class InitialFlood:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.waiting import wait_until_blocking
+
 START_TIMEOUT = 30.0
 
 
@@ -172,8 +174,8 @@ class Network:
         self.proxy = client.wait_ready(60)["proxy"]
         self.client = client
 
-    def add_volunteer(self) -> Role:
-        """Start one more volunteer."""
+    def add_volunteer(self, *, wait: bool = True) -> Role:
+        """Start one more volunteer (and wait until it is ready, unless ``wait`` is off)."""
         self._volunteer_count += 1
         volunteer = self._start(
             f"volunteer{self._volunteer_count}",
@@ -187,7 +189,8 @@ class Network:
                 *self.volunteer_arguments,
             ],
         )
-        volunteer.wait_ready()
+        if wait:
+            volunteer.wait_ready()
         self.volunteers.append(volunteer)
         return volunteer
 
@@ -286,19 +289,39 @@ def download_while_killing_volunteers(
     net: Network, url: str, body: bytes, output: Path, *, limit_rate: str | None = None
 ) -> None:
     """Download ``url`` (serving ``body``) with curl through ``net``'s client while the
-    oldest volunteer is SIGKILLed every 2 s, five times, a new one started each time; assert
-    every kill landed mid-download, the download is intact (SHA-256) and the client noticed."""
+    oldest volunteer is SIGKILLed five times, a new one started each time; assert every kill
+    landed mid-download, the download is intact (SHA-256) and the client noticed.
+
+    The kills come at 1/8, 2/8, ... 5/8 of the download (by what curl has written), not every
+    so many seconds, so they land mid-download however slow or loaded the machine is; each
+    kill first waits until the next volunteer in line is ready, so one always remains."""
     curl = start_curl(net.proxy, url, output, limit_rate=limit_rate)
-    killed = 0
-    for _ in range(5):
-        time.sleep(2.0)
-        assert curl.poll() is None, "the download ended before the kills were done"
+
+    def downloaded() -> int:
+        return output.stat().st_size if output.exists() else 0
+
+    exits: list[int | None] = []
+    for kill in range(1, 6):
+        share = kill * len(body) // 8
+        wait_until_blocking(
+            lambda share=share: downloaded() >= share or curl.poll() is not None,
+            f"{kill}/8 of the download",
+            timeout=150,
+        )
+        if curl.poll() is not None:
+            _, error = curl.communicate(timeout=10)
+            raise AssertionError(
+                f"the download ended (curl exit {curl.returncode}, {downloaded()} bytes) before"
+                f" kill {kill}: {error.decode()}\n{net.logs()}"
+            )
+        net.volunteers[1].wait_ready()
         victim = net.volunteers.pop(0)
         victim.kill()
-        killed += 1
-        net.add_volunteer()
+        exits.append(victim.process.returncode)
+        net.add_volunteer(wait=False)
     _, error = curl.communicate(timeout=150)
     assert curl.returncode == 0, f"{error.decode()}\n{net.logs()}"
-    assert killed == 5
+    # each volunteer was running until the kill ended it (not one that had exited already)
+    assert exits == [-signal.SIGKILL] * 5, f"volunteers' exits: {exits}\n{net.logs()}"
     assert hashlib.sha256(output.read_bytes()).digest() == hashlib.sha256(body).digest()
     assert "went silent" in net.client.log() or "closed" in net.client.log()

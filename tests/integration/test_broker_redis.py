@@ -1,9 +1,11 @@
 """Brokers sharing their state through a real Redis server (Debian's redis-server).
 
-Two broker instances on one Redis: a client offering through one is answered by a volunteer
-polling the other; what is kept of a client expires in Redis too; the NAT rule and the rate
-limits hold across instances; a broker restarted mid-poll loses its volunteer for no longer
-than one poll interval; and a whole WebRTC chain runs through both brokers.
+Two broker instances on one Redis, over HTTP: a client offering through one is answered by a
+volunteer polling the other; what is kept of a client expires in Redis too; the rate limits
+hold across instances; a broker restarted mid-poll loses its volunteer for no longer than one
+poll interval; and a whole WebRTC chain runs through both brokers. The matching policy on
+Redis (NAT classes, pairing codes, across instances) is pinned by the matchmaking vectors
+(test_matchmaking_vectors.py).
 """
 
 from __future__ import annotations
@@ -184,68 +186,6 @@ async def test_what_is_kept_of_a_client_expires_in_redis_too(
         assert await keys.keys("ferry:client*") == []
         assert await keys.keys("ferry:match:*") == []
         assert await keys.zcard("ferry:waiting-clients") == 0
-
-
-async def test_restricted_client_gets_the_unrestricted_volunteer_of_another_instance(
-    redis_server: RedisServer,
-) -> None:
-    async with (
-        Broker(_config(redis_server), CollectorRegistry()) as first,
-        Broker(_config(redis_server), CollectorRegistry()) as second,
-        aiohttp.ClientSession() as session,
-    ):
-        restricted = asyncio.create_task(
-            _post(
-                session,
-                first.base_url + "/v1/volunteer/poll",
-                _poll(1, nat="restricted", capacity=50),
-            )
-        )
-        unrestricted = asyncio.create_task(
-            _post(session, second.base_url + "/v1/volunteer/poll", _poll(2, nat="unrestricted"))
-        )
-        await _wait_for_polls(first, 1)
-        await _wait_for_polls(second, 1)
-        offer = asyncio.create_task(
-            _post(session, first.base_url + "/v1/client/offer", _offer(nat="restricted"))
-        )
-        status, polled = await unrestricted
-        assert status == 200 and isinstance(polled["match"], dict)
-        assert not restricted.done()
-        offer.cancel()
-        restricted.cancel()
-        await asyncio.gather(offer, restricted, return_exceptions=True)
-
-
-async def test_unrestricted_client_takes_the_longest_waiting_restricted_volunteer_first(
-    redis_server: RedisServer,
-) -> None:
-    """The Lua matcher, like the in-memory one, ignores the capacity a poll claims: the
-    restricted volunteer waiting longest wins over a later one claiming far more room."""
-    async with (
-        Broker(_config(redis_server), CollectorRegistry()) as first,
-        Broker(_config(redis_server), CollectorRegistry()) as second,
-        aiohttp.ClientSession() as session,
-    ):
-        polls = {}
-        for name, broker, number, fields, waiting in (
-            ("unrestricted", first, 1, {"nat": "unrestricted", "capacity": 50}, 1),
-            ("restricted_modest", first, 2, {"nat": "restricted", "capacity": 1}, 2),
-            ("restricted_boastful", second, 3, {"nat": "restricted", "capacity": 1000}, 1),
-        ):
-            polls[name] = asyncio.create_task(
-                _post(session, broker.base_url + "/v1/volunteer/poll", _poll(number, **fields))
-            )
-            await _wait_for_polls(broker, waiting)
-        offer = asyncio.create_task(
-            _post(session, second.base_url + "/v1/client/offer", _offer(nat="unrestricted"))
-        )
-        status, polled = await polls["restricted_modest"]
-        assert status == 200 and isinstance(polled["match"], dict)
-        assert not polls["unrestricted"].done() and not polls["restricted_boastful"].done()
-        for task in (offer, *polls.values()):
-            task.cancel()
-        await asyncio.gather(offer, *polls.values(), return_exceptions=True)
 
 
 async def test_offer_rate_limit_is_counted_across_instances(redis_server: RedisServer) -> None:

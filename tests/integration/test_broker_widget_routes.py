@@ -16,6 +16,7 @@ from ferry.broker.server import Broker, BrokerConfig
 from ferry.client.rendezvous import HttpRendezvous
 from ferry.errors import ConfigError, NoVolunteerError
 from ferry.volunteer.broker_client import BrokerClient, new_volunteer_id
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -104,12 +105,18 @@ async def test_stats_count_volunteers_and_helped_clients_rounded_up_to_8(broker:
         }
 
 
+def _polls_held(broker: Broker) -> int:
+    return sum(available.count for available in broker.store.available_volunteers())
+
+
 async def test_paired_client_is_served_only_by_the_paired_volunteer(broker: Broker) -> None:
     async with aiohttp.ClientSession() as session:
         public = BrokerClient(broker.base_url, session)
         paired = BrokerClient(broker.base_url, session)
         public_poll = asyncio.create_task(public.poll(new_volunteer_id(), 5))
-        await asyncio.sleep(0)
+        # The public volunteer waits at the broker before the paired client comes, so that
+        # giving the client to it would be possible (and wrong).
+        await wait_until(lambda: _polls_held(broker) == 1, "the public poll held")
         paired_client = HttpRendezvous(broker.base_url, session, pairing=CODE)
         exchange = asyncio.create_task(paired_client.exchange(OFFER, EGRESS))
         paired_poll = asyncio.create_task(paired.poll(new_volunteer_id(), 1, pairing=CODE))
@@ -120,6 +127,7 @@ async def test_paired_client_is_served_only_by_the_paired_volunteer(broker: Brok
         assert not public_poll.done()
         # a public client is never given to a paired volunteer
         paired_poll = asyncio.create_task(paired.poll(new_volunteer_id(), 1, pairing=CODE))
+        await wait_until(lambda: _polls_held(broker) == 2, "the paired poll held too")
         public_client = HttpRendezvous(broker.base_url, session)
         public_exchange = asyncio.create_task(public_client.exchange(OFFER, EGRESS))
         public_match = await asyncio.wait_for(public_poll, 10)

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ferry.errors import SessionError
 from ferry.transport.quic import QuicSession, QuicSettings
 from ferry.transport.websocket import connect_websocket_channel
+from tests.waiting import wait_until_blocking
 
 from .processes import ferry_command, origin_server, payload, process_network, start_curl
 
@@ -89,16 +89,6 @@ async def new_session_outcome(egress_url: str) -> str:
             await channel.close()
 
 
-def wait_for(condition: object, what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition()`` every 50 ms until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigterm_lets_a_transfer_finish_refuses_new_sessions_and_exits_0(
     tmp_path: Path,
 ) -> None:
@@ -118,9 +108,11 @@ def test_sigterm_lets_a_transfer_finish_refuses_new_sessions_and_exits_0(
         output = tmp_path / "download.bin"
         curl = start_curl(net.proxy, f"http://127.0.0.1:{origin_port}/", output)
         try:
-            wait_for(lambda: output.exists() and output.stat().st_size > 100_000, "bytes")
+            wait_until_blocking(
+                lambda: output.exists() and output.stat().st_size > 100_000, "bytes"
+            )
             net.egress.process.send_signal(signal.SIGTERM)
-            wait_for(lambda: "draining" in net.egress.log(), "the drain to start")  # type: ignore[union-attr]
+            wait_until_blocking(lambda: "draining" in net.egress.log(), "the drain to start")  # type: ignore[union-attr]
             status, health = admin_get(admin, "/healthz")
             assert status == 503 and json.loads(health)["draining"] is True
 
@@ -157,9 +149,9 @@ def test_a_second_sigterm_stops_the_drain_at_once(tmp_path: Path) -> None:
         output = tmp_path / "download.bin"
         curl = start_curl(net.proxy, f"http://127.0.0.1:{origin_port}/", output)
         try:
-            wait_for(lambda: output.exists() and output.stat().st_size > 10_000, "bytes")
+            wait_until_blocking(lambda: output.exists() and output.stat().st_size > 10_000, "bytes")
             net.egress.process.send_signal(signal.SIGTERM)
-            wait_for(lambda: "draining" in net.egress.log(), "the drain to start")  # type: ignore[union-attr]
+            wait_until_blocking(lambda: "draining" in net.egress.log(), "the drain to start")  # type: ignore[union-attr]
             assert net.egress.process.poll() is None, "one SIGTERM must wait for the stream"
             net.egress.process.send_signal(signal.SIGTERM)
             assert net.egress.process.wait(timeout=30) == 0

@@ -15,8 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ferry.egress.server import Egress, EgressConfig
+from tests.waiting import wait_until
 
-from .hostile_peers import WAIT, bogus_initials, real_session, relay, wait_until
+from .hostile_peers import WAIT, bogus_initials, real_session, relay
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,14 +55,16 @@ async def test_half_open_sessions_do_not_count_and_end_at_the_handshake_timeout(
     ):
         for datagram in bogus_initials(3):
             bogus.send(datagram)
-        await wait_until(lambda: sample(server, "ferry_egress_handshakes") == 3)
+        await wait_until(lambda: sample(server, "ferry_egress_handshakes") == 3, "3 handshakes")
         assert sample(server, "ferry_egress_sessions") == 0
         # The one session the cap allows is a real client's, not a half-open one.
         async with real_session(server.url) as session:
             await session.ping(WAIT)
             assert not session.closed.is_set()
             assert sample(server, "ferry_egress_sessions") == 1
-            await wait_until(lambda: limit_hits(server, "handshake_timeout") == 3)
+            await wait_until(
+                lambda: limit_hits(server, "handshake_timeout") == 3, "3 handshake timeouts"
+            )
             assert sample(server, "ferry_egress_handshakes") == 0
             await session.ping(WAIT)
         assert sample(server, "ferry_egress_sessions_refused_total", reason="egress_full") == 0
@@ -76,7 +79,7 @@ async def test_initials_beyond_the_handshake_cap_are_dropped_and_counted(
     ):
         for datagram in bogus_initials(5):
             bogus.send(datagram)
-        await wait_until(lambda: limit_hits(server, "handshakes") == 2)
+        await wait_until(lambda: limit_hits(server, "handshakes") == 2, "2 handshake limit hits")
         assert sample(server, "ferry_egress_handshakes") == 3
         assert sample(server, "ferry_egress_sessions") == 0
 
@@ -88,7 +91,9 @@ async def test_one_relay_starts_only_a_burst_of_new_sessions(tmp_path: Path) -> 
     ):
         for datagram in bogus_initials(10):
             bogus.send(datagram)
-        await wait_until(lambda: limit_hits(server, "handshake_rate") >= 5)
+        await wait_until(
+            lambda: limit_hits(server, "handshake_rate") >= 5, "5 handshake rate limit hits"
+        )
         # Four at once and perhaps one more refilled meanwhile (one every 2 s).
         assert 4 <= sample(server, "ferry_egress_handshakes") <= 5
         # Another relay has its own bucket: a real client over it is served.

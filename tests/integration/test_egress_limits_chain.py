@@ -26,6 +26,7 @@ from ferry.egress.server import EgressConfig
 from ferry.errors import SessionError
 from ferry.transport.quic import QuicSession, QuicSettings
 from ferry.transport.websocket import connect_websocket_channel
+from tests.waiting import wait_until
 
 from .chain import echo_server, socks5_connect
 
@@ -122,15 +123,6 @@ async def sink_then_source(reply_size: int) -> AsyncIterator[tuple[int, list[int
     finally:
         server.close()
         await server.wait_closed()
-
-
-async def wait_until(condition: object, *, polls: int = 300, interval: float = 0.1) -> None:
-    """Poll ``condition()`` (bounded count) until it is true; fail otherwise."""
-    for _ in range(polls):
-        if condition():  # type: ignore[operator]
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError("the condition did not become true")
 
 
 async def test_a_session_over_the_cap_is_refused_as_egress_full(tmp_path: Path) -> None:
@@ -250,7 +242,7 @@ async def test_fair_sharing_small_exchanges_complete_while_a_bulk_download_runs(
 
         bulk = asyncio.create_task(download())
         try:
-            await wait_until(lambda: downloaded[0] > 1024 * 1024)
+            await wait_until(lambda: downloaded[0] > 1024 * 1024, "the first MiB downloaded")
             assert other.tunnel is not None
             await asyncio.wait_for(other.tunnel.ensure_session(), WAIT)
             code, reader, writer = await socks5_connect(other_proxy, "127.0.0.1", echo_port)
@@ -356,9 +348,10 @@ async def test_a_silent_session_ends_at_the_idle_timeout(tmp_path: Path) -> None
             channel.start(session.receive_datagram, lambda: None)
             session.connect()
             await session.wait_handshake(WAIT)
-            await wait_until(lambda: sample(net, "ferry_egress_sessions") == 2)
+            await wait_until(lambda: sample(net, "ferry_egress_sessions") == 2, "two sessions")
             await wait_until(
-                lambda: sample(net, "ferry_egress_sessions_lost_total", reason="idle_timeout") == 1
+                lambda: sample(net, "ferry_egress_sessions_lost_total", reason="idle_timeout") == 1,
+                "one session lost to the idle timeout",
             )
             assert sample(net, "ferry_egress_limits_hit_total", kind="session_idle") == 1
             assert sample(net, "ferry_egress_sessions") == 1

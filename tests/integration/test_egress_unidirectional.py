@@ -22,8 +22,9 @@ from ferry.egress.policy import DestinationPolicy
 from ferry.egress.server import Egress, EgressConfig
 from ferry.transport.quic import STREAM_ERROR_UNIDIRECTIONAL, QuicSession, QuicSettings
 from ferry.transport.websocket import connect_websocket_channel
+from tests.waiting import wait_until
 
-from .hostile_peers import WAIT, wait_until
+from .hostile_peers import WAIT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,7 +70,7 @@ async def test_a_unidirectional_stream_is_refused_without_a_connection_or_an_err
                 request = encode_request(Target("127.0.0.1", port))
                 connection.send_stream_data(stream_id, request, end_stream=False)
                 await session.ping(WAIT)  # carries the stream's first frame, then acknowledged
-                await wait_until(lambda: bool(stop_sending))
+                await wait_until(lambda: bool(stop_sending), "the peer told to stop sending")
                 assert stop_sending[0].stream_id == stream_id
                 assert stop_sending[0].error_code == STREAM_ERROR_UNIDIRECTIONAL
                 # The session still serves: a ping crosses it after the refusal.

@@ -20,6 +20,7 @@ import pytest
 
 from ferry.demo import LoopbackNetwork, LoopbackNetworkConfig
 from ferry.egress.server import EgressConfig
+from tests.waiting import wait_until
 
 from .chain import socks5_connect
 
@@ -89,15 +90,6 @@ def sample(net: LoopbackNetwork, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-async def wait_until(condition: Callable[[], bool], *, polls: int = 300) -> None:
-    """Poll ``condition()`` (bounded count) until it is true; fail otherwise."""
-    for _ in range(polls):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition did not become true")
-
-
 async def wait_until_steady(value: Callable[[], float], *, quiet_polls: int = 10) -> None:
     """Poll ``value()`` every 0.1 s (30 s at most) until it stayed the same ``quiet_polls``
     times in a row; fail otherwise."""
@@ -136,7 +128,7 @@ async def test_an_upload_into_a_slow_destination_hits_the_counted_receive_cap(
                 return session.quic.receive_window_full
 
             # The destination reads nothing: the client's credit runs out and stays out.
-            await wait_until(stalled)
+            await wait_until(stalled, "the upload stalls at the receive cap")
             hits = sample(net, HITS, kind="session_receive_window")
             assert hits >= 1
             written = sample(

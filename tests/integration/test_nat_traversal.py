@@ -32,8 +32,8 @@ from ..support_traversal import (
     STUN_URLS,
     TURN_URL,
     FerryOnTheInternet,
-    wait_until,
 )
+from ..waiting import wait_until_blocking
 from .test_nat_namespaces import lab_environment
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -131,7 +131,7 @@ def test_cone_client_and_cone_python_volunteer_connect_with_stun_only(
     assert len(internet.coturn.allocations()) == allocations_before
     assert "TURN" not in client.log()
     # NAT discovery used the broker's STUN server (no --nat-stun given) and found the cones.
-    wait_until(lambda: "client NAT:" in client.log(), "the client logs its NAT class")
+    wait_until_blocking(lambda: "client NAT:" in client.log(), "the client logs its NAT class")
     assert "client NAT: unrestricted (mapping endpoint-independent" in client.log()
     assert "volunteer NAT: unrestricted (mapping endpoint-independent" in volunteer.log()
 
@@ -144,11 +144,11 @@ def test_default_client_and_the_widget_in_chromium_connect_with_stun_only(
     port = next(_broker_ports)
     _, url = internet.start_broker("broker", port, ["--ice-server", STUN_URLS[0]], tmp_path)
     with internet.widget_in_chromium("cone_volunteer", url, tmp_path) as chromium_log:
-        wait_until(
+        wait_until_blocking(
             lambda: internet.volunteers_available(url) > 0,
             f"the widget polls the broker (Chromium's log: {chromium_log})",
             timeout=60,
-            step=0.5,
+            interval=0.5,
         )
         client, ready = internet.start_client("client", "cone_client", url, [], tmp_path)
         client.wait_for(ready, timeout=90)
@@ -176,7 +176,7 @@ def test_a_symmetric_client_connects_through_turn(
     # coturn reports an allocation's relayed bytes when it closes: stop both peers.
     client.stop()
     volunteer.stop()
-    wait_until(
+    wait_until_blocking(
         lambda: {u.username for u in relayed_sessions(internet, usernames)} == usernames,
         "coturn logs the relay usage of each of the session's allocations",
         timeout=30,
@@ -198,11 +198,11 @@ def test_without_turn_a_symmetric_client_and_a_cone_volunteer_do_not_connect(
     client, ready = internet.start_client(
         "client", "symmetric_client", url, PYTHON_CLIENT, tmp_path
     )
-    wait_until(
+    wait_until_blocking(
         lambda: "data channel did not open" in client.log(),
         "the client gives up on the data channel",
         timeout=60,
-        step=0.25,
+        interval=0.25,
     )
     assert not ready.exists()
 
@@ -220,11 +220,11 @@ def test_turn_credentials_signed_with_the_wrong_secret_are_refused(
     client, ready = internet.start_client(
         "client", "symmetric_client", url, PYTHON_CLIENT, tmp_path
     )
-    wait_until(
+    wait_until_blocking(
         lambda: "refused the credentials (401" in client.log(),
         "the client logs the TURN server's refusal",
         timeout=60,
-        step=0.25,
+        interval=0.25,
     )
     assert "Cannot find credentials of user" in coturn.log()
     assert "--turn-secret-file does not hold the TURN server's static-auth-secret" in client.log()
@@ -244,11 +244,11 @@ def test_an_expired_turn_credential_of_the_clients_own_is_refused(
     client, ready = internet.start_client(
         "client", "symmetric_client", url, [*PYTHON_CLIENT, "--ice-server", own_turn], tmp_path
     )
-    wait_until(
+    wait_until_blocking(
         lambda: "refused the credentials (401" in client.log(),
         "the client logs the TURN server's refusal",
         timeout=60,
-        step=0.25,
+        interval=0.25,
     )
     assert "they expired" in client.log()
     assert not ready.exists()
@@ -293,7 +293,7 @@ def test_a_blackholed_stun_server_is_named_and_does_not_stop_the_client(
         "--ice-server", STUN_URLS[0], "--ice-server", STUN_URLS[1], "--ice-servers-per-peer", "2",
     ]  # fmt: skip
     _, _, client = connect(internet, tmp_path, broker_arguments, "cone_client", "cone_volunteer")
-    wait_until(
+    wait_until_blocking(
         lambda: f"the STUN server {STUN_URLS[1]} is left out" in client.log(),
         "the client names the silent STUN server",
         timeout=10,

@@ -27,6 +27,7 @@ from ferry.errors import BrokerRateLimitedError, NoVolunteerError
 from ferry.transport.quic import QuicSettings
 from ferry.transport.webrtc import PythonPeers
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
+from tests.waiting import wait_until
 
 from .broker_recorder import (
     CLOCK_SLACK,
@@ -36,7 +37,6 @@ from .broker_recorder import (
     record_requests,
     refused_then_next,
     set_retry_after,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,10 @@ async def test_client_sends_no_offer_before_the_429s_retry_after(
         pool, rendezvous = path_pool(broker.base_url, registry)
         pool.start()
         try:
-            await wait_until(lambda: len(refused_then_next(seen, "/v1/client/offer", 429)) >= 2)
+            await wait_until(
+                lambda: len(refused_then_next(seen, "/v1/client/offer", 429)) >= 2,
+                "two offers refused with 429, each followed by another",
+            )
         finally:
             await pool.close()
             await rendezvous.close()
@@ -97,7 +100,10 @@ async def test_client_honours_a_retry_after_on_503() -> None:
         pool, rendezvous = path_pool(broker.base_url, CollectorRegistry())
         pool.start()
         try:
-            await wait_until(lambda: len(refused_then_next(seen, "/v1/client/offer", 503)) >= 2)
+            await wait_until(
+                lambda: len(refused_then_next(seen, "/v1/client/offer", 503)) >= 2,
+                "two offers refused with 503, each followed by another",
+            )
         finally:
             await pool.close()
             await rendezvous.close()
@@ -116,7 +122,9 @@ async def test_client_falls_back_to_its_backoff_and_counts_a_malformed_retry_aft
         pool, rendezvous = path_pool(broker.base_url, registry)
         pool.start()
         try:
-            await wait_until(lambda: malformed_count(registry, "client") >= 2)
+            await wait_until(
+                lambda: malformed_count(registry, "client") >= 2, "two malformed Retry-After"
+            )
         finally:
             await pool.close()
             await rendezvous.close()
@@ -151,7 +159,10 @@ async def test_volunteer_sends_no_poll_before_the_429s_retry_after(
         )
         volunteer.start()
         try:
-            await wait_until(lambda: len(refused_then_next(seen, "/v1/volunteer/poll", 429)) >= 2)
+            await wait_until(
+                lambda: len(refused_then_next(seen, "/v1/volunteer/poll", 429)) >= 2,
+                "two polls refused with 429, each followed by another",
+            )
         finally:
             await volunteer.close()
     assert_waited(refused_then_next(seen, "/v1/volunteer/poll", 429))
@@ -180,7 +191,9 @@ async def test_volunteer_falls_back_to_its_backoff_and_counts_a_malformed_retry_
         )
         volunteer.start()
         try:
-            await wait_until(lambda: malformed_count(registry, "volunteer") >= 2)
+            await wait_until(
+                lambda: malformed_count(registry, "volunteer") >= 2, "two malformed Retry-After"
+            )
         finally:
             await volunteer.close()
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
@@ -278,7 +291,7 @@ async def test_a_retry_after_told_to_one_path_holds_back_every_path() -> None:
     pool = PathPool(config, rendezvous, lambda datagram: False, PythonPeers(LOOPBACK_WEBRTC))
     pool.start()
     try:
-        await wait_until(lambda: len(rendezvous.later_calls) >= 2)
+        await wait_until(lambda: len(rendezvous.later_calls) >= 2, "two later calls")
     finally:
         await pool.close()
     assert all(at - rendezvous.refused_at >= 1.5 - CLOCK_SLACK for at in rendezvous.later_calls)

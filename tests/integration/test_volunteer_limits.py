@@ -25,6 +25,7 @@ from ferry.core.bridge_line import parse_bridge_line
 from ferry.demo import LOOPBACK_WEBRTC, LoopbackNetwork, LoopbackNetworkConfig
 from ferry.volunteer.impairment import RelayImpairment
 from ferry.volunteer.relay import Volunteer, VolunteerConfig
+from tests.waiting import wait_until
 
 from .chain import Origin, TableResolver, socks5_connect
 
@@ -102,17 +103,6 @@ def gauge_value(volunteer: Volunteer, name: str) -> float:
     [family] = getattr(volunteer.metrics, name).collect()
     [sample] = family.samples
     return float(sample.value)
-
-
-async def wait_until(condition: object, what: str, timeout: float = 30.0) -> None:
-    """Poll ``condition()`` every 50 ms until true, at most ``timeout`` seconds."""
-    assert callable(condition)
-    async with asyncio.timeout(timeout):
-        for _ in range(int(timeout / 0.05) + 1):
-            if condition():
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s: {what}")
 
 
 async def test_a_rate_capped_volunteer_carries_a_transfer_within_its_cap() -> None:

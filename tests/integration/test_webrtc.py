@@ -18,6 +18,7 @@ from ferry.transport.webrtc import (
     OfferingPeer,
     WebRtcConfig,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -90,15 +91,6 @@ async def send_paced(channel: DataChannelDatagramChannel, datagrams: list[bytes]
                 break
             await asyncio.sleep(0.002)
     return accepted
-
-
-async def wait_until(condition_met: object, *, what: str) -> None:
-    assert callable(condition_met)
-    for _ in range(500):
-        if condition_met():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_two_thousand_datagrams_each_way(pair: ConnectedPair) -> None:
@@ -193,9 +185,7 @@ async def test_datagrams_before_start_are_held() -> None:
     try:
         assert connected.client.send(b"early bird")
         recorder = Recorder()
-        await wait_until(
-            lambda: connected.volunteer.received_datagrams == 1, what="the early datagram"
-        )
+        await wait_until(lambda: connected.volunteer.received_datagrams == 1, "the early datagram")
         connected.volunteer.start(recorder.on_datagram, recorder.on_close)
         assert recorder.datagrams == [b"early bird"]
     finally:

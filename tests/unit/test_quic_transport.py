@@ -22,6 +22,7 @@ from ferry.transport.quic import (
     peer_certificate_fingerprint,
     send_backlog,
 )
+from tests.waiting import wait_until
 
 
 class Pair:
@@ -205,7 +206,16 @@ async def test_credit_follows_what_the_reader_consumed() -> None:
     server_stream = await asyncio.wait_for(server_stream_task, 5)
     payload = os.urandom(4 * 1024 * 1024)
     writer = asyncio.ensure_future(server_stream.send_all(payload))
-    await asyncio.sleep(0.3)  # the client reads nothing meanwhile
+    # The client reads nothing: wait until the window is full and the sender is held back
+    # (its send buffer full), so the bound below is checked once the sender did all it could.
+    await wait_until(
+        lambda: (
+            stream.bytes_received >= window
+            and send_backlog(pair.server.connection, server_stream.stream_id)  # type: ignore[union-attr]
+            >= settings.stream_send_buffer
+        ),
+        "the window filled and the sender held back",
+    )
     buffered = stream.bytes_received
     assert buffered <= window + 64 * 1024, f"{buffered} bytes arrived unread"
     assert not writer.done()

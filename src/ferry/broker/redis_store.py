@@ -1,7 +1,9 @@
 """The broker's state in Redis, shared by any number of broker instances.
 
 Every change is one Lua script, so it is atomic across instances, and timed by Redis's own
-clock (``TIME``), so instances need not agree on the time. An instance waits for news about
+clock (``TIME``), so instances need not agree on the time (a test may pass a ``clock``
+instead, which every script then takes as its last argument, to run the matchmaking vectors
+on a clock it advances). An instance waits for news about
 the requests it holds on one list of its own (``<prefix>instance:<id>``), read by one
 dispatcher task; scripts push there (a match for a poll, a match or an answer for a client).
 The keys, their contents and their expiry are in ``docs/architecture.md`` ("The broker's
@@ -72,9 +74,13 @@ REDIS_CONNECTIONS = 64
 """Most connections one instance opens to Redis; more requests wait for a free one."""
 
 
+# Every script's last ARGV is ``now`` in milliseconds from the store's ``clock``, or '' for
+# Redis's own clock (TIME); the "ARGV:" lists below leave it out.
 _LIBRARY = r"""
 local P = ARGV[1]
 local function now_ms()
+  local given = ARGV[#ARGV]  -- the store's clock, in ms; '' for Redis's own (TIME)
+  if given ~= '' then return tonumber(given) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
@@ -114,7 +120,9 @@ local function pair(token, vid, match_id, now, answer_timeout)
   redis.call('ZREM', P .. 'waiting-polls', vid)
   local answer_deadline = math.min(tonumber(c[3]), now + answer_timeout)
   redis.call('SET', P .. 'match:' .. match_id, token, 'PX', math.max(1, answer_deadline - now))
-  redis.call('HSET', ckey, 'match', match_id)
+  redis.call('HSET', ckey, 'match', match_id, 'answer_by', answer_deadline)
+  redis.call('ZADD', P .. 'answering', answer_deadline, token)
+  redis.call('PEXPIRE', P .. 'answering', answer_timeout + 1000)
   notify(p[2], p[1], {match = {id = match_id, offer = c[1], egress = c[2]},
                       waited = now - tonumber(c[4])})
   notify(c[5], token, {matched = match_id, answer_ms = answer_deadline - now})
@@ -127,13 +135,13 @@ local function seek(token, now, match_id, answer_timeout)
     while true do
       local best = redis.call('ZRANGE', zkey, 0, 0)
       if #best == 0 then break end
-      local p = redis.call('HMGET', P .. 'poll:' .. best[1], 'pool', 'instance')
-      if p[1] == pool and alive(p[2]) then
+      local p = redis.call('HMGET', P .. 'poll:' .. best[1], 'pool', 'instance', 'deadline')
+      if p[1] == pool and alive(p[2]) and (tonumber(p[3]) or math.huge) > now then
         pair(token, best[1], match_id, now, answer_timeout)
         return true
       end
-      redis.call('ZREM', zkey, best[1])
-      if p[1] == pool then  -- held by an instance that died: forget the poll
+      redis.call('ZREM', zkey, best[1])  -- gone, moved, or its wait ran out (its instance ends it)
+      if p[1] == pool and not alive(p[2]) then  -- held by an instance that died: forget it
         redis.call('DEL', P .. 'poll:' .. best[1])
         redis.call('ZREM', P .. 'waiting-polls', best[1])
       end
@@ -147,6 +155,25 @@ local function enqueue(token, front, client_timeout)
   if front then redis.call('LPUSH', qkey, token) else redis.call('RPUSH', qkey, token) end
   redis.call('PEXPIRE', qkey, client_timeout)
 end
+-- Matches whose answer is overdue, voided now rather than when their client's instance
+-- notices: the client is served again at once (as the in-memory matchmaker does in expire),
+-- with match ids made from one fresh id. The instance's own requeue later finds 'moved'.
+local function sweep(now, id_base, answer_timeout, client_timeout)
+  local akey = P .. 'answering'
+  local overdue = redis.call('ZRANGEBYSCORE', akey, '-inf', now)
+  for i, token in ipairs(overdue) do
+    redis.call('ZREM', akey, token)
+    local ckey = P .. 'client:' .. token
+    local c = redis.call('HMGET', ckey, 'match', 'deadline', 'answer_by')
+    if c[1] and c[3] and tonumber(c[3]) <= now then
+      redis.call('DEL', P .. 'match:' .. c[1])
+      redis.call('HDEL', ckey, 'match', 'answer_by')
+      if tonumber(c[2]) > now and not seek(token, now, id_base .. '-' .. i, answer_timeout) then
+        enqueue(token, true, client_timeout)
+      end
+    end
+  end
+end
 """
 
 # ARGV: prefix, token, instance, pairing, class, offer, egress, client_timeout_ms,
@@ -156,6 +183,7 @@ local now = now_ms()
 local retry = take_token('client_offer', ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14]), now)
 if retry > 0 then return 'limited:' .. tostring(retry) end
 local token = ARGV[2]
+sweep(now, ARGV[10], tonumber(ARGV[9]), tonumber(ARGV[8]) + 1000)
 local wkey = P .. 'waiting-clients'
 redis.call('ZREMRANGEBYSCORE', wkey, '-inf', now)
 if redis.call('ZCARD', wkey) >= tonumber(ARGV[11]) then return 'full' end
@@ -166,7 +194,7 @@ redis.call('HSET', ckey, 'offer', ARGV[6], 'egress', ARGV[7], 'pairing', ARGV[4]
 redis.call('PEXPIRE', ckey, tonumber(ARGV[8]) + 1000)
 redis.call('ZADD', wkey, deadline, token)
 redis.call('PEXPIRE', wkey, tonumber(ARGV[8]) + 1000)
-if seek(token, now, ARGV[10], tonumber(ARGV[9])) then return 'matched' end
+if seek(token, now, ARGV[10] .. '-0', tonumber(ARGV[9])) then return 'matched' end
 enqueue(token, false, tonumber(ARGV[8]) + 1000)
 return 'queued'
 """
@@ -184,7 +212,8 @@ local c = redis.call('HMGET', ckey, 'match', 'deadline')
 if not c[2] then return 'gone' end
 if c[1] ~= ARGV[3] then return 'moved' end
 redis.call('DEL', P .. 'match:' .. ARGV[3])
-redis.call('HDEL', ckey, 'match')
+redis.call('HDEL', ckey, 'match', 'answer_by')
+redis.call('ZREM', P .. 'answering', token)
 local now = now_ms()
 if tonumber(c[2]) <= now then return 'late' end
 if seek(token, now, ARGV[4], tonumber(ARGV[5])) then return 'matched' end
@@ -199,10 +228,12 @@ local token = redis.call('GET', mkey)
 if not token then return 0 end
 redis.call('DEL', mkey)
 local ckey = P .. 'client:' .. token
-local c = redis.call('HMGET', ckey, 'match', 'instance')
+local c = redis.call('HMGET', ckey, 'match', 'instance', 'answer_by')
 if c[1] ~= ARGV[2] then return 0 end
+if not c[3] or tonumber(c[3]) <= now_ms() then return 0 end  -- too late: its client moved on
 redis.call('DEL', ckey)
 redis.call('ZREM', P .. 'waiting-clients', token)
+redis.call('ZREM', P .. 'answering', token)
 notify(c[2], token, {answer = ARGV[3]})
 return 1
 """
@@ -216,17 +247,19 @@ if not c[1] then return 'gone' end
 redis.call('LREM', P .. 'clients:' .. c[1] .. ':' .. c[2], 0, ARGV[2])
 if c[3] then redis.call('DEL', P .. 'match:' .. c[3]) end
 redis.call('DEL', ckey)
+redis.call('ZREM', P .. 'answering', ARGV[2])
 return 'ended'
 """
 
 # ARGV: prefix, volunteer id, poll token, instance, pairing, class, nat, kind, capacity,
 #       poll_timeout_ms, max_waiting_volunteers, match id, answer_timeout_ms, source hash,
-#       rate, burst
+#       rate, burst, client_timeout_ms
 _POLL = r"""
 local now = now_ms()
 local retry = take_token('volunteer_poll', ARGV[14], tonumber(ARGV[15]), tonumber(ARGV[16]), now)
 if retry > 0 then return 'limited:' .. tostring(retry) end
 local vid = ARGV[2]
+sweep(now, ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[17]) + 1000)
 local pkey = P .. 'poll:' .. vid
 local wkey = P .. 'waiting-polls'
 local old = redis.call('HMGET', pkey, 'token', 'instance', 'pool')
@@ -248,14 +281,14 @@ for _, client_class in ipairs({other(class), class}) do
     local c = redis.call('HMGET', P .. 'client:' .. token, 'deadline', 'match', 'instance')
     if c[1] and not c[2] and tonumber(c[1]) > now and alive(c[3]) then
       redis.call('HSET', pkey, 'token', ARGV[3], 'instance', ARGV[4], 'pool', pool)
-      pair(token, vid, ARGV[12], now, tonumber(ARGV[13]))
+      pair(token, vid, ARGV[12] .. '-0', now, tonumber(ARGV[13]))
       return 'matched'
     end
   end
 end
 local ttl = tonumber(ARGV[10])
 redis.call('HSET', pkey, 'token', ARGV[3], 'instance', ARGV[4], 'pool', pool,
-           'nat', ARGV[7], 'kind', ARGV[8])
+           'nat', ARGV[7], 'kind', ARGV[8], 'deadline', now + ttl)
 redis.call('PEXPIRE', pkey, ttl + 2000)
 local sequence = redis.call('INCR', P .. 'sequence') % 1099511627776
 local zkey = P .. 'polls:' .. pool
@@ -336,12 +369,17 @@ class RedisMatchStore:
         limits: RateLimits,
         *,
         prefix: str = "ferry:",
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.limits = limits
         self.prefix = prefix
         self.instance = _new_id()
         """This instance's id: names its list of notices."""
+        self.clock = clock
+        """Seconds on the clock the scripts take as ``now``; ``None`` (the default): Redis's
+        own clock, so that instances need not agree on the time. Tests pass the event loop's
+        clock, whose time they advance, so the scripts and the waits share one time."""
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=REDIS_CONNECTIONS, timeout=None, decode_responses=True
         )
@@ -365,11 +403,13 @@ class RedisMatchStore:
         self._held_clients = 0
         self._salt = b""
         self._tasks = TaskOwner("redis-store")
+        self._dispatcher: asyncio.Task[None] | None = None
         self._ending = False
 
     async def _run(self, script: str, *args: str | int | float) -> str:
         try:
-            result = await self._scripts[script](keys=[], args=[self.prefix, *args])
+            now = "" if self.clock is None else str(math.floor(self.clock() * 1000))
+            result = await self._scripts[script](keys=[], args=[self.prefix, *args, now])
         except RedisError as exc:
             raise StoreUnavailableError(
                 f"the broker's shared state (Redis) failed: {type(exc).__name__}"
@@ -388,14 +428,14 @@ class RedisMatchStore:
             ) from exc
         self._salt = str(salt).encode("ascii")
         await self._redis.set(self.prefix + "alive:" + self.instance, "1", px=_ms(ALIVE_FOR))
-        self._tasks.spawn(self._dispatch(), name="dispatch")
+        self._dispatcher = self._tasks.spawn(self._dispatch(), name="dispatch")
 
     async def _dispatch(self) -> None:
         """Hand each notice on this instance's list to the request it is for."""
         key = self.prefix + "instance:" + self.instance
         alive_key = self.prefix + "alive:" + self.instance
         failures = 0
-        while True:
+        while not self._ending:
             try:
                 await self._dispatch_redis.set(alive_key, "1", px=_ms(ALIVE_FOR))
                 popped = await self._dispatch_redis.blpop([key], timeout=DISPATCH_BLOCK)
@@ -446,6 +486,17 @@ class RedisMatchStore:
         except TimeoutError:
             return None
 
+    async def _late_answer(self, queue: asyncio.Queue[_Notice]) -> str | None:
+        """The answer on its way to a client whose match was answered just as its wait ended
+        (within ``NOTICE_GRACE``); other news still queued for it (a newer match) is passed
+        over."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + NOTICE_GRACE
+        while (notice := await self._next_notice(queue, deadline - loop.time())) is not None:
+            if notice.answer is not None or notice.closing:
+                return notice.answer
+        return None
+
     async def wait_for_volunteer(
         self, offer: ClientOffer, source: str, *, on_held: Callable[[], None]
     ) -> str | None:
@@ -494,13 +545,11 @@ class RedisMatchStore:
                         if outcome in ("matched", "queued", "moved"):
                             continue
                         if outcome == "gone":  # answered just now: the answer is on its way
-                            notice = await self._next_notice(queue, NOTICE_GRACE)
                             ended = True
-                            return None if notice is None else notice.answer
+                            return await self._late_answer(queue)
                     ended = True
                     if await self._run("client_end", token) == "gone":
-                        notice = await self._next_notice(queue, NOTICE_GRACE)
-                        return None if notice is None else notice.answer
+                        return await self._late_answer(queue)
                     return None
                 if notice.answer is not None:
                     ended = True
@@ -545,6 +594,7 @@ class RedisMatchStore:
                 _new_id(),
                 _ms(self.config.answer_timeout),
                 *self._source_arguments("volunteer_poll", source),
+                _ms(self.config.client_timeout),
             )
             if result.startswith("limited:"):
                 settled = True
@@ -608,11 +658,25 @@ class RedisMatchStore:
     async def close(self) -> None:
         """See :meth:`ferry.broker.store.MatchStore.close`."""
         self.end_waits()
+        await self._stop_dispatcher()
         await self._tasks.close()
         with contextlib.suppress(RedisError):
             await self._redis.delete(self.prefix + "alive:" + self.instance)
         await self._dispatch_redis.aclose()
-        await self._redis.aclose()
+        # The pool was made here and handed in, so aclose() would leave its connections open.
+        await self._redis.aclose(close_connection_pool=True)
+
+    async def _stop_dispatcher(self) -> None:
+        """Let the dispatcher end its round and stop, woken by a notice for no one.
+
+        Cancelling it inside redis-py's blocking read instead was seen to leave the task
+        waiting for ever on a closed connection now and then (redis-py 8.2, Python 3.11).
+        """
+        if self._dispatcher is None or self._dispatcher.done():
+            return
+        with contextlib.suppress(RedisError):
+            await self._redis.rpush(self.prefix + "instance:" + self.instance, '{"to": ""}')
+        await asyncio.wait([self._dispatcher], timeout=DISPATCH_BLOCK + NOTICE_GRACE)
 
 
 def _ms(seconds: float) -> int:

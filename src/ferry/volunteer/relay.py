@@ -22,7 +22,6 @@ import errno
 import ipaddress
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -40,6 +39,7 @@ from ferry.core.broker_messages import (
 )
 from ferry.core.ice_servers import IceServer, nat_discovery_servers, without_internal
 from ferry.core.nat_behaviour import NatDiscoveryConfig, StunServer
+from ferry.core.pacer import PaceDecision, Pacer
 from ferry.core.retry_after import retry_delay
 from ferry.core.route_key import relay_url_with_route, route_key_of
 from ferry.core.volunteer_egress import EgressChoice, EgressRefusal
@@ -209,6 +209,51 @@ class VolunteerMetrics:
         )
 
 
+class _PacedSender:
+    """One direction of a relay: ``send`` behind a :class:`~ferry.core.pacer.Pacer`, driven
+    by the loop's clock and one timer armed at the pacer's deadline."""
+
+    def __init__(
+        self,
+        send: Callable[[bytes], object],
+        loop: asyncio.AbstractEventLoop,
+        on_full: Callable[[], object],
+    ) -> None:
+        self._send = send
+        self._loop = loop
+        self._on_full = on_full
+        self._pacer = Pacer()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def send(self, datagram: bytes, delay: float) -> None:
+        """Send ``datagram`` ``delay`` seconds from now, after every datagram held before it."""
+        decision = self._pacer.push(datagram, delay, self._loop.time())
+        if decision is PaceDecision.SEND_NOW:
+            self._send(datagram)
+        elif decision is PaceDecision.HELD:
+            self._arm()
+        else:
+            self._on_full()
+
+    def _arm(self) -> None:
+        deadline = self._pacer.deadline()
+        if self._timer is None and deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        for datagram in self._pacer.release(self._loop.time()):
+            self._send(datagram)
+        self._arm()
+
+    def close(self) -> None:
+        """Cancel the timer and forget what is held (the relay ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pacer.clear()
+
+
 class Volunteer:
     """A running volunteer."""
 
@@ -226,6 +271,8 @@ class Volunteer:
         """Makes the WebRTC peers: aiortc's, or a browser engine's (``--webrtc browser``)."""
         self.limits = VolunteerLimits(config.limits)
         self.metrics = VolunteerMetrics(registry or CollectorRegistry())
+        self._dropped_for_rate = self.metrics.dropped.labels(Admission.OVER_RATE.value)
+        self._dropped_for_quota = self.metrics.dropped.labels(Admission.OVER_QUOTA.value)
         self.volunteer_id = new_volunteer_id()
         self._tap = tap
         self._clock = clock
@@ -508,110 +555,77 @@ class Volunteer:
         done = asyncio.Event()
         self._relay_stops.add(done)
         self._relays_started += 1
-        tap, limits, clock = self._tap, self.limits, self._clock
-        send_to_egress, send_to_client = egress.send, client.send
-        impairers: list[ImpairedSender] = []
-        impairment = self.config.impairment
-        if impairment is not None and impairment.active:
-            stream = f"{self._relays_started}"
-            impaired = self.metrics.impaired
-
-            def count_fault(fault: str) -> None:
-                impaired.labels(fault).inc()
-
-            impairers = [
-                ImpairedSender(
-                    egress.send, impairment, f"{stream}/to_egress", on_fault=count_fault
-                ),
-                ImpairedSender(
-                    client.send, impairment, f"{stream}/to_client", on_fault=count_fault
-                ),
-            ]
-            send_to_egress, send_to_client = impairers[0].send, impairers[1].send
-
-        to_egress_bytes = self.metrics.relayed_bytes.labels("to_egress")
-        to_client_bytes = self.metrics.relayed_bytes.labels("to_client")
-        dropped_for_rate = self.metrics.dropped.labels(Admission.OVER_RATE.value)
-        dropped_for_quota = self.metrics.dropped.labels(Admission.OVER_QUOTA.value)
-
+        impairers = self._impairers(client, egress)
+        send_to_egress, send_to_client = (
+            (impairers[0].send, impairers[1].send) if impairers else (egress.send, client.send)
+        )
         loop = asyncio.get_running_loop()
-
-        def admitted(datagram: bytes) -> float | None:
-            """Seconds to hold the datagram (0.0: send now), or None to drop it."""
-            now = clock()
-            delay = limits.reserve(len(datagram), now)
-            if delay is not None:
-                self.bytes_relayed += len(datagram)
-                return delay
-            if limits.quota_exhausted(now):
-                dropped_for_quota.inc()
-                self._quota_used_up(limits.next_poll_delay(now))
-            else:
-                dropped_for_rate.inc()
-            return None
-
-        def shaped(send: Callable[[bytes], object]) -> Callable[[bytes, float], None]:
-            """``send`` behind a FIFO that holds datagrams until their reserved time."""
-            held: deque[tuple[float, bytes]] = deque()
-            timer: list[asyncio.TimerHandle] = []
-
-            def release() -> None:
-                timer.clear()
-                now = loop.time()
-                while held and held[0][0] <= now:
-                    send(held.popleft()[1])
-                if held:
-                    timer.append(loop.call_at(held[0][0], release))
-
-            def hold_or_send(datagram: bytes, delay: float) -> None:
-                if delay <= 0 and not held:
-                    send(datagram)
-                    return
-                held.append((loop.time() + delay, datagram))
-                if not timer:
-                    timer.append(loop.call_at(held[0][0], release))
-
-            shapers.append(timer)
-            return hold_or_send
-
-        shapers: list[list[asyncio.TimerHandle]] = []
-        shaped_to_egress = shaped(send_to_egress)
-        shaped_to_client = shaped(send_to_client)
-
-        def to_egress(datagram: bytes) -> None:
-            delay = admitted(datagram)
-            if delay is None:
-                return
-            to_egress_bytes.inc(len(datagram))
-            if tap is not None:
-                tap("to_egress", datagram)
-            shaped_to_egress(datagram, delay)
-
-        def to_client(datagram: bytes) -> None:
-            delay = admitted(datagram)
-            if delay is None:
-                return
-            to_client_bytes.inc(len(datagram))
-            if tap is not None:
-                tap("to_client", datagram)
-            shaped_to_client(datagram, delay)
-
+        paced_to_egress = _PacedSender(send_to_egress, loop, self._dropped_for_rate.inc)
+        paced_to_client = _PacedSender(send_to_client, loop, self._dropped_for_rate.inc)
         try:
             if self._quota_reached.is_set():
                 return
-            egress.start(to_client, done.set)
-            client.start(to_egress, done.set)
+            egress.start(self._relay_direction("to_client", paced_to_client), done.set)
+            client.start(self._relay_direction("to_egress", paced_to_egress), done.set)
             log.info("relaying for a client (%d active)", self.active)
             await done.wait()
         finally:
             self._relay_stops.discard(done)
             for impairer in impairers:
                 impairer.close()
-            for timer in shapers:
-                for handle in timer:
-                    handle.cancel()
+            paced_to_egress.close()
+            paced_to_client.close()
         self.metrics.relays.labels("ended").inc()
         log.info("stopped relaying for a client")
+
+    def _impairers(
+        self, client: DatagramChannel, egress: DatagramChannel
+    ) -> tuple[ImpairedSender, ...]:
+        """TESTING ONLY: the senders that inject the configured faults (to egress, to client),
+        or none when the relay is faithful."""
+        impairment = self.config.impairment
+        if impairment is None or not impairment.active:
+            return ()
+        stream = f"{self._relays_started}"
+        impaired = self.metrics.impaired
+
+        def count_fault(fault: str) -> None:
+            impaired.labels(fault).inc()
+
+        return (
+            ImpairedSender(egress.send, impairment, f"{stream}/to_egress", on_fault=count_fault),
+            ImpairedSender(client.send, impairment, f"{stream}/to_client", on_fault=count_fault),
+        )
+
+    def _relay_direction(self, direction: str, paced: _PacedSender) -> Callable[[bytes], None]:
+        """What one side's receiver calls with each datagram: admit, count, tap, pace."""
+        relayed = self.metrics.relayed_bytes.labels(direction)
+        tap = self._tap
+
+        def relay(datagram: bytes) -> None:
+            delay = self._admitted(datagram)
+            if delay is None:
+                return
+            relayed.inc(len(datagram))
+            if tap is not None:
+                tap(direction, datagram)
+            paced.send(datagram, delay)
+
+        return relay
+
+    def _admitted(self, datagram: bytes) -> float | None:
+        """Seconds to hold the datagram (0.0: send now), or None to drop it."""
+        now = self._clock()
+        delay = self.limits.reserve(len(datagram), now)
+        if delay is not None:
+            self.bytes_relayed += len(datagram)
+            return delay
+        if self.limits.quota_exhausted(now):
+            self._dropped_for_quota.inc()
+            self._quota_used_up(self.limits.next_poll_delay(now))
+        else:
+            self._dropped_for_rate.inc()
+        return None
 
     async def close(self) -> None:
         """Stop polling and close every relay."""

@@ -39,8 +39,8 @@ from ferry.errors import FerryError, LocalError, NoVolunteerError
 from ferry.roles import RoleApp, run_role, serve_role
 from ferry.volunteer.relay import VolunteerConfig
 from ferry.volunteer.role import VolunteerRole
+from tests.waiting import wait_until
 
-from .broker_recorder import wait_until
 from .chain import Origin, run_curl
 
 pytestmark = pytest.mark.timeout(180)
@@ -178,10 +178,16 @@ async def test_a_stop_while_the_client_waits_for_volunteers_ends_it_without_a_re
             ready_file = tmp_path / "client.json"
             stop = asyncio.Event()
             serving = asyncio.create_task(serve_role(client, stop, ready_file))
-            await wait_until(lambda: client.app is not None and client.app.proxy is not None)
+            await wait_until(
+                lambda: client.app is not None and client.app.proxy is not None,
+                "the client app has its proxy",
+            )
             assert client.app is not None
             proxy_port = client.app.proxy_address[1]
-            await wait_until(lambda: client.app is not None and client.app.problem() is not None)
+            await wait_until(
+                lambda: client.app is not None and client.app.problem() is not None,
+                "the client app reports a problem",
+            )
             assert not serving.done()
             stop.set()
             await asyncio.wait_for(serving, 30)
@@ -218,7 +224,7 @@ async def test_the_reconnect_loop_reports_each_failed_attempt() -> None:
             try:
                 await client.start()
                 waiting = asyncio.create_task(client.wait_for_session())
-                await wait_until(lambda: len(failures) >= 2)
+                await wait_until(lambda: len(failures) >= 2, "two failed attempts reported")
                 assert not waiting.done(), "wait_for_session() ended without a session"
                 assert all(isinstance(failure, NoVolunteerError) for failure in failures)
                 assert client.problem() is not None

@@ -118,7 +118,7 @@ def test_print_browser_setup_gives_the_pac_address_and_socks_values() -> None:
     assert "SOCKS Host 127.0.0.1, Port 1080, SOCKS v5" in output, output
     assert "chromium --proxy-pac-url=http://127.0.0.1:1081/proxy.pac" in output, output
     # the browser's own WebRTC would go around the proxy: said, and kept inside for Chromium
-    assert "--force-webrtc-ip-handling-policy=disable_non_proxied_udp" in output, output
+    assert "--webrtc-ip-handling-policy=disable_non_proxied_udp" in output, output
     assert "media.peerconnection.enabled" in output, output
     status, output = run_client(
         [

@@ -239,7 +239,7 @@ class BrowserSetup:
         """How to start Chromium or Chrome through ferry."""
         return (
             f"chromium --proxy-pac-url={self.pac_url} "
-            "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"
+            "--webrtc-ip-handling-policy=disable_non_proxied_udp"
         )
 
 

@@ -32,6 +32,7 @@ from playwright.async_api import BrowserContext, Page, Worker, async_playwright
 
 from ferry.web.extension import build_extension
 
+from ..host_tools import require_host
 from ..integration.chain import Origin, run_curl
 from .support import CHROMIUM, CHROMIUM_ARGS, WidgetNetwork
 
@@ -51,8 +52,7 @@ def in_own_network_namespace(
     async def run(tmp_path: Path) -> None:
         if os.environ.get(IN_NAMESPACE) == "1":
             return await test(tmp_path)
-        if os.geteuid() != 0:
-            pytest.skip("a network namespace of its own needs root (unshare --net)")
+        require_host("unshare", "ip", root=True)
         script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$1"'
         node = f"{Path(__file__).relative_to(ROOT)}::{test.__name__}"
         command = ["unshare", "--net", "sh", "-c", script, sys.executable, node]

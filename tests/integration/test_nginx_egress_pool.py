@@ -20,14 +20,20 @@ from aiohttp import web
 
 from ferry.core.route_key import new_route_key
 
+from ..host_tools import require_host
 from ..support_front import NGINX, make_test_ca
 from .processes import free_port
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not Path(NGINX).exists(), reason="Debian's nginx is not installed"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_has_nginx() -> None:
+    require_host(NGINX)
+
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "nginx-ferry-egress-pool.conf"
 KEYS = 60

@@ -18,6 +18,8 @@ from ferry.egress.workers import (
 )
 from ferry.errors import ConfigError
 
+from ..host_tools import require_host
+
 NGINX = "/usr/sbin/nginx"
 
 
@@ -97,8 +99,8 @@ def test_the_configuration_hashes_the_route_over_every_worker(tmp_path: Path) ->
     assert "access_log off;" in text
 
 
-@pytest.mark.skipif(not Path(NGINX).exists(), reason="Debian's nginx is not installed")
 def test_debians_nginx_accepts_the_configuration(tmp_path: Path) -> None:
+    require_host(NGINX)
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp_path / name).mkdir()
     config = tmp_path / "nginx.conf"

@@ -149,7 +149,8 @@ func main() {
 \t\t\tpt.SmethodError(bindaddr.MethodName, "no such method")
 \t\t\tcontinue
 \t\t}
-\t\tln, err := sf.NewSnowflakeServer(nil).Listen(bindaddr.Addr)
+\t\t// One KCP instance, as 2.5.1's server main defaults to (-num-turbotunnel 1).
+\t\tln, err := sf.NewSnowflakeServer(nil).Listen(bindaddr.Addr, 1)
 \t\tif err != nil {
 \t\t\tpt.SmethodError(bindaddr.MethodName, err.Error())
 \t\t\tcontinue
@@ -227,8 +228,12 @@ def find_binaries(bin_dir: Path) -> SnowflakeBinaries:
     )
 
 
-def build(bin_dir: Path, server_source: Path) -> None:
-    """Install Debian's packages and build snowflake-server into ``bin_dir``."""
+def build(bin_dir: Path, server_source: Path, patches: list[Path]) -> None:
+    """Install Debian's packages and build snowflake-server into ``bin_dir``.
+
+    ``patches`` (``--patch``, in order) are applied with ``patch -p1`` to a copy of the
+    module (Debian's ``common/`` and the given ``server/lib``), never to Debian's files.
+    """
     subprocess.run(["apt-get", "install", "-y", *DEBIAN_PACKAGES], check=True)
     library = server_source
     if not all((library / name).is_file() for name in ("http.go", "snowflake.go")):
@@ -254,16 +259,22 @@ def build(bin_dir: Path, server_source: Path) -> None:
     (v2 / "server").mkdir(parents=True, exist_ok=True)
     # Debian lays the v2 module out without its /v2 (and kcp-go without /v5): GOPATH mode
     # finds the import paths through these links.
-    links = {
-        v2 / "common": debian_snowflake / "common",
-        v2 / "server" / "lib": library.resolve(),
-        work / "src" / kcp_go.relative_to(gocode) / "v5": kcp_go,
-    }
-    for link, target in links.items():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target)
+    copies = {v2 / "common": debian_snowflake / "common", v2 / "server" / "lib": library.resolve()}
+    for copy, source in copies.items():
+        if copy.is_symlink() or copy.is_file():
+            copy.unlink()
+        elif copy.exists():
+            shutil.rmtree(copy)
+        shutil.copytree(source, copy)
+    for patch in patches:
+        print(f"applying {patch}")
+        with patch.open("rb") as stream:
+            subprocess.run(["patch", "-p1", "-d", str(v2)], stdin=stream, check=True)
+    kcp_link = work / "src" / kcp_go.relative_to(gocode) / "v5"
+    kcp_link.parent.mkdir(parents=True, exist_ok=True)
+    if kcp_link.is_symlink() or kcp_link.exists():
+        kcp_link.unlink()
+    kcp_link.symlink_to(kcp_go)
     main_dir = work / "server-main"
     main_dir.mkdir(parents=True, exist_ok=True)
     (main_dir / "main.go").write_text(SERVER_MAIN.replace("{pt_prefix}", pt_prefix))
@@ -908,6 +919,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="Snowflake 2.5.1 server/lib source for --build (default BIN_DIR/../server-src/lib)",
     )
     parser.add_argument(
+        "--patch",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --build: a patch (patch -p1, relative to the module root) applied to the "
+        "copied source before building, e.g. upstream's fix for issue 40260 (git show d2858ae); "
+        "repeatable",
+    )
+    parser.add_argument(
         "--ferry-client-webrtc",
         choices=("auto", "python", "browser"),
         default="auto",
@@ -939,7 +959,11 @@ def main(argv: list[str] | None = None) -> int:
     bin_dir: Path = arguments.bin_dir
     if arguments.build:
         try:
-            build(bin_dir, arguments.server_source or bin_dir.parent / "server-src" / "lib")
+            build(
+                bin_dir,
+                arguments.server_source or bin_dir.parent / "server-src" / "lib",
+                arguments.patch,
+            )
         except (BenchmarkError, subprocess.CalledProcessError) as exc:
             print(f"snowflake_compare: build failed: {exc}", file=sys.stderr)
             return 2

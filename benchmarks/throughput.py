@@ -27,9 +27,12 @@ Then, in the same run:
   browser engine, whose Chromium's CPU is counted with its role) and the browser-engine client
   through the widget, each with its own broker on the shared egress, all up at once and the
   downloads interleaved, so that the ratios of one run share the machine's load (medians
-  printed, with each pairing's MB/s and CPU per MB against python/python's). Snowflake is not
-  run here: ``snowflake_compare.py`` runs it side by side when its binaries are present.
-  ``--stacks-only`` runs only this table.
+  printed, with each pairing's MB/s and CPU per MB against python/python's). When
+  Snowflake's binaries are present (``snowflake_compare.py --build``, as root), **Snowflake
+  2.5.1** is one more row of that table, started by ``snowflake_compare.py`` in a network
+  namespace of its own and measured in the same interleaved runs, and the ratios
+  browser/browser ÷ Snowflake and browser/widget ÷ Snowflake are printed (``--no-snowflake``
+  leaves it out). ``--stacks-only`` runs only this table.
 
 ``--volunteer-cpu N`` runs the volunteer (the ``ferry volunteer`` process, or every Chromium
 process) on CPU N alone and everything else on the other CPUs, as if the volunteer had a
@@ -52,6 +55,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -67,6 +71,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 LOOPBACK = "127.0.0.1"
 MEGABYTE = 1_000_000
@@ -877,11 +882,92 @@ def tree_cpu(pid: int) -> Callable[[], float]:
 
 @dataclass(frozen=True, slots=True)
 class StackNetwork:
-    """One pairing's broker, volunteer and client, ready for downloads."""
+    """One row of the stack table, ready for downloads: a ferry pairing's broker, volunteer
+    and client, or Snowflake."""
 
     label: str
     readers: dict[str, Callable[[], float]]
+    """CPU seconds of each role (the ROLES columns)."""
     proxy: str
+    """The client's SOCKS5 address (ferry rows)."""
+    run: Callable[[], RunResult] | None = None
+    """Downloads once and measures, where the row is not ferry's (Snowflake's)."""
+
+
+SNOWFLAKE_LABEL = "Snowflake 2.5.1"
+"""The stack table's Snowflake row."""
+
+
+def start_snowflake_row(
+    stack: contextlib.ExitStack,
+    folder: Path,
+    payload: bytes,
+    payload_sha256: str,
+    download_timeout: float,
+    ready_timeout: float,
+) -> StackNetwork | None:
+    """Snowflake as one more row of the stack table, via ``snowflake_compare.py`` (its
+    client, proxy and server in a network namespace of their own; stopped when ``stack``
+    closes), or None, saying why, when its binaries, root or ``ip`` are missing.
+
+    Its columns: client is snowflake-client, volunteer snowflake-proxy, egress
+    snowflake-server; the stand-in broker is idle and not counted. Its MB/s is from curl's
+    first byte to its last, because Snowflake's client sets up a new session (broker, WebRTC,
+    KCP) for each SOCKS connection; ferry's rows count curl's whole time, so the comparison
+    leans, if anything, in Snowflake's favour.
+    """
+    import snowflake_compare  # this folder; it imports this module, so not at the top
+
+    bin_dir = Path(os.environ.get("SNOWFLAKE_BIN_DIR") or snowflake_compare.DEFAULT_BIN_DIR)
+    try:
+        binaries = snowflake_compare.find_binaries(bin_dir)
+    except snowflake_compare.BenchmarkError as exc:
+        print(f"Snowflake: not measured: {exc}")
+        return None
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        print("Snowflake: not measured: its network namespace needs root and ip (iproute2)")
+        return None
+    payload_path = folder / "snowflake-payload.bin"
+    payload_path.write_bytes(payload)
+    namespace = stack.enter_context(snowflake_compare.network_namespace(f"ferry-sf-{os.getpid()}"))
+    network = snowflake_compare.start_snowflake(
+        namespace, binaries, payload_path, folder, ready_timeout
+    )
+    stack.callback(snowflake_compare.stop, list(reversed(network.processes.values())))
+    readers = {
+        "client": snowflake_compare.pid_cpu(network.processes["client"].process.pid),
+        "volunteer": snowflake_compare.pid_cpu(network.processes["proxy"].process.pid),
+        "egress": snowflake_compare.pid_cpu(network.processes["server"].process.pid),
+        "broker": lambda: 0.0,
+    }
+    username, password = snowflake_compare.socks_arguments(network.broker_port)
+    proxy = f"socks5h://{quote(username, safe='')}:{quote(password, safe='')}@{LOOPBACK}:" + str(
+        network.socks_port
+    )
+    url = f"http://{LOOPBACK}:{network.origin_port}/payload"
+
+    def run() -> RunResult:
+        before = {name: read() for name, read in readers.items()}
+        transfer = snowflake_compare.curl(
+            url, folder / "snowflake-download.bin", download_timeout, proxy, namespace
+        )
+        after = {name: read() for name, read in readers.items()}
+        if transfer.size != len(payload) or transfer.sha256 != payload_sha256:
+            raise BenchmarkError(
+                f"a Snowflake download does not match the payload ({transfer.size} bytes, sha256 "
+                f"{transfer.sha256[:16]}…): was snowflake-server built with upstream's fix for "
+                "issue 40260 (snowflake_compare.py --build --patch)?"
+            )
+        megabytes = len(payload) / MEGABYTE
+        return RunResult(
+            ferry_rate=megabytes / transfer.body_seconds,
+            direct_rate=float("nan"),
+            cpu_ms_per_megabyte={
+                name: (after[name] - before[name]) * 1000 / megabytes for name in readers
+            },
+        )
+
+    return StackNetwork(SNOWFLAKE_LABEL, readers, proxy, run)
 
 
 def start_stack_network(
@@ -955,9 +1041,11 @@ def stack_table(
     measure: Callable[[dict[str, Callable[[], float]], str], RunResult],
     runs: int,
     ready_timeout: float,
+    snowflake: Callable[[contextlib.ExitStack], StackNetwork | None] | None = None,
 ) -> dict[str, list[RunResult]]:
-    """Every pairing of STACK_PAIRINGS up at once; runs interleaved (each run downloads once
-    through each pairing, in turn), so the ratios of one run share the machine's load."""
+    """Every pairing of STACK_PAIRINGS up at once, and Snowflake when ``snowflake`` starts
+    it; runs interleaved (each run downloads once through each row, in turn), so the ratios
+    of one run share the machine's load."""
     results: dict[str, list[RunResult]] = {}
     with contextlib.ExitStack() as stack:
         networks = []
@@ -965,9 +1053,15 @@ def stack_table(
             (folder / "-".join(pairing)).mkdir(exist_ok=True)
             networks.append(start_stack_network(stack, folder, egress, pairing, ready_timeout))
             print(f"  {networks[-1].label} ready", flush=True)
+        if snowflake is not None and (row := snowflake(stack)) is not None:
+            networks.append(row)
+            print(f"  {row.label} ready (in its own network namespace)", flush=True)
         for run in range(1, runs + 1):
             for network in networks:
-                result = measure(network.readers, network.proxy)
+                if network.run is not None:
+                    result = network.run()
+                else:
+                    result = measure(network.readers, network.proxy)
                 results.setdefault(network.label, []).append(result)
                 report_run(f"stacks {network.label}", run, result)
     return results
@@ -995,11 +1089,22 @@ def print_stack_table(results: dict[str, list[RunResult]], megabytes: int) -> No
         "its browser engine's Chromium; 'widget' is every process of the visitor's Chromium):"
     )
     print(format_table(rows))
-    if shutil.which("snowflake-client") is None:
+    if SNOWFLAKE_LABEL not in results:
         print(
-            "Snowflake: not measured (no snowflake-client here); with its binaries, run "
-            "benchmarks/snowflake_compare.py for the side-by-side figures."
+            "Snowflake: not in this run (see above why); build it once with "
+            "benchmarks/snowflake_compare.py --build (as root)."
         )
+        return
+    snowflake = median_result(results[SNOWFLAKE_LABEL])
+    for label, goal in (("browser/browser", "≥ 2"), ("browser/widget", "≥ 1")):
+        if label in results:
+            median = median_result(results[label])
+            print(
+                f"{label} ÷ Snowflake: MB/s {median.ferry_rate / snowflake.ferry_rate:.2f}× "
+                f"(goal {goal}), CPU per MB "
+                f"{median.total_cpu_ms_per_megabyte / snowflake.total_cpu_ms_per_megabyte:.2f}× "
+                "(goal ≤ 1)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1094,6 +1199,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "python/browser, browser/browser, browser client through the widget)",
     )
     parser.add_argument(
+        "--no-snowflake",
+        action="store_true",
+        help="leave Snowflake out of the stack table even when its binaries are present",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=60.0,
@@ -1169,9 +1279,10 @@ def print_results(
 
 
 def report_run(label: str, run: int, result: RunResult) -> None:
+    direct = "" if math.isnan(result.direct_rate) else f"direct {result.direct_rate:.1f} MB/s, "
+    system = "Snowflake" if SNOWFLAKE_LABEL in label else "ferry"
     print(
-        f"{label} run {run}: ferry {result.ferry_rate:.2f} MB/s, "
-        f"direct {result.direct_rate:.1f} MB/s, "
+        f"{label} run {run}: {system} {result.ferry_rate:.2f} MB/s, {direct}"
         f"{result.total_cpu_ms_per_megabyte:.1f} CPU ms/MB (sha256 ok)",
         flush=True,
     )
@@ -1293,13 +1404,26 @@ def main(argv: list[str] | None = None) -> int:
                 readers, origin.url, through, payload, payload_sha256, folder, download_timeout
             )
 
+        def snowflake_row(stack: contextlib.ExitStack) -> StackNetwork | None:
+            if arguments.no_snowflake:
+                print("Snowflake: not measured (--no-snowflake)")
+                return None
+            return start_snowflake_row(
+                stack, folder, payload, payload_sha256, download_timeout, arguments.ready_timeout
+            )
+
         try:
             pids = ", ".join(f"{name} {role.process.pid}" for name, role in roles.items())
             print(f"ready: proxy socks5://{proxy}; PIDs {pids}")
             if arguments.stacks_only:
                 print("starting one network per pairing of WebRTC stacks…")
                 stacks = stack_table(
-                    folder, roles["egress"], measure, arguments.runs, arguments.ready_timeout
+                    folder,
+                    roles["egress"],
+                    measure,
+                    arguments.runs,
+                    arguments.ready_timeout,
+                    snowflake_row,
                 )
                 print_stack_table(stacks, arguments.megabytes)
                 return 0
@@ -1369,7 +1493,12 @@ def main(argv: list[str] | None = None) -> int:
                     report_run("Chromium volunteer", run, result)
                 print("starting one network per pairing of WebRTC stacks…")
                 stacks = stack_table(
-                    folder, roles["egress"], measure, arguments.runs, arguments.ready_timeout
+                    folder,
+                    roles["egress"],
+                    measure,
+                    arguments.runs,
+                    arguments.ready_timeout,
+                    snowflake_row,
                 )
             print_results(
                 "One Python volunteer (ferry volunteer)",

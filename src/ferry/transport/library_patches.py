@@ -43,6 +43,7 @@ import aioice.stun
 import aiortc.rtcdtlstransport as aiortc_dtls
 import aiortc.rtcpeerconnection as aiortc_peer_connection
 import aiortc.rtcsctptransport as aiortc_sctp
+from aioquic import tls as aioquic_tls
 from aioquic.quic import recovery as aioquic_recovery
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.stream import QuicStream
@@ -72,10 +73,13 @@ __all__ = [
     "install",
     "installed_version",
     "quic_accepted_packet_marker",
+    "quic_acknowledge_now",
+    "quic_acknowledgement_state",
     "quic_kept_stream_ids",
     "quic_peer_certificate",
     "quic_send_buffer_size",
     "raise_ice_socket_buffers",
+    "use_ack_delay",
     "use_certificate",
     "use_loss_thresholds",
     "version_in_range",
@@ -208,6 +212,15 @@ PATCHES: tuple[LibraryPatch, ...] = (
         "tell which volunteer paths carry authenticated packets; off: every datagram is "
         "taken as accepted, so a volunteer injecting packets could attract a session's "
         "replies (sessions still work)",
+    ),
+    LibraryPatch(
+        "quic-ack-thinning",
+        *_AIOQUIC,
+        "aioquic QuicConnection._ack_delay (written) and _spaces[ONE_RTT] (read: ack_at, "
+        "largest_received_packet; ack_at written)",
+        "one ACK per few full-size datagrams instead of about one per millisecond, which "
+        "every hop of the chain pays for per message; off: aioquic's ACK 1 ms after any "
+        "packet (more CPU per MB, same correctness)",
     ),
     LibraryPatch(
         "quic-loss-thresholds",
@@ -669,6 +682,35 @@ def quic_accepted_packet_marker(connection: QuicConnection) -> QuicPacketMarker:
         )
         for space in connection._spaces.values()
     )
+
+
+def quic_acknowledgement_state(connection: QuicConnection) -> tuple[bool, int] | None:
+    """Of ``connection``'s 1-RTT packet space: whether an ACK is pending, and the largest
+    packet number received (-1: none yet). ``None`` when off or before that space exists."""
+    if not enabled("quic-ack-thinning"):
+        return None
+    space = connection._spaces.get(aioquic_tls.Epoch.ONE_RTT)
+    if space is None:
+        return None
+    return space.ack_at is not None, space.largest_received_packet
+
+
+def quic_acknowledge_now(connection: QuicConnection, now: float) -> None:
+    """Make the pending 1-RTT ACK due at ``now`` (sent by the next ``datagrams_to_send``)."""
+    if not enabled("quic-ack-thinning"):
+        return
+    space = connection._spaces.get(aioquic_tls.Epoch.ONE_RTT)
+    if space is not None and space.ack_at is not None and space.ack_at > now:
+        space.ack_at = now
+
+
+def use_ack_delay(connection: QuicConnection, delay: float) -> bool:
+    """Make ``connection`` hold an ACK up to ``delay`` seconds after the first unacknowledged
+    packet (aioquic's own: 1 ms); ``False`` when off (aioquic's delay is kept)."""
+    if not enabled("quic-ack-thinning") or not hasattr(connection, "_ack_delay"):
+        return False
+    connection._ack_delay = delay
+    return True
 
 
 def quic_flow_control_enabled() -> bool:

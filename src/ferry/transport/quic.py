@@ -82,6 +82,10 @@ or CRYPTO frame, and of a long-header packet, as a two-byte variable-length inte
 16,383): a datagram much above 16 KiB would carry frames whose lengths wrap, and the peer
 closes the session ("Unknown frame type", seen at 32 KiB). 16,384 leaves every frame and
 packet below that, since headers and the AEAD tag take more than one byte."""
+MAX_ACK_DELAY = 0.025
+"""The longest ``QuicSettings.ack_delay``: the max_ack_delay aioquic announces to the peer
+(25 ms), within which the peer's loss detection expects an ACK."""
+
 
 SESSION_ADDRESS = ("ferry-session", 0)
 """The synthetic network address both ends give aioquic for every datagram of a session."""
@@ -154,7 +158,26 @@ class QuicSettings:
     processes exceeds two of them; striping over four capped volunteers went from 0.45 of
     their sum at 2.0 to 0.82-0.97 at 3.0 (BENCHMARKS.md)."""
 
+    ack_every: int = 4
+    """Full-size datagrams received in order before the ACK for them is sent at once; until
+    then it waits at most ``ack_delay``. A datagram smaller than QUIC's minimum (1,200 bytes:
+    a probe, a control frame, a small request), one out of order or after a gap is
+    acknowledged at once (RFC 9000 §13.2.1). aioquic acknowledges about 1 ms after any packet,
+    which during a download is one ACK per 2 to 3 datagrams; each ACK is a message through
+    every hop of the chain (data channel, SCTP, both browsers, the relay WebSocket), and at 4
+    the browser engines on both ends spent 12 % less CPU per MB and carried 10 % more
+    (BENCHMARKS.md, issue 16). 1: aioquic's own behaviour."""
+    ack_delay: float = 0.010
+    """Seconds an ACK may wait for more full-size datagrams (0 < value ≤ 0.025: aioquic
+    announces a max_ack_delay of 25 ms, which the peer's loss timers allow for)."""
+
     def __post_init__(self) -> None:
+        if self.ack_every < 1:
+            raise ConfigError(f"ack_every must be at least 1, got {self.ack_every}")
+        if not 0 < self.ack_delay <= MAX_ACK_DELAY:
+            raise ConfigError(
+                f"ack_delay must be above 0 and at most {MAX_ACK_DELAY} s, got {self.ack_delay}"
+            )
         if not SMALLEST_MAX_DATAGRAM_SIZE <= self.max_datagram_size <= LARGEST_DATAGRAM_SIZE:
             raise ConfigError(
                 f"max_datagram_size must be {SMALLEST_MAX_DATAGRAM_SIZE}..{LARGEST_DATAGRAM_SIZE}"
@@ -540,6 +563,11 @@ class QuicSession:
         self.bytes_sent = 0
         self.created_at = self._loop.time()
         self.last_received_at = self.created_at
+        self._ack_thinning = False
+        """Whether ACKs are thinned (``QuicSettings.ack_every``): set once the handshake
+        completes and the ``quic-ack-thinning`` patch is in effect."""
+        self._unacknowledged = 0
+        """Datagrams received since the last ACK was sent, while thinning."""
 
     # -- datagrams in and out --------------------------------------------------------------
 
@@ -560,12 +588,37 @@ class QuicSession:
         self.bytes_received += len(datagram)
         now = self._loop.time()
         before = accepted_packet_marker(self.connection)
+        acknowledgement = (
+            library_patches.quic_acknowledgement_state(self.connection)
+            if self._ack_thinning
+            else None
+        )
         self.connection.receive_datagram(datagram, SESSION_ADDRESS, now=now)
         accepted = accepted_packet_marker(self.connection) != before
         if accepted:
             self.last_received_at = now
+            if acknowledgement is not None:
+                self._thin_acknowledgements(acknowledgement, len(datagram), now)
         self._schedule_flush()
         return accepted
+
+    def _thin_acknowledgements(self, before: tuple[bool, int], size: int, now: float) -> None:
+        """Let the ACK aioquic scheduled for this datagram wait (``QuicSettings.ack_every``),
+        or make it due now: a small datagram, one out of order or after a gap, or the
+        ``ack_every``-th full-size one since the last ACK."""
+        after = library_patches.quic_acknowledgement_state(self.connection)
+        if after is None or not after[0]:
+            return  # nothing to acknowledge (an ACK-only packet)
+        was_pending, largest_before = before
+        if not was_pending:
+            self._unacknowledged = 0
+        self._unacknowledged += 1
+        if (
+            size < SMALLEST_MAX_DATAGRAM_SIZE
+            or after[1] != largest_before + 1
+            or self._unacknowledged >= self.settings.ack_every
+        ):
+            library_patches.quic_acknowledge_now(self.connection, now)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -651,6 +704,10 @@ class QuicSession:
         elif isinstance(event, HandshakeCompleted):
             if not self._handshake.done():
                 self._handshake.set_result(None)
+            # Only now: during the handshake aioquic's own prompt ACKs keep it short.
+            self._ack_thinning = self.settings.ack_every > 1 and library_patches.use_ack_delay(
+                self.connection, self.settings.ack_delay
+            )
         elif isinstance(event, PingAcknowledged):
             callback = self._probe_callbacks.pop(event.uid, None)
             if callback is not None:

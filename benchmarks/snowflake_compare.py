@@ -57,9 +57,17 @@ The Snowflake pieces:
 Binaries are looked up in ``--bin-dir`` (env ``SNOWFLAKE_BIN_DIR``, default
 ``~/.cache/ferry-snowflake/bin``), then ``/usr/bin`` for the client and the proxy.
 
+**Upstream's corruption fix.** 2.5.1's ``common/turbotunnel/queuepacketconn.go`` keeps a
+buffer that kcp-go reuses, so the server mangles packets and some downloads arrive corrupt
+(Snowflake issue 40260; fixed upstream in 2.6.0 by commit d2858ae, which reverts the change).
+``--build --patch FILE`` applies such a patch (``patch -p1`` from the module root) to copies
+of Debian's ``common/`` and the given ``server/lib`` before building; the figures in
+BENCHMARKS.md are with that fix (``git show d2858ae`` in a Snowflake clone gives the file).
+``throughput.py`` refuses a corrupt Snowflake download in its stack table and says this.
+
 Usage (as root)::
 
-    python benchmarks/snowflake_compare.py --build      # once: apt-get + go build
+    python benchmarks/snowflake_compare.py --build --patch 40260.patch   # once: apt-get + go build
     python benchmarks/snowflake_compare.py [--megabytes 50] [--runs 3]
 
 Exits 1 if a download fails or a ferry download's hash does not match (a Snowflake download

@@ -211,7 +211,8 @@ def browser_option(role: str) -> object:
         envvar=f"FERRY_{role}_BROWSER",
         metavar="PATH",
         help="The Chromium or Chrome executable for --webrtc browser/auto (default: the first "
-        "of /usr/bin/chromium, chromium-browser, google-chrome found).",
+        "found of chromium-headless-shell, chrome-headless-shell, chromium, chromium-browser, "
+        "google-chrome in /usr/bin, then on PATH).",
     )
 
 

@@ -1,5 +1,8 @@
 """The handshake a censor sees: ferry's browser engine against two plain Chromium pages.
 
+ferry's engine runs its default browser, Chromium's headless shell; the reference is two
+pages of the full Chromium browser, the browser people run.
+
 Each test captures, on ``lo`` and on its own peers' UDP ports only, one WebRTC handshake
 between two plain Chromium pages (the reference) and one made by ferry, in the same test,
 and compares the DTLS hellos with tshark's dissection (tests/integration/dtls_capture.py).
@@ -25,6 +28,7 @@ from ferry.transport.browser_webrtc import (
     BrowserEngineConfig,
     WebRtcMode,
     WebRtcStack,
+    find_browser,
 )
 from ferry.transport.webrtc import AnsweringPeer
 
@@ -41,7 +45,7 @@ from ..integration.dtls_capture import (
     loopback_candidates,
 )
 from ..integration.fake_broker import FakeBroker, Listener
-from .support import CHROMIUM, WIDGET_JS, chromium
+from .support import WIDGET_JS, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -83,9 +87,24 @@ async def _chromium_reference(pages: tuple[Page, Page], capture: Path) -> tuple[
     return offer_port, answer_port
 
 
+HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
+"""The engine's default browser where Debian's chromium-headless-shell is installed (as CI
+installs it): its handshake is compared with two pages of the full Chromium (Playwright's ``chromium()``)."""
+
+
+def _default_browser() -> str:
+    """The browser ferry's engine runs by default here, which must be the headless shell."""
+    found = find_browser()
+    assert found == HEADLESS_SHELL, (
+        f"the engine's default browser is {found}, not {HEADLESS_SHELL}: install Debian's "
+        "chromium-headless-shell (scripts/install-system-packages does)"
+    )
+    return found
+
+
 @asynccontextmanager
 async def _engine() -> AsyncIterator[BrowserEngine]:
-    engine = BrowserEngine(BrowserEngineConfig(executable=CHROMIUM), LOOPBACK_WEBRTC)
+    engine = BrowserEngine(BrowserEngineConfig(executable=_default_browser()), LOOPBACK_WEBRTC)
     await engine.start()
     try:
         yield engine
@@ -296,7 +315,9 @@ async def test_every_pairing_of_the_default_client_and_the_defaults_are_a_browse
     reference_client_hello = first(reference, CLIENT_HELLO, reference_ports[1])
 
     stacks = {
-        "default": WebRtcStack(WebRtcMode.AUTO, LOOPBACK_WEBRTC, BrowserEngineConfig(CHROMIUM)),
+        "default": WebRtcStack(
+            WebRtcMode.AUTO, LOOPBACK_WEBRTC, BrowserEngineConfig(_default_browser())
+        ),
         "python": WebRtcStack(WebRtcMode.PYTHON, LOOPBACK_WEBRTC),
     }
     report: list[str] = []

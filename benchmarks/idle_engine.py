@@ -11,9 +11,13 @@ idle volunteer does. After ``--settle`` seconds it measures, over ``--seconds`` 
   once per process, so their sum overstates) and PSS from ``/proc/PID/smaps_rollup`` (shared
   pages divided among their users: the sum is the footprint).
 
+The browser is the engine's default (Chromium's headless shell where installed, else
+Chromium or Chrome); ``--browser PATH`` measures another, for example the full
+``/usr/bin/chromium``.
+
 Usage::
 
-    python benchmarks/idle_engine.py [--seconds 300] [--settle 20]
+    python benchmarks/idle_engine.py [--seconds 300] [--settle 20] [--browser PATH]
 
 Only 127.0.0.1 is contacted, and only the processes this script started are stopped.
 """
@@ -68,6 +72,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="measured window")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds before measuring")
     parser.add_argument("--ready-timeout", type=float, default=60.0)
+    parser.add_argument("--browser", default=None, help="the browser (default: the engine's)")
     arguments = parser.parse_args()
     if not 1 <= arguments.seconds <= 3600 or not 0 <= arguments.settle <= 600:
         parser.error("--seconds must be within 1..3600 and --settle within 0..600")
@@ -81,6 +86,7 @@ def main() -> int:
                 [
                     *("--broker", broker_url, "--ice-address", LOOPBACK),
                     *("--unsafe-allow-internal-egress", "--webrtc", "browser"),
+                    *(("--browser", arguments.browser) if arguments.browser else ()),
                 ],
                 folder,
             )
@@ -98,7 +104,10 @@ def main() -> int:
             return 1
         finally:
             stop_roles(list(reversed(started.values())))
-    print(f"an idle volunteer with --webrtc browser, measured over {elapsed:.0f} s:")
+    print(
+        f"an idle volunteer with --webrtc browser ({arguments.browser or 'the default browser'}),"
+        f" measured over {elapsed:.0f} s:"
+    )
     for part in ("python", "chromium"):
         busy = (cpu_after[part] - cpu_before[part]) / elapsed * 100
         rss, pss = memory[part]

@@ -89,7 +89,8 @@ async def _chromium_reference(pages: tuple[Page, Page], capture: Path) -> tuple[
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 """The engine's default browser where Debian's chromium-headless-shell is installed (as CI
-installs it): its handshake is compared with two pages of the full Chromium (Playwright's ``chromium()``)."""
+installs it): its handshake is compared with two pages of the full Chromium (``chromium()``
+of tests/browser/support.py)."""
 
 
 def _default_browser() -> str:

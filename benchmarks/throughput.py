@@ -1412,20 +1412,22 @@ def main(argv: list[str] | None = None) -> int:
                 stack, folder, payload, payload_sha256, download_timeout, arguments.ready_timeout
             )
 
+        def run_stack_table() -> dict[str, list[RunResult]]:
+            print("starting one network per pairing of WebRTC stacks…")
+            return stack_table(
+                folder,
+                roles["egress"],
+                measure,
+                arguments.runs,
+                arguments.ready_timeout,
+                snowflake_row,
+            )
+
         try:
             pids = ", ".join(f"{name} {role.process.pid}" for name, role in roles.items())
             print(f"ready: proxy socks5://{proxy}; PIDs {pids}")
             if arguments.stacks_only:
-                print("starting one network per pairing of WebRTC stacks…")
-                stacks = stack_table(
-                    folder,
-                    roles["egress"],
-                    measure,
-                    arguments.runs,
-                    arguments.ready_timeout,
-                    snowflake_row,
-                )
-                print_stack_table(stacks, arguments.megabytes)
+                print_stack_table(run_stack_table(), arguments.megabytes)
                 return 0
             readers = {name: process_cpu(role) for name, role in roles.items()}
             python_results = []
@@ -1491,15 +1493,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for run, result in enumerate(chromium_results, 1):
                     report_run("Chromium volunteer", run, result)
-                print("starting one network per pairing of WebRTC stacks…")
-                stacks = stack_table(
-                    folder,
-                    roles["egress"],
-                    measure,
-                    arguments.runs,
-                    arguments.ready_timeout,
-                    snowflake_row,
-                )
+                stacks = run_stack_table()
             print_results(
                 "One Python volunteer (ferry volunteer)",
                 python_results,

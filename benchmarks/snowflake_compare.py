@@ -96,6 +96,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -567,6 +568,22 @@ class SnowflakeNetwork:
     """The stand-in broker's port."""
     origin_port: int
     """The origin's (ORPort's) port."""
+
+    @property
+    def proxy_url(self) -> str:
+        """curl's ``--proxy`` for snowflake-client: the PT arguments travel in the SOCKS5
+        username and password, as tor sends them (:func:`socks_arguments`)."""
+        username, password = socks_arguments(self.broker_port)
+        return (
+            f"socks5h://{quote(username, safe='')}:{quote(password, safe='')}"
+            f"@{LOOPBACK}:{self.socks_port}"
+        )
+
+    @property
+    def payload_url(self) -> str:
+        """The payload's URL. The client tunnels every SOCKS connection to the bridge
+        whatever the target: the origin behind the server's ORPort answers the request."""
+        return f"http://{LOOPBACK}:{self.origin_port}/payload"
 
 
 def start_snowflake(
@@ -1069,16 +1086,8 @@ def alternate(
     snowflake_readers = {
         name: pid_cpu(network.processes[name].process.pid) for name in SNOWFLAKE_PROCESSES
     }
-    username, password = socks_arguments(network.broker_port)
-    from urllib.parse import quote
-
-    snowflake_proxy = (
-        f"socks5h://{quote(username, safe='')}:{quote(password, safe='')}"
-        f"@{LOOPBACK}:{network.socks_port}"
-    )
-    # The client tunnels every SOCKS connection to the bridge whatever the target: the origin
-    # behind the server's ORPort answers the HTTP request.
-    snowflake_url = f"http://{LOOPBACK}:{network.origin_port}/payload"
+    snowflake_proxy = network.proxy_url
+    snowflake_url = network.payload_url
     idle = {name: read() for name, read in snowflake_readers.items()}
     time.sleep(IDLE_SECONDS)
     print(

@@ -71,7 +71,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 LOOPBACK = "127.0.0.1"
 MEGABYTE = 1_000_000
@@ -940,31 +939,31 @@ def start_snowflake_row(
         "egress": snowflake_compare.pid_cpu(network.processes["server"].process.pid),
         "broker": lambda: 0.0,
     }
-    username, password = snowflake_compare.socks_arguments(network.broker_port)
-    proxy = f"socks5h://{quote(username, safe='')}:{quote(password, safe='')}@{LOOPBACK}:" + str(
-        network.socks_port
-    )
-    url = f"http://{LOOPBACK}:{network.origin_port}/payload"
+    proxy = network.proxy_url
 
     def run() -> RunResult:
-        before = {name: read() for name, read in readers.items()}
-        transfer = snowflake_compare.curl(
-            url, folder / "snowflake-download.bin", download_timeout, proxy, namespace
+        measured = snowflake_compare.measure(
+            "Snowflake",
+            readers,
+            lambda: snowflake_compare.curl(
+                network.payload_url,
+                folder / "snowflake-download.bin",
+                download_timeout,
+                proxy,
+                namespace,
+            ),
+            len(payload),
+            payload_sha256,
         )
-        after = {name: read() for name, read in readers.items()}
-        if transfer.size != len(payload) or transfer.sha256 != payload_sha256:
+        if not measured.intact:
             raise BenchmarkError(
-                f"a Snowflake download does not match the payload ({transfer.size} bytes, sha256 "
-                f"{transfer.sha256[:16]}…): was snowflake-server built with upstream's fix for "
-                "issue 40260 (snowflake_compare.py --build --patch)?"
+                "a Snowflake download does not match the payload: was snowflake-server built "
+                "with upstream's fix for issue 40260 (snowflake_compare.py --build --patch)?"
             )
-        megabytes = len(payload) / MEGABYTE
         return RunResult(
-            ferry_rate=megabytes / transfer.body_seconds,
+            ferry_rate=measured.rate,
             direct_rate=float("nan"),
-            cpu_ms_per_megabyte={
-                name: (after[name] - before[name]) * 1000 / megabytes for name in readers
-            },
+            cpu_ms_per_megabyte=measured.cpu_ms_per_megabyte,
         )
 
     return StackNetwork(SNOWFLAKE_LABEL, readers, proxy, run)

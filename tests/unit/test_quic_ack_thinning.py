@@ -25,15 +25,21 @@ def _ack_at(session: QuicSession) -> float | None:
     return session.connection._spaces[tls.Epoch.ONE_RTT].ack_at
 
 
-async def _held_upload(settings: QuicSettings, size: int) -> tuple[Pair, QuicSession, list[bytes]]:
-    """A handshaken pair whose client has sent ``size`` bytes on a stream, every datagram
-    of it held (not delivered); the server's own sends are counted in ``pair.server_sent``."""
+async def _handshaken(settings: QuicSettings) -> tuple[Pair, QuicSession]:
+    """A pair past its handshake, and its server, thinning ACKs unless ``ack_every`` is 1."""
     pair = Pair(settings)
     pair.client.connect()
     await pair.client.wait_handshake(5.0)
     server = pair.server
     assert server is not None
     await wait_until(lambda: server._ack_thinning or settings.ack_every == 1, "thinning on")
+    return pair, server
+
+
+async def _held_upload(settings: QuicSettings, size: int) -> tuple[Pair, QuicSession, list[bytes]]:
+    """A handshaken pair whose client has sent ``size`` bytes on a stream, every datagram
+    of it held (not delivered)."""
+    pair, server = await _handshaken(settings)
     held: list[bytes] = []
     pair.held_to_server = held
     stream = pair.client.open_stream()
@@ -126,12 +132,7 @@ async def test_a_thinned_bulk_transfer_arrives_whole_with_fewer_acknowledgements
     the fewer ACKs), and the server's datagrams stay at most one per two full-size ones.
     (How the ACKs are spaced is pinned by the tests above, which do not depend on timing.)"""
     size = 1_000_000
-    pair = Pair(QuicSettings(ack_delay=MAX_ACK_DELAY))
-    pair.client.connect()
-    await pair.client.wait_handshake(5.0)
-    server = pair.server
-    assert server is not None
-    await wait_until(lambda: server._ack_thinning, "thinning on")
+    pair, server = await _handshaken(QuicSettings(ack_delay=MAX_ACK_DELAY))
     sent = _count_sends(server)
     queued: list[bytes] = []
     pair.held_to_server = queued

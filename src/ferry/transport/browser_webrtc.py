@@ -109,7 +109,7 @@ the full browser, so the same handshake on the wire
 (``tests/browser/test_dtls_fingerprint.py`` compares it with two pages of the full
 browser), without the full browser's user interface layers. Measured against the full
 Chromium 156 as the engine (BENCHMARKS.md, issue 16): an idle engine 191 MiB PSS instead of
-372, and browser engines on both ends 134–150 CPU ms/MB instead of 145–168."""
+364, and browser engines on both ends 134–150 CPU ms/MB instead of 145–168."""
 
 _BROWSER_NAMES = (
     "chromium-headless-shell",

@@ -153,7 +153,8 @@ async def http_connect(proxy: tuple[str, int], authority: str) -> tuple[int, byt
 
 
 async def run_curl(*args: str, timeout: float = 120.0) -> tuple[int, bytes, bytes]:
-    """Run Debian's curl; returns (exit code, stdout, stderr)."""
+    """Run Debian's curl; returns (exit code, stdout, stderr). curl is killed and reaped if
+    this times out or is cancelled (a test that stops a download midway)."""
     process = await asyncio.create_subprocess_exec(
         "/usr/bin/curl",
         "--silent",
@@ -167,8 +168,9 @@ async def run_curl(*args: str, timeout: float = 120.0) -> tuple[int, bytes, byte
     try:
         async with asyncio.timeout(timeout + 10):
             out, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
         await process.wait()
         raise
     assert process.returncode is not None

@@ -18,6 +18,7 @@ import aiortc.rtcpeerconnection as aiortc_peer_connection
 import aiortc.rtcsctptransport as aiortc_sctp
 import pytest
 from aioquic.quic import recovery as aioquic_recovery
+from aioquic.quic.connection import QuicConnection
 from OpenSSL import SSL
 
 from ferry.transport import library_patches
@@ -201,6 +202,15 @@ def test_aioquic_still_reads_its_loss_thresholds_in_detect_loss() -> None:
     assert isinstance(_connection(QuicSettings())._loss, aioquic_recovery.QuicPacketRecovery)
 
 
+def test_aioquic_still_looks_its_ping_delivery_handler_up_when_it_writes_a_ping() -> None:
+    import inspect
+
+    source = inspect.getsource(QuicConnection._write_ping_frame)
+    assert "handler=self._on_ping_delivery" in source  # so a per-connection wrapper is used
+    delivery = inspect.getsource(QuicConnection._on_ping_delivery)
+    assert "self._ping_pending.extend(uids)" in delivery  # what the wrapper keeps from probes
+
+
 def test_private_reads_fall_back_safely_outside_their_versions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -213,6 +223,9 @@ def test_private_reads_fall_back_safely_outside_their_versions(
     first = library_patches.quic_accepted_packet_marker(connection)
     assert library_patches.quic_accepted_packet_marker(connection) != first
     assert not library_patches.use_loss_thresholds(connection, 7, 1.5)
+    assert not library_patches.keep_lost_probes_lost(connection, lambda uid: True)
+    connection.send_ping(1)
+    assert not library_patches.withdraw_unsent_ping(connection, 1)  # nothing read when off
     assert not _connection(QuicSettings()).flow_control
     assert library_patches.align_dtls_context(_dtls_context()) == ["all (aiortc version)"]
 

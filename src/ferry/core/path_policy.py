@@ -23,7 +23,8 @@ meantime (``lone_silence_timeout`` if no other path did: then the egress itself 
 one that is silent, which is the session's business). A path silent for half the timeout is
 probed directly. The egress answers on the path that most recently delivered a packet of the
 session, so a live path that carries traffic hears back within about one round trip, and a
-probe's acknowledgement proves the path delivered it whichever path brings the ack back.
+probe's acknowledgement proves the path delivered it whichever path brings the ack back (the
+transport never sends a probe's PING again on another path: ``QuicSession.probe``).
 """
 
 from __future__ import annotations

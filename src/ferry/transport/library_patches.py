@@ -33,7 +33,7 @@ import contextlib
 import importlib.metadata
 import re
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +46,7 @@ import aiortc.rtcsctptransport as aiortc_sctp
 from aioquic import tls as aioquic_tls
 from aioquic.quic import recovery as aioquic_recovery
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 from OpenSSL import SSL
@@ -72,6 +73,7 @@ __all__ = [
     "host_address_policy",
     "install",
     "installed_version",
+    "keep_lost_probes_lost",
     "quic_accepted_packet_marker",
     "quic_acknowledge_now",
     "quic_acknowledgement_state",
@@ -83,6 +85,7 @@ __all__ = [
     "use_certificate",
     "use_loss_thresholds",
     "version_in_range",
+    "withdraw_unsent_ping",
 ]
 
 logger = get_logger(__name__)
@@ -221,6 +224,16 @@ PATCHES: tuple[LibraryPatch, ...] = (
         "one ACK per few full-size datagrams instead of about one per millisecond, which "
         "every hop of the chain pays for per message; off: aioquic's ACK 1 ms after any "
         "packet (more CPU per MB, same correctness)",
+    ),
+    LibraryPatch(
+        "quic-probe-loss",
+        *_AIOQUIC,
+        "aioquic QuicConnection._on_ping_delivery (wrapped per connection), _ping_pending "
+        "(read; an unsent probe's uid removed)",
+        "a path probe is acknowledged only if it went out on its path: one that is lost, or "
+        "that pacing held back, is not sent later on whichever path carries the next packet "
+        "(whose acknowledgement would vouch for the path that lost it); off: a volunteer that "
+        "swallows traffic can be kept alive by re-sent probes",
     ),
     LibraryPatch(
         "quic-loss-thresholds",
@@ -710,6 +723,44 @@ def use_ack_delay(connection: QuicConnection, delay: float) -> bool:
     if not enabled("quic-ack-thinning") or not hasattr(connection, "_ack_delay"):
         return False
     connection._ack_delay = delay
+    return True
+
+
+def keep_lost_probes_lost(connection: QuicConnection, claim: Callable[[int], bool]) -> bool:
+    """Make a lost PING whose uid ``claim`` takes (returns ``True`` for) stay lost.
+
+    aioquic puts the uids of a PING it declares lost back in its queue, so the next packet
+    carries them again and their acknowledgement is reported as if the first PING had
+    arrived. A path probe speaks for the one path it went out on: re-sent, it would travel
+    on whichever path the scheduler picks next and vouch for the path that lost it. ``claim``
+    is asked for each uid of a lost PING; uids it takes are not queued again (the session's
+    own liveness PINGs, which it does not take, are). ``False`` when off."""
+    if not enabled("quic-probe-loss"):
+        return False
+    deliver = getattr(connection, "_on_ping_delivery", None)
+    if deliver is None or not hasattr(connection, "_ping_pending"):
+        logger.warning("aioquic's PING delivery has changed: a lost path probe is re-sent")
+        return False
+
+    def on_ping_delivery(delivery: QuicDeliveryState, uids: Sequence[int]) -> None:
+        if delivery != QuicDeliveryState.ACKED:
+            uids = tuple(uid for uid in uids if not claim(uid))
+        deliver(delivery, uids)
+
+    connection._on_ping_delivery = on_ping_delivery  # type: ignore[method-assign]
+    return True
+
+
+def withdraw_unsent_ping(connection: QuicConnection, uid: int) -> bool:
+    """Take the PING ``uid`` back if aioquic still holds it unsent (its pacer or congestion
+    window stopped the flush before it); ``True`` if it was withdrawn. When the
+    ``quic-probe-loss`` patch is off nothing is read and ``False`` is returned."""
+    if not enabled("quic-probe-loss"):
+        return False
+    pending = getattr(connection, "_ping_pending", None)
+    if not isinstance(pending, list) or uid not in pending:
+        return False
+    pending.remove(uid)
     return True
 
 

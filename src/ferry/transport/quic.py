@@ -557,6 +557,7 @@ class QuicSession:
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._probe_callbacks: dict[int, Callable[[], None]] = {}
         self._next_ping = 0
+        library_patches.keep_lost_probes_lost(connection, self._forget_lost_probe)
         self.datagrams_received = 0
         self.datagrams_sent = 0
         self.bytes_received = 0
@@ -871,24 +872,40 @@ class QuicSession:
                 "(the volunteer may be unable to reach it)"
             ) from None
 
-    def probe(self, send: Callable[[bytes], None], on_acknowledged: Callable[[], None]) -> None:
+    def probe(self, send: Callable[[bytes], None], on_acknowledged: Callable[[], None]) -> bool:
         """Send a PING now through ``send`` (one chosen path); call back when it is acked.
 
         Everything aioquic has to send at this moment goes through ``send``, so the probe
-        also carries any pending ACKs: a path probe is never wasted.
+        also carries any pending ACKs: a path probe is never wasted. The acknowledgement
+        speaks for that one path, so the PING never travels on another: if aioquic's pacer
+        or congestion window holds it back, it is withdrawn, what did go out takes the
+        session's usual paths, and ``False`` is returned (the caller probes again later);
+        if it is lost, it is not re-sent (:meth:`_forget_lost_probe`).
         """
         if self.closed.is_set():
-            return
+            return False
         self._next_ping += 1
         uid = self._next_ping
         self._probe_callbacks[uid] = on_acknowledged
         self.connection.send_ping(uid)
         now = self._loop.time()
-        for data, _address in self.connection.datagrams_to_send(now=now):
+        datagrams = [data for data, _address in self.connection.datagrams_to_send(now=now)]
+        sent = not library_patches.withdraw_unsent_ping(self.connection, uid)
+        if not sent:
+            del self._probe_callbacks[uid]
+            send = self._send
+        for data in datagrams:
             self.datagrams_sent += 1
             self.bytes_sent += len(data)
             send(data)
         self._arm_timer()
+        return sent
+
+    def _forget_lost_probe(self, uid: int) -> bool:
+        """aioquic declared the PING ``uid`` lost: a path probe's is forgotten, not re-sent
+        (``library_patches.keep_lost_probes_lost``: its acknowledgement would vouch for the
+        path that lost it); ``True`` if ``uid`` was a probe's."""
+        return self._probe_callbacks.pop(uid, None) is not None
 
     async def ping(self, timeout: float) -> None:
         """Send a PING and wait for its acknowledgement."""

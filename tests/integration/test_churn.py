@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until_blocking
+
 from .processes import (
     download_while_killing_volunteers,
     origin_server,
@@ -66,6 +68,41 @@ def test_download_resumes_after_every_volunteer_dies_at_once(tmp_path: Path) -> 
         assert curl.returncode == 0, f"{error.decode()}\n{net.logs()}"
         assert 0 < size_at_outage < len(body)
         assert _sha(output.read_bytes()) == _sha(body)
+
+
+def test_a_scout_path_ends_the_wait_when_the_volunteer_carrying_every_path_dies(
+    tmp_path: Path,
+) -> None:
+    """One volunteer carries all three of the client's paths (the only one online when it
+    connected); it is SIGKILLed while the session is idle and another volunteer waits. Nothing
+    is in flight, so every path falls silent with none hearing the egress after another went
+    quiet: the client asks for one more path (a scout) and, when the egress answers through
+    it, drops the dead ones, instead of waiting out the long all-silent timeout (8 s). The
+    session carries on: not lost, not restarted."""
+    body = payload(4 * 1024 * 1024)
+    with origin_server(body) as port, process_network(tmp_path, volunteers=1) as net:
+        wait_until_blocking(lambda: "(3 in use)" in net.client.log(), "three paths open")
+        only = net.volunteers[0]
+        wait_until_blocking(lambda: "(3 active)" in only.log(), "all three through one volunteer")
+        net.add_volunteer()
+        victim = net.volunteers.pop(0)
+        victim.kill()
+        wait_until_blocking(
+            lambda: net.client.log().count("went silent and was dropped") >= 3,
+            "the three dead paths dropped",
+            timeout=60,
+        )
+        output = tmp_path / "download.bin"
+        curl = start_curl(net.proxy, f"http://127.0.0.1:{port}/big", output)
+        _, error = curl.communicate(timeout=150)
+        log = net.client.log()
+        assert curl.returncode == 0, f"{error.decode()}\n{net.logs()}"
+        assert _sha(output.read_bytes()) == _sha(body)
+        assert "every volunteer path went silent" in log, net.logs()
+        # the scout opened before any dead path was dropped: it ended the wait
+        assert "(4 in use)" in log, net.logs()
+        assert log.index("(4 in use)") < log.index("went silent and was dropped"), net.logs()
+        assert "egress stopped answering" not in log
 
 
 def test_an_egress_restart_fails_old_streams_and_new_ones_work(tmp_path: Path) -> None:

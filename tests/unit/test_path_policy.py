@@ -89,6 +89,66 @@ def test_when_every_path_is_silent_the_longer_timeout_applies() -> None:
     assert set(policy.tick(2.01).drop) == {1, 2}
 
 
+def test_when_every_path_is_silent_one_scout_is_asked_for_and_it_ends_the_wait() -> None:
+    """Every volunteer died at once (one volunteer carried every path): a fresh path that
+    hears the egress gets the silent ones dropped at once instead of after the long wait."""
+    policy = policy_with_paths(
+        3, active_paths=2, spare_paths=1, silence_timeout=0.5, lone_silence_timeout=8.0
+    )
+    for number in (1, 2, 3):
+        policy.on_sent(number, 100, now=0.0)
+    policy.on_sent(3, 100, now=0.2)  # later sends do not restart a path's silence
+    assert policy.tick(0.49).open_more == 0
+    decision = policy.tick(0.5)
+    assert (decision.drop, decision.open_more) == ((), 1)
+    assert policy.scouts_opened == 1
+    policy.opening(1)
+    assert policy.tick(1.0).open_more == 0  # one scout at a time, however long it takes
+    policy.add(4, now=1.0)
+    policy.opening(-1)
+    policy.on_sent(4, 100, now=1.0, data=False)  # its probe
+    policy.on_received(4, 100, now=1.05)  # the egress answers through the scout
+    decision = policy.tick(1.06)
+    assert set(decision.drop) == {1, 2, 3}
+    assert decision.open_more == 2  # back to the target: the scout is one of its paths
+    assert policy.scouts_opened == 1
+    assert policy.active() == [4]
+
+
+def test_no_scout_while_some_path_still_answers_or_is_unused() -> None:
+    policy = policy_with_paths(
+        2, active_paths=2, spare_paths=0, silence_timeout=0.5, lone_silence_timeout=8.0
+    )
+    policy.on_sent(1, 100, now=0.0)
+    assert policy.tick(1.0).open_more == 0  # path 2 was never sent on
+    policy.on_sent(2, 100, now=1.0)
+    policy.on_received(2, 100, now=1.01)
+    decision = policy.tick(2.0)  # path 2 answered: path 1 is dropped and replaced instead
+    assert (decision.drop, decision.open_more, policy.target) == ((1,), 1, 2)
+    assert policy.scouts_opened == 0
+
+
+def test_a_slow_network_is_not_taken_for_silence() -> None:
+    policy = policy_with_paths(
+        2,
+        active_paths=2,
+        spare_paths=0,
+        silence_timeout=0.5,
+        lone_silence_timeout=8.0,
+        silence_rtt_multiple=8.0,
+    )
+    policy.on_probe_acknowledged(1, 0.4, now=0.0)  # 400 ms round trips
+    policy.on_probe_acknowledged(2, 0.3, now=0.0)
+    policy.on_sent(1, 100, now=1.0)
+    policy.on_sent(2, 100, now=1.0)
+    assert policy.tick(1.0 + 0.5).open_more == 0
+    assert policy.tick(1.0 + 3.19).open_more == 0  # 8 of the slowest round trips: 3.2 s
+    assert policy.tick(1.0 + 3.21).open_more == 1
+    policy.on_probe_acknowledged(1, 0.4, now=4.3)  # heard again: the target is as before
+    assert policy.tick(4.3).open_more == 0
+    assert len(policy) == policy.target == 2
+
+
 def test_an_answer_on_the_path_clears_its_silence() -> None:
     policy = policy_with_paths(2, silence_timeout=0.5)
     policy.on_sent(1, 100, now=0.0)

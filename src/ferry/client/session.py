@@ -285,8 +285,14 @@ class PathPool:
         await path.peer.close()
 
     def tick(self, probe: Callable[[int], None]) -> None:
-        """Drop silent paths, probe the ones due, open replacements."""
+        """Drop silent paths, probe the ones due, open replacements (and a scout)."""
+        scouts = self.policy.scouts_opened
         decision = self.policy.tick(self._loop.time())
+        if self.policy.scouts_opened != scouts:
+            log.info(
+                "every volunteer path went silent: asking for one more volunteer, to tell "
+                "volunteers that died together from a silent egress"
+            )
         for number in decision.drop:
             self._forget(number, "went silent and was dropped")
         for number in decision.probe:

@@ -25,6 +25,17 @@ probed directly. The egress answers on the path that most recently delivered a p
 session, so a live path that carries traffic hears back within about one round trip, and a
 probe's acknowledgement proves the path delivered it whichever path brings the ack back (the
 transport never sends a probe's PING again on another path: ``QuicSession.probe``).
+
+**A scout when every path is silent.** Silence on every path at once is ambiguous: every
+volunteer may have died together (one volunteer carrying all of the client's paths closed
+its tab), or the egress went quiet. Waiting out ``lone_silence_timeout`` would stall the
+session for that long in the first case, so once every path has been silent for
+``silence_timeout`` (longer on a slow network: ``silence_rtt_multiple`` round trips) the
+policy asks for one path beyond its target, until the egress is heard again. A fresh path
+tells the two cases apart: if the egress answers through it, the silent paths were dead and
+are dropped at once by the rule above (the scout stays, as one of the target's paths); if it
+does not, the session's own liveness check judges the egress through it. At most one path
+beyond the target is ever asked for.
 """
 
 from __future__ import annotations
@@ -167,14 +178,19 @@ class PathPolicy:
         self._paths: dict[int, _Path] = {}
         self._pending = 0
         self._last_data_at: float | None = None
+        self._scouting = False
+        """Whether the target is one path higher for a scout (until the egress is heard)."""
         self.paths_dropped_silent = 0
+        self.scouts_opened = 0
+        """Extra paths asked for because every path was silent (see the module docstring)."""
 
     # -- membership ------------------------------------------------------------------------
 
     @property
     def target(self) -> int:
-        """Paths the pool aims to keep open (active plus spare)."""
-        return self.config.active_paths + self.config.spare_paths
+        """Paths the pool aims to keep open (active plus spare, plus one while a scout is
+        wanted because every path went silent)."""
+        return self.config.active_paths + self.config.spare_paths + int(self._scouting)
 
     def wanted(self) -> int:
         """How many more paths to open now (target minus open and opening)."""
@@ -227,6 +243,7 @@ class PathPolicy:
         self._roll(path, now)
         path.last_received_at = now
         path.first_unanswered_at = None
+        self._scouting = False
         path.bytes_received += size
         path.window_received += size
 
@@ -241,6 +258,7 @@ class PathPolicy:
             return
         path.first_unanswered_at = None
         path.probe_sent_at = None
+        self._scouting = False
         gain = self.config.rtt_gain
         path.rtt = rtt if path.rtt is None else (1 - gain) * path.rtt + gain * rtt
 
@@ -311,6 +329,7 @@ class PathPolicy:
         for path_id in drop:
             self.remove(path_id)
             self.paths_dropped_silent += 1
+        self._scout_if_all_silent(now)
         idle = self._last_data_at is None or now - self._last_data_at > config.idle_after
         interval = config.idle_probe_interval if idle else config.probe_interval
         probe = []
@@ -326,6 +345,28 @@ class PathPolicy:
             elif now - path.first_unanswered_at >= config.silence_timeout / 2:
                 probe.append(path.path_id)  # silent for a while: ask it directly
         return PoolDecision(drop=tuple(drop), probe=tuple(probe), open_more=self.wanted())
+
+    def _scout_if_all_silent(self, now: float) -> None:
+        """Ask for one extra path once every path has been silent for ``silence_timeout``
+        (or ``silence_rtt_multiple`` of the slowest known round trip, if longer, so that a
+        slow network does not look silent)."""
+        if self._scouting or not self._paths:
+            return
+        spell = 0.0
+        slowest = 0.0
+        for path in self._paths.values():
+            if path.first_unanswered_at is None:
+                return  # a path never sent on, or answered: not every path is silent
+            spell = max(spell, path.first_unanswered_at)
+            slowest = max(slowest, path.rtt or 0.0)
+        config = self.config
+        limit = min(
+            config.lone_silence_timeout,
+            max(config.silence_timeout, config.silence_rtt_multiple * slowest),
+        )
+        if now - spell >= limit:
+            self._scouting = True
+            self.scouts_opened += 1
 
     def status(self, now: float) -> list[PathStatus]:
         """A snapshot of every path, oldest first."""

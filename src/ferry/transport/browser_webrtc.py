@@ -111,14 +111,8 @@ browser), without the full browser's user interface layers. Measured against the
 Chromium 156 as the engine (BENCHMARKS.md, issue 16): an idle engine 191 MiB PSS instead of
 364, and browser engines on both ends 134–150 CPU ms/MB instead of 145–168."""
 
-_BROWSER_NAMES = (
-    "chromium-headless-shell",
-    "chrome-headless-shell",
-    "chromium",
-    "chromium-browser",
-    "google-chrome",
-    "google-chrome-stable",
-)
+_BROWSER_NAMES = tuple(path.rsplit("/", 1)[1] for path in BROWSER_PATHS)
+"""The same executables, looked up by name on ``PATH`` in the same order."""
 _FRAME_HEADER = struct.Struct("!IH")
 _MAX_FRAME_DATAGRAM = 0xFFFF
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import os
 import socket
 import struct
 import tempfile
@@ -153,10 +154,13 @@ async def http_connect(proxy: tuple[str, int], authority: str) -> tuple[int, byt
 
 
 async def run_curl(*args: str, timeout: float = 120.0) -> tuple[int, bytes, bytes]:
-    """Run Debian's curl; returns (exit code, stdout, stderr). curl is killed and reaped if
-    this times out or is cancelled (a test that stops a download midway)."""
+    """Run Debian's curl; returns (exit code, stdout, stderr). It ignores ``~/.curlrc`` and
+    the environment's proxy variables, so only the proxy a test names is used. curl is killed
+    and reaped if this times out or is cancelled (a test that stops a download midway)."""
+    environment = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
     process = await asyncio.create_subprocess_exec(
         "/usr/bin/curl",
+        "-q",  # ignore any ~/.curlrc (must come first)
         "--silent",
         "--show-error",
         "--max-time",
@@ -164,6 +168,7 @@ async def run_curl(*args: str, timeout: float = 120.0) -> tuple[int, bytes, byte
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=environment,
     )
     try:
         async with asyncio.timeout(timeout + 10):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -29,9 +28,10 @@ from ferry.errors import (
 )
 from ferry.transport.stream import ByteStream
 
+from . import chain
+
 pytestmark = pytest.mark.integration
 
-CURL = "/usr/bin/curl"
 IO_TIMEOUT = 10.0
 HELLO_BODY = "hello through the ferry proxy\n"
 BIG_BODY = bytes(range(256)) * 4096  # 1 MiB
@@ -249,29 +249,7 @@ async def proxy_port(start_proxy: StartProxy) -> int:
 
 
 async def run_curl(*arguments: str) -> tuple[int, bytes, bytes]:
-    environment = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
-    process = await asyncio.create_subprocess_exec(
-        CURL,
-        "-q",  # ignore any ~/.curlrc
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "20",
-        *arguments,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-    )
-    try:
-        async with asyncio.timeout(30):
-            stdout, stderr = await process.communicate()
-    except BaseException:  # timed out or cancelled: no curl outlives the test
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, stdout, stderr
+    return await chain.run_curl(*arguments, timeout=20)
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

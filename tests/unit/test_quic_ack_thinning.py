@@ -28,10 +28,7 @@ def _ack_at(session: QuicSession) -> float | None:
 async def _handshaken(settings: QuicSettings) -> tuple[Pair, QuicSession]:
     """A pair past its handshake, and its server, thinning ACKs unless ``ack_every`` is 1."""
     pair = Pair(settings)
-    pair.client.connect()
-    await pair.client.wait_handshake(5.0)
-    server = pair.server
-    assert server is not None
+    server = await pair.handshake()
     await wait_until(lambda: server._ack_thinning or settings.ack_every == 1, "thinning on")
     return pair, server
 

@@ -18,10 +18,9 @@ from tests.waiting import wait_until
 
 
 async def _handshaken() -> tuple[Pair, QuicSession]:
+    """A handshaken pair and its client, the side that probes."""
     pair = Pair(QuicSettings())
-    pair.client.connect()
-    await pair.client.wait_handshake(5.0)
-    assert pair.server is not None
+    await pair.handshake()
     return pair, pair.client
 
 

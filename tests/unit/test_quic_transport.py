@@ -45,6 +45,13 @@ class Pair:
         self._server_configuration = server_configuration
         self._settings = settings
 
+    async def handshake(self, timeout: float = 5.0) -> QuicSession:
+        """Connect the client, wait for the handshake, and return the server's session."""
+        self.client.connect()
+        await self.client.wait_handshake(timeout)
+        assert self.server is not None
+        return self.server
+
     def _to_server(self, datagram: bytes) -> None:
         if self.drop_to_server:
             self.lost_to_server += 1
